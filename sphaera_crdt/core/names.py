@@ -1,0 +1,61 @@
+"""Validation of the names that key the replicated state.
+
+Entity ids, replica ids and attribute keys become parts of keys inside the CRDT document
+and appear in URLs, logs and explanations, so they are short, non-empty and free of control
+characters (which also keeps the unit separator free for the document layout).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from ..errors import InvalidIdentifier
+
+__all__ = [
+    "MAX_ATTR_LEN",
+    "MAX_ID_LEN",
+    "MAX_REPLICA_ID_LEN",
+    "check_attr_key", "check_entity_id", "check_replica_id"]
+
+MAX_ID_LEN: Final = 256
+MAX_ATTR_LEN: Final = 128
+#: Leaves room for the ``replica:`` prefix of the entity every replica declares for itself.
+MAX_REPLICA_ID_LEN: Final = 128
+
+# C0 and C1 control characters and DEL.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check(kind: str, name: object, limit: int) -> str:
+    if type(name) is not str:
+        raise InvalidIdentifier(f"{kind} must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidIdentifier(f"{kind} must not be empty")
+    if len(name) > limit:
+        raise InvalidIdentifier(f"{kind} {name[:32]!r}... is longer than {limit} characters")
+    bad = _CONTROL.search(name)
+    if bad is not None:
+        raise InvalidIdentifier(
+            f"{kind} {name!r} contains control character {bad.group()!r} at {bad.start()}"
+        )
+    try:
+        name.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidIdentifier(f"{kind} {name!r} is not valid Unicode text") from exc
+    return name
+
+
+def check_entity_id(name: object) -> str:
+    """Return *name* if it is a valid entity id, else raise :class:`InvalidIdentifier`."""
+    return _check("entity id", name, MAX_ID_LEN)
+
+
+def check_replica_id(name: object) -> str:
+    """Return *name* if it is a valid replica id, else raise :class:`InvalidIdentifier`."""
+    return _check("replica id", name, MAX_REPLICA_ID_LEN)
+
+
+def check_attr_key(name: object) -> str:
+    """Return *name* if it is a valid attribute key, else raise :class:`InvalidIdentifier`."""
+    return _check("attribute key", name, MAX_ATTR_LEN)

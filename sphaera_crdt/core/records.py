@@ -1,0 +1,222 @@
+"""The merged view: last-writer-wins records built from every writer's entries.
+
+Entry keys (inside a writer's container, parts joined by the unit separator ``\\x1f``)::
+
+    e <entity> k            kind
+    e <entity> q            requires (constraint data)
+    e <entity> o            owner (the declaring replica)
+    e <entity> x            retracted (bool); present once the entity was declared
+    e <entity> a <attr>     one top-level attribute
+    s <subject>             this writer's observation of <subject>: [ok, value, at, ttl]
+
+Entry text is ``<stamp in hex><marker><payload>``: marker ``:`` for JSON read by orjson,
+``;`` for JSON that needs the standard library (ints beyond 64 bits), ``!`` for a removed
+attribute (no payload). For every logical key the entry with the greatest
+``(stamp, replica id, nonce)`` wins; stamps are hybrid logical clocks, so a write made after
+another was seen always wins, and concurrent writes resolve the same way everywhere.
+
+Everything here tolerates garbage: entries that arrive malformed from a peer are counted
+and ignored, never raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from . import codec
+from .views import Observation
+
+__all__ = ["ABSENT_ATTR", "EntityRecord", "MergedView", "Order", "entry_text"]
+
+SEP: Final = "\x1f"
+#: Sort key of an entry: (stamp, replica id, nonce).
+Order = tuple[int, str, str]
+#: The decoded value of a removed attribute.
+ABSENT_ATTR: Final = object()
+
+FIELDS: Final = frozenset({"k", "q", "o", "x"})
+
+
+def entry_text(stamp: int, value: object, where: str) -> str:
+    """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
+    stdlib, text = codec.dumps(value, where)
+    return f"{stamp:x}{';' if stdlib else ':'}{text}"
+
+
+def removed_text(stamp: int) -> str:
+    return f"{stamp:x}!"
+
+
+def parse_entry(text: str) -> tuple[int, Any, str, bool] | None:
+    """Return ``(stamp, value, payload, stdlib)`` or ``None`` if the text is malformed."""
+    for index, char in enumerate(text[:17]):
+        if char in ":;!":
+            break
+    else:
+        return None
+    try:
+        stamp = int(text[:index], 16)
+        payload = text[index + 1 :]
+        if char == "!":
+            return (stamp, ABSENT_ATTR, "", False) if not payload else None
+        stdlib = char == ";"
+        return stamp, codec.loads(payload, stdlib=stdlib), payload, stdlib
+    except ValueError:
+        return None
+
+
+def fresh_copy(value: Any, payload: str, stdlib: bool) -> Any:
+    """A copy of a decoded value that callers may mutate freely."""
+    if type(value) in (dict, list):
+        return codec.loads(payload, stdlib=stdlib)
+    return value
+
+
+@dataclass(slots=True)
+class Winner:
+    order: Order
+    value: Any
+    payload: str
+    stdlib: bool
+
+    def copy_value(self) -> Any:
+        return fresh_copy(self.value, self.payload, self.stdlib)
+
+
+@dataclass(slots=True)
+class ObservationWinner:
+    order: Order
+    observation: Observation
+    payload: str
+    stdlib: bool
+
+    def copy(self) -> Observation:
+        """The observation with a value callers may mutate freely."""
+        value = self.observation.value
+        if type(value) not in (dict, list):
+            return self.observation
+        return replace(self.observation, value=codec.loads(self.payload, stdlib=self.stdlib)[1])
+
+
+@dataclass(slots=True)
+class EntityRecord:
+    """The merged record of one entity; fields and attrs hold the winning entries."""
+
+    id: str
+    fields: dict[str, Winner]
+    attrs: dict[str, Winner]
+
+    @property
+    def declared(self) -> bool:
+        return "x" in self.fields
+
+    @property
+    def retracted(self) -> bool:
+        winner = self.fields.get("x")
+        return winner is None or winner.value is not False
+
+    def field(self, name: str) -> Any:
+        winner = self.fields.get(name)
+        return None if winner is None else winner.value
+
+    @property
+    def kind(self) -> str | None:
+        kind = self.field("k")
+        return kind if type(kind) is str else None
+
+    @property
+    def owner(self) -> str | None:
+        owner = self.field("o")
+        return owner if type(owner) is str else None
+
+    def attrs_copy(self) -> dict[str, Any]:
+        return {
+            name: winner.copy_value()
+            for name, winner in self.attrs.items()
+            if winner.value is not ABSENT_ATTR
+        }
+
+    def requires_copy(self) -> Any:
+        winner = self.fields.get("q")
+        return None if winner is None else winner.copy_value()
+
+
+class MergedView:
+    """Entity records and observations merged from every writer, last writer wins."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, EntityRecord] = {}
+        #: subject -> observer replica id -> winning observation
+        self.observations: dict[str, dict[str, ObservationWinner]] = {}
+        self.max_stamp = 0
+        self.malformed = 0
+
+    def apply(self, replica_id: str, nonce: str, key: str, text: str) -> tuple[str, str | None] | None:
+        """Merge one entry written by ``replica_id``.
+
+        Returns ``(entity, None)`` when an entity record changed, ``(subject, observer)``
+        when an observation changed, and ``None`` when nothing changed.
+        """
+        parsed = parse_entry(text)
+        if parsed is None:
+            self.malformed += 1
+            return None
+        return self.apply_parsed(replica_id, nonce, key, *parsed)
+
+    def apply_parsed(
+        self, replica_id: str, nonce: str, key: str, stamp: int, value: Any, payload: str, stdlib: bool
+    ) -> tuple[str, str | None] | None:
+        """:meth:`apply` for an entry already decoded (this replica's own writes)."""
+        if stamp > self.max_stamp:
+            self.max_stamp = stamp
+        order = (stamp, replica_id, nonce)
+        kind, _, rest = key.partition(SEP)
+        if kind == "s":
+            return self._apply_observation(replica_id, rest, order, value, payload, stdlib)
+        if kind == "e":
+            entity, _, name = rest.partition(SEP)
+            if entity:
+                return self._apply_field(entity, name, Winner(order, value, payload, stdlib))
+        self.malformed += 1
+        return None
+
+    def _apply_field(self, entity: str, name: str, winner: Winner) -> tuple[str, None] | None:
+        if name in FIELDS:
+            table_name = "fields"
+        elif name.startswith("a" + SEP) and len(name) > 2:
+            table_name = "attrs"
+            name = name[2:]
+        else:
+            self.malformed += 1
+            return None
+        if winner.value is ABSENT_ATTR and table_name == "fields":
+            self.malformed += 1
+            return None
+        record = self.records.get(entity)
+        if record is None:
+            record = self.records[entity] = EntityRecord(entity, {}, {})
+        table = record.fields if table_name == "fields" else record.attrs
+        current = table.get(name)
+        if current is not None and current.order >= winner.order:
+            return None
+        table[name] = winner
+        return entity, None
+
+    def _apply_observation(
+        self, observer: str, subject: str, order: Order, value: Any, payload: str, stdlib: bool
+    ) -> tuple[str, str] | None:
+        try:
+            ok, data, at, ttl = value
+            observation = Observation(
+                observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
+            )
+        except (TypeError, ValueError):
+            self.malformed += 1
+            return None
+        by_observer = self.observations.setdefault(subject, {})
+        current = by_observer.get(observer)
+        if current is not None and current.order >= order:
+            return None
+        by_observer[observer] = ObservationWinner(order, observation, payload, stdlib)
+        return subject, observer

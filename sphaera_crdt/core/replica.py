@@ -1,0 +1,418 @@
+"""The Replica: replicated records and observations, deltas, merges and events.
+
+A replica owns one pycrdt document (see :mod:`.ydoc` for its layout) and a merged view
+of it (see :mod:`.records`). Local writes go to both at once; a merge applies the peer's
+bytes to the document and feeds the entries it changed into the view. The view is a
+join of last-writer-wins registers, so it equals what a fresh replica would build from
+the same document, whatever order the updates came in.
+
+Statuses are derived from the view by :meth:`Replica._derive`; every step (a write, a
+merge, a tick) reports the entities whose status changed as :class:`Change` events.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
+from . import names
+from .lib0 import decode_state_vector
+from .records import (
+    ABSENT_ATTR,
+    SEP,
+    EntityRecord,
+    MergedView,
+    entry_text,
+    parse_entry,
+    removed_text,
+)
+from .views import Change, EntityView, Observation, RecordChange, Status
+from .ydoc import DocumentAdapter, split_writer_key
+
+__all__ = ["Clock", "Replica"]
+
+Clock = Callable[[], float]
+ChangeCallback = Callable[[Change], object]
+RecordCallback = Callable[[RecordChange], object]
+
+REPLICA_PREFIX: Final = "replica:"
+_log = logging.getLogger("sphaera_crdt.replica")
+
+
+class Replica:
+    """One replica of the shared state.
+
+    Args:
+        replica_id: This replica's id; it also declares the entity ``replica:<id>``.
+        clock: Returns the current time in seconds (``time.time`` by default).
+        predicates: Named predicates that constraints may ``call``.
+        logger: Where failures of subscribers are reported.
+        nonce: The id of this replica's container in the document (random by default);
+            a store that restores a replica passes the one it had.
+        client_id: The Yrs client id (random by default). Never reuse one with restored state.
+        declare_self: Declare ``replica:<id>`` at construction (default true).
+    """
+
+    def __init__(
+        self,
+        replica_id: str,
+        *,
+        clock: Clock = time.time,
+        predicates: Mapping[str, Callable[..., Any]] | None = None,
+        logger: logging.Logger | None = None,
+        nonce: str | None = None,
+        client_id: int | None = None,
+        declare_self: bool = True,
+    ) -> None:
+        self.id: Final = names.check_replica_id(replica_id)
+        self._clock = clock
+        self.predicates: dict[str, Callable[..., Any]] = dict(predicates or {})
+        self._log = logger or _log
+        self._doc = DocumentAdapter(self.id, nonce=nonce, client_id=client_id)
+        self._view = MergedView()
+        self._stamp = 0
+        self._status: dict[str, tuple[Status, str]] = {}
+        self._subscribers: list[ChangeCallback] = []
+        self._record_subscribers: list[RecordCallback] = []
+        self._writers: dict[str, tuple[str, str] | None] = {}
+        if declare_self:
+            self.declare(self.replica_entity, kind="replica")
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def replica_entity(self) -> str:
+        """The entity id this replica declares for itself: ``replica:<id>``."""
+        return REPLICA_PREFIX + self.id
+
+    @property
+    def nonce(self) -> str:
+        """The id of this replica's container in the document."""
+        return self._doc.nonce
+
+    @property
+    def client_id(self) -> int:
+        """The Yrs client id of this replica's document."""
+        return int(self._doc.doc.client_id)
+
+    def now(self) -> float:
+        """The replica's clock."""
+        return self._clock()
+
+    # -- local writes ----------------------------------------------------------------------
+
+    def declare(
+        self,
+        entity_id: str,
+        *,
+        kind: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        requires: Any = None,
+    ) -> EntityView:
+        """Declare (or re-declare) an entity, stating its whole record.
+
+        Attributes the entity had and ``attrs`` does not name are removed. Declaring a
+        retracted entity brings it back.
+
+        Raises:
+            InvalidIdentifier: A bad entity id or attribute key.
+            InvalidValue: A value that cannot be stored with its exact type.
+        """
+        names.check_entity_id(entity_id)
+        if kind is not None and type(kind) is not str:
+            raise InvalidValue(f"kind of {entity_id!r} must be a str or None")
+        attrs = self._check_attrs(entity_id, attrs or {})
+        requires = self._check_requires(entity_id, requires)
+        stamp = self._next_stamp()
+        base = f"e{SEP}{entity_id}{SEP}"
+        entries = {
+            base + "k": entry_text(stamp, kind, "kind"),
+            base + "q": entry_text(stamp, requires, "requires"),
+            base + "o": entry_text(stamp, self.id, "owner"),
+            base + "x": entry_text(stamp, False, "retracted"),
+        }
+        for key, value in attrs.items():
+            entries[f"{base}a{SEP}{key}"] = entry_text(stamp, value, f"attrs.{key}")
+        record = self._view.records.get(entity_id)
+        if record is not None:
+            for key, winner in record.attrs.items():
+                if key not in attrs and winner.value is not ABSENT_ATTR:
+                    entries[f"{base}a{SEP}{key}"] = removed_text(stamp)
+        self._write(entries)
+        view = self.entity(entity_id)
+        assert view is not None
+        return view
+
+    def update(self, entity_id: str, attrs: Mapping[str, Any]) -> EntityView:
+        """Merge top-level ``attrs`` into a declared entity's attributes.
+
+        Concurrent updates of different attributes on different replicas all survive;
+        concurrent updates of one attribute converge to one of the values everywhere.
+
+        Raises:
+            UnknownEntity: The entity was never declared on this replica.
+        """
+        self._declared(entity_id)
+        attrs = self._check_attrs(entity_id, attrs)
+        stamp = self._next_stamp()
+        base = f"e{SEP}{entity_id}{SEP}a{SEP}"
+        self._write(
+            {base + key: entry_text(stamp, value, f"attrs.{key}") for key, value in attrs.items()}
+        )
+        view = self.entity(entity_id)
+        assert view is not None
+        return view
+
+    def retract(self, entity_id: str) -> None:
+        """Retract an entity: it becomes ``absent`` everywhere once this write arrives.
+
+        Raises:
+            UnknownEntity: The entity was never declared on this replica.
+        """
+        self._declared(entity_id)
+        self._write({f"e{SEP}{entity_id}{SEP}x": entry_text(self._next_stamp(), True, "retracted")})
+
+    def observe(
+        self, subject: str, *, ok: bool = True, value: Any = None, ttl: float | None = None
+    ) -> Observation:
+        """Record this replica's observation of ``subject``; it replaces the previous one.
+
+        Raises:
+            InvalidIdentifier: A bad subject id.
+            InvalidValue: ``ok`` is not a bool, ``ttl`` not a non-negative number, or
+                ``value`` cannot be stored with its exact type.
+        """
+        names.check_entity_id(subject)
+        at = self._clock()
+        observation = Observation(
+            observer=self.id, subject=subject, ok=ok, value=value, at=at, ttl=ttl
+        )
+        self._write({f"s{SEP}{subject}": entry_text(self._next_stamp(at), [ok, value, at, ttl], "value")})
+        return observation
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def status(self, entity_id: str) -> Status:
+        """The derived status of an entity on this replica (``absent`` if unknown)."""
+        return self._status.get(entity_id, (Status.ABSENT, ""))[0]
+
+    def exists(self, entity_id: str) -> bool:
+        """Whether the entity's status is ``exists``."""
+        return self.status(entity_id) is Status.EXISTS
+
+    def entity(self, entity_id: str) -> EntityView | None:
+        """The entity's merged record and status, or ``None`` if it was never declared."""
+        record = self._view.records.get(entity_id)
+        if record is None or not record.declared:
+            return None
+        status, reason = self._status.get(entity_id, (Status.ABSENT, ""))
+        return EntityView(
+            id=entity_id,
+            kind=record.kind,
+            attrs=record.attrs_copy(),
+            requires=record.requires_copy(),
+            owner=record.owner,
+            status=status,
+            reason=reason,
+        )
+
+    def entities(self) -> dict[str, EntityView]:
+        """Every declared entity (retracted ones included, with status ``absent``)."""
+        views = {}
+        for entity_id in sorted(self._view.records):
+            view = self.entity(entity_id)
+            if view is not None:
+                views[entity_id] = view
+        return views
+
+    def observations(self, subject: str | None = None) -> list[Observation]:
+        """The latest observation of each observer, of one subject or of all subjects."""
+        table = self._view.observations
+        subjects = sorted(table) if subject is None else [subject]
+        return [
+            winner.copy()
+            for name in subjects
+            for _, winner in sorted(table.get(name, {}).items())
+        ]
+
+    # -- replication -----------------------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        """The Yrs state vector of this replica's document."""
+        return self._doc.state_vector()
+
+    def delta(self, since: bytes | None = None) -> bytes:
+        """A Yrs v1 update holding everything that a peer at state vector ``since`` lacks.
+
+        Raises:
+            InvalidUpdate: ``since`` is not a well-formed state vector.
+        """
+        if since is not None:
+            decode_state_vector(since)
+        return self._doc.delta(since)
+
+    def merge(self, update: bytes) -> list[Change]:
+        """Merge a Yrs v1 update from any replica, in any order, any number of times.
+
+        An update whose causal predecessors are missing is held and applied once they
+        arrive.
+
+        Raises:
+            InvalidUpdate: The bytes are not a valid update; the replica is unchanged.
+        """
+        if type(update) is not bytes:
+            raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
+        entries = self._doc.apply(update)
+        view = self._view
+        touched: dict[str, None] = {}
+        records: list[RecordChange] = []
+        for writer, key, text in entries:
+            origin = self._writer(writer)
+            if origin is None:
+                view.malformed += 1
+                continue
+            changed = view.apply(origin[0], origin[1], key, text)
+            if changed is not None:
+                self._note(changed, touched, records, local=False)
+        if view.max_stamp > self._stamp:
+            self._stamp = view.max_stamp
+        return self._finish(touched, records)
+
+    def tick(self, now: float | None = None) -> list[Change]:
+        """Re-derive what the passing of time affects; return the status changes."""
+        return self._finish({}, [])
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which some status may change with time alone."""
+        return None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback(change)`` for every status change; returns an unsubscribe function."""
+        return _subscribe(self._subscribers, callback)
+
+    def subscribe_records(self, callback: RecordCallback) -> Callable[[], None]:
+        """Call ``callback(record_change)`` whenever a replicated record changes."""
+        return _subscribe(self._record_subscribers, callback)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _next_stamp(self, now: float | None = None) -> int:
+        if now is None:
+            now = self._clock()
+        wall = int(now * 1000) if math.isfinite(now) else 0
+        stamp = self._stamp + 1
+        if wall > stamp:
+            stamp = wall
+        self._stamp = stamp
+        return stamp
+
+    def _write(self, entries: dict[str, str]) -> None:
+        self._doc.write(entries)
+        touched: dict[str, None] = {}
+        records: list[RecordChange] = []
+        view = self._view
+        nonce = self._doc.nonce
+        for key, text in entries.items():
+            parsed = parse_entry(text)
+            assert parsed is not None
+            changed = view.apply_parsed(self.id, nonce, key, *parsed)
+            if changed is not None:
+                self._note(changed, touched, records, local=True)
+        self._finish(touched, records)
+
+    @staticmethod
+    def _note(
+        changed: tuple[str, str | None],
+        touched: dict[str, None],
+        records: list[RecordChange],
+        *,
+        local: bool,
+    ) -> None:
+        subject, observer = changed
+        touched[subject] = None
+        if observer is None:
+            records.append(RecordChange(kind="entity", id=subject, local=local))
+        else:
+            records.append(
+                RecordChange(kind="observation", id=subject, observer=observer, local=local)
+            )
+
+    def _finish(self, touched: dict[str, None], records: list[RecordChange]) -> list[Change]:
+        changes = []
+        for entity_id in touched:
+            before = self._status.get(entity_id, (Status.ABSENT, ""))
+            after = self._derive(entity_id)
+            if after == (Status.ABSENT, "undeclared"):
+                self._status.pop(entity_id, None)
+            else:
+                self._status[entity_id] = after
+            if after[0] != before[0]:
+                changes.append(
+                    Change(entity=entity_id, before=before[0], after=after[0], reason=after[1])
+                )
+        _deliver(self._log, self._record_subscribers, records)
+        _deliver(self._log, self._subscribers, changes)
+        return changes
+
+    def _derive(self, entity_id: str) -> tuple[Status, str]:
+        record = self._view.records.get(entity_id)
+        if record is None or not record.declared:
+            return Status.ABSENT, "undeclared"
+        if record.retracted:
+            return Status.ABSENT, "retracted"
+        if record.field("q") is None:
+            return Status.EXISTS, "declared with no requirement"
+        return Status.UNDETERMINED, "constraints are not evaluated yet"
+
+    def _writer(self, key: str) -> tuple[str, str] | None:
+        try:
+            return self._writers[key]
+        except KeyError:
+            parsed = self._writers[key] = split_writer_key(key)
+            return parsed
+
+    def _declared(self, entity_id: str) -> EntityRecord:
+        names.check_entity_id(entity_id)
+        record = self._view.records.get(entity_id)
+        if record is None or not record.declared:
+            raise UnknownEntity(f"entity {entity_id!r} is not declared on replica {self.id!r}")
+        return record
+
+    @staticmethod
+    def _check_attrs(entity_id: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(attrs, Mapping):
+            raise InvalidValue(f"attrs of {entity_id!r} must be a mapping of str to values")
+        for key in attrs:
+            names.check_attr_key(key)
+        return dict(attrs)
+
+    @staticmethod
+    def _check_requires(entity_id: str, requires: Any) -> Any:
+        return requires
+
+
+def _subscribe(table: list[Any], callback: Callable[[Any], object]) -> Callable[[], None]:
+    table.append(callback)
+
+    def unsubscribe() -> None:
+        if callback in table:
+            table.remove(callback)
+
+    return unsubscribe
+
+
+def _deliver(log: logging.Logger, callbacks: list[Any], events: Iterable[Any]) -> None:
+    if not callbacks:
+        return
+    for event in events:
+        for callback in list(callbacks):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("subscriber %r failed on %r", callback, event)
