@@ -21,7 +21,14 @@ import orjson
 
 from ..errors import InvalidValue
 
-__all__ = ["MAX_DEPTH", "JsonValue", "check_value", "dumps", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "JsonValue",
+    "check_value",
+    "dumps",
+    "dumps_checked",
+    "loads",
+]
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
@@ -61,12 +68,20 @@ def _check(value: object, where: str, depth: int) -> None:
 
 
 def dumps(value: object, where: str = "value") -> tuple[bool, str]:
-    """Encode a checked value; returns ``(needs_stdlib, text)``.
+    """Check and encode a value; returns ``(needs_stdlib, text)``.
 
     ``needs_stdlib`` is true when the value holds an int outside orjson's 64-bit range;
     such text must be read with :func:`loads` and ``stdlib=True``.
+
+    Raises:
+        InvalidValue: The value would not round-trip with its exact type.
     """
     check_value(value, where)
+    return dumps_checked(value, where)
+
+
+def dumps_checked(value: object, where: str = "value") -> tuple[bool, str]:
+    """:func:`dumps` for a value already passed to :func:`check_value`."""
     try:
         return False, orjson.dumps(value).decode()
     except orjson.JSONEncodeError as exc:

@@ -27,7 +27,15 @@ from typing import Any, Final
 from . import codec
 from .views import Observation
 
-__all__ = ["ABSENT_ATTR", "EntityRecord", "MergedView", "Order", "entry_text"]
+__all__ = [
+    "ABSENT_ATTR",
+    "EntityRecord",
+    "Entry",
+    "MergedView",
+    "Order",
+    "make_entry",
+    "removed_entry",
+]
 
 SEP: Final = "\x1f"
 #: Sort key of an entry: (stamp, replica id, nonce).
@@ -38,14 +46,19 @@ ABSENT_ATTR: Final = object()
 FIELDS: Final = frozenset({"k", "q", "o", "x"})
 
 
-def entry_text(stamp: int, value: object, where: str) -> str:
+#: A local write, encoded and decoded at once: (key, text, stamp, value, payload, stdlib).
+Entry = tuple[str, str, int, Any, str, bool]
+
+
+def make_entry(key: str, stamp: int, value: Any, where: str, *, checked: bool = False) -> Entry:
     """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
-    stdlib, text = codec.dumps(value, where)
-    return f"{stamp:x}{';' if stdlib else ':'}{text}"
+    stdlib, payload = (codec.dumps_checked if checked else codec.dumps)(value, where)
+    return key, f"{stamp:x}{';' if stdlib else ':'}{payload}", stamp, value, payload, stdlib
 
 
-def removed_text(stamp: int) -> str:
-    return f"{stamp:x}!"
+def removed_entry(key: str, stamp: int) -> Entry:
+    """An entry that removes an attribute."""
+    return key, f"{stamp:x}!", stamp, ABSENT_ATTR, "", False
 
 
 def parse_entry(text: str) -> tuple[int, Any, str, bool] | None:
@@ -206,14 +219,17 @@ class MergedView:
     def _apply_observation(
         self, observer: str, subject: str, order: Order, value: Any, payload: str, stdlib: bool
     ) -> tuple[str, str] | None:
-        try:
-            ok, data, at, ttl = value
-            observation = Observation(
-                observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
-            )
-        except (TypeError, ValueError):
-            self.malformed += 1
-            return None
+        if type(value) is Observation:  # a local write hands over the checked observation
+            observation = value
+        else:
+            try:
+                ok, data, at, ttl = value
+                observation = Observation(
+                    observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
+                )
+            except (TypeError, ValueError):
+                self.malformed += 1
+                return None
         by_observer = self.observations.setdefault(subject, {})
         current = by_observer.get(observer)
         if current is not None and current.order >= order:

@@ -21,14 +21,15 @@ from typing import Any, Final
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
 from . import names
 from .lib0 import decode_state_vector
+from . import codec
 from .records import (
     ABSENT_ATTR,
     SEP,
     EntityRecord,
+    Entry,
     MergedView,
-    entry_text,
-    parse_entry,
-    removed_text,
+    make_entry,
+    removed_entry,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
 from .ydoc import DocumentAdapter, split_writer_key
@@ -129,19 +130,19 @@ class Replica:
         requires = self._check_requires(entity_id, requires)
         stamp = self._next_stamp()
         base = f"e{SEP}{entity_id}{SEP}"
-        entries = {
-            base + "k": entry_text(stamp, kind, "kind"),
-            base + "q": entry_text(stamp, requires, "requires"),
-            base + "o": entry_text(stamp, self.id, "owner"),
-            base + "x": entry_text(stamp, False, "retracted"),
-        }
+        entries = [
+            make_entry(base + "k", stamp, kind, "kind"),
+            make_entry(base + "q", stamp, requires, "requires"),
+            make_entry(base + "o", stamp, self.id, "owner"),
+            make_entry(base + "x", stamp, False, "retracted"),
+        ]
         for key, value in attrs.items():
-            entries[f"{base}a{SEP}{key}"] = entry_text(stamp, value, f"attrs.{key}")
+            entries.append(make_entry(f"{base}a{SEP}{key}", stamp, value, f"attrs.{key}"))
         record = self._view.records.get(entity_id)
         if record is not None:
             for key, winner in record.attrs.items():
                 if key not in attrs and winner.value is not ABSENT_ATTR:
-                    entries[f"{base}a{SEP}{key}"] = removed_text(stamp)
+                    entries.append(removed_entry(f"{base}a{SEP}{key}", stamp))
         self._write(entries)
         view = self.entity(entity_id)
         assert view is not None
@@ -158,11 +159,13 @@ class Replica:
         """
         self._declared(entity_id)
         attrs = self._check_attrs(entity_id, attrs)
-        stamp = self._next_stamp()
         base = f"e{SEP}{entity_id}{SEP}a{SEP}"
-        self._write(
-            {base + key: entry_text(stamp, value, f"attrs.{key}") for key, value in attrs.items()}
-        )
+        entries = [
+            make_entry(base + key, 0, value, f"attrs.{key}") for key, value in attrs.items()
+        ]
+        # Stamp after every value passed its check, so a refused update changes nothing.
+        stamp = self._next_stamp()
+        self._write([make_entry(e[0], stamp, e[3], "", checked=True) for e in entries])
         view = self.entity(entity_id)
         assert view is not None
         return view
@@ -174,7 +177,8 @@ class Replica:
             UnknownEntity: The entity was never declared on this replica.
         """
         self._declared(entity_id)
-        self._write({f"e{SEP}{entity_id}{SEP}x": entry_text(self._next_stamp(), True, "retracted")})
+        key = f"e{SEP}{entity_id}{SEP}x"
+        self._write([make_entry(key, self._next_stamp(), True, "retracted", checked=True)])
 
     def observe(
         self, subject: str, *, ok: bool = True, value: Any = None, ttl: float | None = None
@@ -191,7 +195,12 @@ class Replica:
         observation = Observation(
             observer=self.id, subject=subject, ok=ok, value=value, at=at, ttl=ttl
         )
-        self._write({f"s{SEP}{subject}": entry_text(self._next_stamp(at), [ok, value, at, ttl], "value")})
+        codec.check_value(value)
+        stamp = self._next_stamp(at)
+        key, text, _, _, payload, stdlib = make_entry(
+            f"s{SEP}{subject}", stamp, [ok, value, at, ttl], "value", checked=True
+        )
+        self._write([(key, text, stamp, observation, payload, stdlib)])
         return observation
 
     # -- reading ---------------------------------------------------------------------------
@@ -312,22 +321,20 @@ class Replica:
         self._stamp = stamp
         return stamp
 
-    def _write(self, entries: dict[str, str]) -> None:
-        self._doc.write(entries)
+    def _write(self, entries: list[Entry]) -> None:
+        self._doc.write([(entry[0], entry[1]) for entry in entries])
         touched: dict[str, None] = {}
         records: list[RecordChange] = []
         view = self._view
         nonce = self._doc.nonce
-        for key, text in entries.items():
-            parsed = parse_entry(text)
-            assert parsed is not None
-            changed = view.apply_parsed(self.id, nonce, key, *parsed)
+        for key, _, stamp, value, payload, stdlib in entries:
+            changed = view.apply_parsed(self.id, nonce, key, stamp, value, payload, stdlib)
             if changed is not None:
                 self._note(changed, touched, records, local=True)
         self._finish(touched, records)
 
-    @staticmethod
     def _note(
+        self,
         changed: tuple[str, str | None],
         touched: dict[str, None],
         records: list[RecordChange],
@@ -336,6 +343,8 @@ class Replica:
     ) -> None:
         subject, observer = changed
         touched[subject] = None
+        if not self._record_subscribers:
+            return
         if observer is None:
             records.append(RecordChange(kind="entity", id=subject, local=local))
         else:

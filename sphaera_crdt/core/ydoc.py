@@ -26,7 +26,7 @@ replica writes it, so local writes pay nothing for observation.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from pycrdt import Doc, Map, Subscription
@@ -86,27 +86,35 @@ class DocumentAdapter:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write(self, entries: dict[str, str]) -> None:
-        """Write entries into this replica's container in one transaction."""
+    def write(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Write ``(key, text)`` entries into this replica's container in one transaction."""
         own = self._own
         live = self.own_entries
-        with self.doc.transaction():
+        with self.doc.transaction() as txn:
             if own is None:
                 own = self._own = Map()
                 self._root[self.key] = own
-            for key, text in entries.items():
+            # The integrated map's insert skips pycrdt's per-item transaction bookkeeping,
+            # which otherwise costs more than the write itself.
+            insert = own.integrated.insert
+            handle = txn._txn
+            for key, text in entries:
                 if key in live:
                     self._dead += 1
                 live[key] = text
-                own[key] = text
+                insert(handle, key, text)
         if self._dead > MIN_ROTATE and self._dead > len(live):
             self.rotate()
 
     def rotate(self) -> None:
         """Replace this replica's container by a fresh one holding only the live entries."""
-        with self.doc.transaction():
-            fresh: Map[str] = Map(dict(self.own_entries))
+        with self.doc.transaction() as txn:
+            fresh: Map[str] = Map()
             self._root[self.key] = fresh
+            insert = fresh.integrated.insert
+            handle = txn._txn
+            for key, text in self.own_entries.items():
+                insert(handle, key, text)
         self._own = fresh
         self._dead = 0
         self.rotations += 1
