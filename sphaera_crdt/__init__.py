@@ -5,6 +5,17 @@ receives in any order, and derives from its own merged view which entities exist
 """
 
 from .core import Change, EntityView, Observation, RecordChange, Replica, Status
+from .core.constraints import (
+    all_of,
+    any_of,
+    at_least,
+    attr,
+    call,
+    check_constraint,
+    exists,
+    not_,
+    observed,
+)
 from .errors import (
     InputError,
     InvalidConstraint,
@@ -31,4 +42,13 @@ __all__ = [
     "SphaeraError",
     "Status",
     "UnknownEntity",
+    "all_of",
+    "any_of",
+    "at_least",
+    "attr",
+    "call",
+    "check_constraint",
+    "exists",
+    "not_",
+    "observed",
 ]

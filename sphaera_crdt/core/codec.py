@@ -43,22 +43,22 @@ def check_value(value: object, where: str = "value") -> None:
     _check(value, where, 0)
 
 
-def _check(value: object, where: str, depth: int) -> None:
+def _check(value: Any, where: str, depth: int) -> None:
     kind = type(value)
     if kind in _SCALARS:
         return
     if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
+        if not math.isfinite(value):
             raise InvalidValue(f"{where}: {value!r} is not a finite number")
         return
     if depth >= MAX_DEPTH:
         raise InvalidValue(f"{where}: nested deeper than {MAX_DEPTH} levels")
     if kind is list:
-        for index, item in enumerate(value):  # type: ignore[arg-type]
+        for index, item in enumerate(value):
             _check(item, f"{where}[{index}]", depth + 1)
         return
     if kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
+        for key, item in value.items():
             if type(key) is not str:
                 raise InvalidValue(f"{where}: dict key {key!r} is not a str")
             _check(item, f"{where}.{key}", depth + 1)

@@ -16,7 +16,10 @@ __all__ = [
     "MAX_ATTR_LEN",
     "MAX_ID_LEN",
     "MAX_REPLICA_ID_LEN",
-    "check_attr_key", "check_entity_id", "check_replica_id"]
+    "check_attr_key",
+    "check_entity_id",
+    "check_replica_id",
+]
 
 MAX_ID_LEN: Final = 256
 MAX_ATTR_LEN: Final = 128

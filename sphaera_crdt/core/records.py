@@ -21,6 +21,7 @@ and ignored, never raised.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -44,6 +45,7 @@ Order = tuple[int, str, str]
 ABSENT_ATTR: Final = object()
 
 FIELDS: Final = frozenset({"k", "q", "o", "x"})
+_ENTRY_HEAD: Final = re.compile(r"([0-9a-f]{1,16})([:;!])")
 
 
 #: A local write, encoded and decoded at once: (key, text, stamp, value, payload, stdlib).
@@ -63,19 +65,18 @@ def removed_entry(key: str, stamp: int) -> Entry:
 
 def parse_entry(text: str) -> tuple[int, Any, str, bool] | None:
     """Return ``(stamp, value, payload, stdlib)`` or ``None`` if the text is malformed."""
-    for index, char in enumerate(text[:17]):
-        if char in ":;!":
-            break
-    else:
+    head = _ENTRY_HEAD.match(text)
+    if head is None:
         return None
+    stamp = int(head.group(1), 16)
+    marker = head.group(2)
+    payload = text[head.end() :]
+    if marker == "!":
+        return (stamp, ABSENT_ATTR, "", False) if not payload else None
+    stdlib = marker == ";"
     try:
-        stamp = int(text[:index], 16)
-        payload = text[index + 1 :]
-        if char == "!":
-            return (stamp, ABSENT_ATTR, "", False) if not payload else None
-        stdlib = char == ";"
         return stamp, codec.loads(payload, stdlib=stdlib), payload, stdlib
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -165,7 +166,9 @@ class MergedView:
         self.max_stamp = 0
         self.malformed = 0
 
-    def apply(self, replica_id: str, nonce: str, key: str, text: str) -> tuple[str, str | None] | None:
+    def apply(
+        self, replica_id: str, nonce: str, key: str, text: str
+    ) -> tuple[str, str | None] | None:
         """Merge one entry written by ``replica_id``.
 
         Returns ``(entity, None)`` when an entity record changed, ``(subject, observer)``
@@ -178,7 +181,14 @@ class MergedView:
         return self.apply_parsed(replica_id, nonce, key, *parsed)
 
     def apply_parsed(
-        self, replica_id: str, nonce: str, key: str, stamp: int, value: Any, payload: str, stdlib: bool
+        self,
+        replica_id: str,
+        nonce: str,
+        key: str,
+        stamp: int,
+        value: Any,
+        payload: str,
+        stdlib: bool,
     ) -> tuple[str, str | None] | None:
         """:meth:`apply` for an entry already decoded (this replica's own writes)."""
         if stamp > self.max_stamp:

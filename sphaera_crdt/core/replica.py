@@ -6,8 +6,9 @@ bytes to the document and feeds the entries it changed into the view. The view i
 join of last-writer-wins registers, so it equals what a fresh replica would build from
 the same document, whatever order the updates came in.
 
-Statuses are derived from the view by :meth:`Replica._derive`; every step (a write, a
-merge, a tick) reports the entities whose status changed as :class:`Change` events.
+Statuses are derived from the view by the existence engine (:mod:`.existence`); every
+step (a write, a merge, a tick) re-evaluates only what the step affected and reports the
+entities whose status changed as :class:`Change` events, dependencies first.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
-from . import names
+from . import codec, names
+from .constraints import check_constraint
+from .existence import ExistenceEngine
+from .explain import explain, reason
+from .formulas import FALSE, TRUE, UNKNOWN
 from .lib0 import decode_state_vector
-from . import codec
 from .records import (
     ABSENT_ATTR,
     SEP,
@@ -41,6 +45,7 @@ ChangeCallback = Callable[[Change], object]
 RecordCallback = Callable[[RecordChange], object]
 
 REPLICA_PREFIX: Final = "replica:"
+_STATUS: Final = {TRUE: Status.EXISTS, FALSE: Status.ABSENT, UNKNOWN: Status.UNDETERMINED}
 _log = logging.getLogger("sphaera_crdt.replica")
 
 
@@ -76,7 +81,7 @@ class Replica:
         self._doc = DocumentAdapter(self.id, nonce=nonce, client_id=client_id)
         self._view = MergedView()
         self._stamp = 0
-        self._status: dict[str, tuple[Status, str]] = {}
+        self._engine = ExistenceEngine(self._view, self.id, self.predicates)
         self._subscribers: list[ChangeCallback] = []
         self._record_subscribers: list[RecordCallback] = []
         self._writers: dict[str, tuple[str, str] | None] = {}
@@ -160,9 +165,7 @@ class Replica:
         self._declared(entity_id)
         attrs = self._check_attrs(entity_id, attrs)
         base = f"e{SEP}{entity_id}{SEP}a{SEP}"
-        entries = [
-            make_entry(base + key, 0, value, f"attrs.{key}") for key, value in attrs.items()
-        ]
+        entries = [make_entry(base + key, 0, value, f"attrs.{key}") for key, value in attrs.items()]
         # Stamp after every value passed its check, so a refused update changes nothing.
         stamp = self._next_stamp()
         self._write([make_entry(e[0], stamp, e[3], "", checked=True) for e in entries])
@@ -207,7 +210,25 @@ class Replica:
 
     def status(self, entity_id: str) -> Status:
         """The derived status of an entity on this replica (``absent`` if unknown)."""
-        return self._status.get(entity_id, (Status.ABSENT, ""))[0]
+        return _STATUS[self._engine.status.get(entity_id, FALSE)]
+
+    def why(self, entity_id: str, *, depth: int = 3) -> dict[str, Any]:
+        """A JSON-serialisable tree of the clauses and facts that decided the status.
+
+        ``exists`` dependencies are explained ``depth`` levels deep; below that, chains
+        are summarised by their length and the link where the cause lies.
+        """
+        return explain(self._engine, entity_id, depth=depth)
+
+    def derive_all(self, now: float | None = None) -> dict[str, Status]:
+        """Statuses recomputed from scratch (not incrementally) at ``now``.
+
+        Leaves the replica's own statuses alone; useful to audit the incremental engine.
+        Only entities that are not ``absent`` are listed.
+        """
+        engine = ExistenceEngine(self._view, self.id, self.predicates)
+        derived = engine.recompute(self._clock() if now is None else now)
+        return {entity: _STATUS[value] for entity, value in sorted(derived.items())}
 
     def exists(self, entity_id: str) -> bool:
         """Whether the entity's status is ``exists``."""
@@ -218,15 +239,14 @@ class Replica:
         record = self._view.records.get(entity_id)
         if record is None or not record.declared:
             return None
-        status, reason = self._status.get(entity_id, (Status.ABSENT, ""))
         return EntityView(
             id=entity_id,
             kind=record.kind,
             attrs=record.attrs_copy(),
             requires=record.requires_copy(),
             owner=record.owner,
-            status=status,
-            reason=reason,
+            status=self.status(entity_id),
+            reason=reason(self._engine, entity_id),
         )
 
     def entities(self) -> dict[str, EntityView]:
@@ -243,9 +263,7 @@ class Replica:
         table = self._view.observations
         subjects = sorted(table) if subject is None else [subject]
         return [
-            winner.copy()
-            for name in subjects
-            for _, winner in sorted(table.get(name, {}).items())
+            winner.copy() for name in subjects for _, winner in sorted(table.get(name, {}).items())
         ]
 
     # -- replication -----------------------------------------------------------------------
@@ -277,7 +295,6 @@ class Replica:
             raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
         entries = self._doc.apply(update)
         view = self._view
-        touched: dict[str, None] = {}
         records: list[RecordChange] = []
         for writer, key, text in entries:
             origin = self._writer(writer)
@@ -286,18 +303,22 @@ class Replica:
                 continue
             changed = view.apply(origin[0], origin[1], key, text)
             if changed is not None:
-                self._note(changed, touched, records, local=False)
+                self._note(changed, records, local=False)
         if view.max_stamp > self._stamp:
             self._stamp = view.max_stamp
-        return self._finish(touched, records)
+        return self._finish(records)
 
     def tick(self, now: float | None = None) -> list[Change]:
-        """Re-derive what the passing of time affects; return the status changes."""
-        return self._finish({}, [])
+        """Re-derive what the passing of time affects; return the status changes.
+
+        Entities whose observations went stale are re-evaluated, and so is every entity
+        whose constraint calls a predicate (predicates may depend on anything).
+        """
+        return self._finish([], now=now, volatile=True)
 
     def next_deadline(self) -> float | None:
         """The earliest time at which some status may change with time alone."""
-        return None
+        return self._engine.next_deadline()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -323,26 +344,27 @@ class Replica:
 
     def _write(self, entries: list[Entry]) -> None:
         self._doc.write([(entry[0], entry[1]) for entry in entries])
-        touched: dict[str, None] = {}
         records: list[RecordChange] = []
         view = self._view
         nonce = self._doc.nonce
         for key, _, stamp, value, payload, stdlib in entries:
             changed = view.apply_parsed(self.id, nonce, key, stamp, value, payload, stdlib)
             if changed is not None:
-                self._note(changed, touched, records, local=True)
-        self._finish(touched, records)
+                self._note(changed, records, local=True)
+        self._finish(records)
 
     def _note(
         self,
         changed: tuple[str, str | None],
-        touched: dict[str, None],
         records: list[RecordChange],
         *,
         local: bool,
     ) -> None:
         subject, observer = changed
-        touched[subject] = None
+        if observer is None:
+            self._engine.record_changed(subject)
+        else:
+            self._engine.observation_changed(subject)
         if not self._record_subscribers:
             return
         if observer is None:
@@ -352,32 +374,27 @@ class Replica:
                 RecordChange(kind="observation", id=subject, observer=observer, local=local)
             )
 
-    def _finish(self, touched: dict[str, None], records: list[RecordChange]) -> list[Change]:
-        changes = []
-        for entity_id in touched:
-            before = self._status.get(entity_id, (Status.ABSENT, ""))
-            after = self._derive(entity_id)
-            if after == (Status.ABSENT, "undeclared"):
-                self._status.pop(entity_id, None)
-            else:
-                self._status[entity_id] = after
-            if after[0] != before[0]:
-                changes.append(
-                    Change(entity=entity_id, before=before[0], after=after[0], reason=after[1])
-                )
+    def _finish(
+        self,
+        records: list[RecordChange],
+        *,
+        now: float | None = None,
+        volatile: bool = False,
+    ) -> list[Change]:
+        engine = self._engine
+        steps = engine.step(self._clock() if now is None else now, volatile=volatile)
+        changes = [
+            Change(
+                entity=entity_id,
+                before=_STATUS[before],
+                after=_STATUS[after],
+                reason=reason(engine, entity_id),
+            )
+            for entity_id, before, after in steps
+        ]
         _deliver(self._log, self._record_subscribers, records)
         _deliver(self._log, self._subscribers, changes)
         return changes
-
-    def _derive(self, entity_id: str) -> tuple[Status, str]:
-        record = self._view.records.get(entity_id)
-        if record is None or not record.declared:
-            return Status.ABSENT, "undeclared"
-        if record.retracted:
-            return Status.ABSENT, "retracted"
-        if record.field("q") is None:
-            return Status.EXISTS, "declared with no requirement"
-        return Status.UNDETERMINED, "constraints are not evaluated yet"
 
     def _writer(self, key: str) -> tuple[str, str] | None:
         try:
@@ -403,7 +420,9 @@ class Replica:
 
     @staticmethod
     def _check_requires(entity_id: str, requires: Any) -> Any:
-        return requires
+        if requires is None:
+            return None
+        return check_constraint(requires, f"requires of {entity_id!r}")
 
 
 def _subscribe(table: list[Any], callback: Callable[[Any], object]) -> Callable[[], None]:

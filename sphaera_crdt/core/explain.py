@@ -1,0 +1,289 @@
+"""Explanations: why an entity has its status, as a JSON-serialisable tree and a short reason.
+
+The well-founded model is a fixpoint of Kleene evaluation, so re-evaluating a rule with the
+final statuses gives the entity's status; the explanation walks the rule and keeps only
+the *deciding* clauses (the false ones of a false ``all``, the true ones of a true ``any``,
+the unknown ones of an unknown clause). ``exists`` clauses explain the entity they name,
+to a bounded depth; past it, a chain of single causes is followed and summarised by its
+length and its last link, so a 100-deep chain reads in a few lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .existence import ExistenceEngine, Malformed
+from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node
+
+__all__ = ["STATUS_NAMES", "explain", "reason"]
+
+STATUS_NAMES: Final = {TRUE: "exists", FALSE: "absent", UNKNOWN: "undetermined"}
+VALUE_NAMES: Final = {TRUE: "true", FALSE: "false", UNKNOWN: "unknown"}
+#: Deciding children listed per clause before the rest are counted.
+MAX_CHILDREN: Final = 8
+#: Observations listed per ``observed`` clause.
+MAX_OBSERVATIONS: Final = 10
+#: Longest chain followed when summarising.
+MAX_CHAIN: Final = 100_000
+
+
+def reason(engine: ExistenceEngine, entity: str) -> str:
+    """A one-line reason for the entity's current status."""
+    base = _base_reason(engine, entity)
+    if base is not None:
+        return base
+    value = engine.status.get(entity, FALSE)
+    rep = engine.comp.get(entity, entity)
+    if rep in engine.cyclic and value == UNKNOWN:
+        members = engine.members.get(rep) or [entity]
+        return f"unresolved cycle through negation: {_names(members)}"
+    rule = engine.rules[entity]
+    assert isinstance(rule, Compiled)
+    leaf = _first_leaf(engine, rule.node, value)
+    if value == TRUE:
+        return "requirements hold" if leaf is None else f"requirements hold: {leaf}"
+    if (
+        rep in engine.cyclic
+        and value == FALSE
+        and leaf is not None
+        and leaf[1] in _cycle(engine, entity)
+    ):
+        return f"supported only by a cycle: {_names(engine.members.get(rep) or [entity])}"
+    return "requirements do not hold" if leaf is None else leaf[0]
+
+
+def explain(engine: ExistenceEngine, entity: str, *, depth: int = 3) -> dict[str, Any]:
+    """The explanation tree of an entity's current status."""
+    return _explain_entity(engine, entity, depth, ())
+
+
+def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
+    record = engine.view.records.get(entity)
+    if record is None or not record.declared:
+        return "undeclared"
+    if record.retracted:
+        return "retracted"
+    rule = engine.rules.get(entity)
+    if rule is None:
+        return "declared with no requirements"
+    if isinstance(rule, Malformed):
+        return str(rule)
+    return None
+
+
+def _cycle(engine: ExistenceEngine, entity: str) -> set[str]:
+    rep = engine.comp.get(entity, entity)
+    return set(engine.members.get(rep) or [entity]) if rep in engine.cyclic else set()
+
+
+def _names(members: list[str]) -> str:
+    shown = ", ".join(members[:MAX_CHILDREN])
+    more = len(members) - MAX_CHILDREN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _value(engine: ExistenceEngine, node: Node) -> int:
+    evaluator = engine.evaluator
+    saved = evaluator.deadline
+    try:
+        return evaluator.kleene(node)
+    finally:
+        evaluator.deadline = saved
+
+
+def _first_leaf(engine: ExistenceEngine, node: Node, want: int) -> tuple[str, str] | None:
+    """(text, entity) of the first atom that decides ``node``'s value ``want``."""
+    op = node[0]
+    if op in ("all", "any"):
+        for child in node[1]:
+            if _value(engine, child) == want:
+                found = _first_leaf(engine, child, want)
+                if found is not None:
+                    return found
+        return None
+    if op == "not":
+        return _first_leaf(engine, node[1], TRUE - want)
+    if op == "at_least":
+        for child in node[2]:
+            if _value(engine, child) == want:
+                found = _first_leaf(engine, child, want)
+                if found is not None:
+                    return found
+        return None
+    return _describe_atom(engine, node, want), node[1] if op in ("exists", "observed") else ""
+
+
+def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
+    op = node[0]
+    if op == "const":
+        return f"constant {VALUE_NAMES[node[1]]}"
+    if op == "exists":
+        return f"{node[1]} is {STATUS_NAMES[engine.status.get(node[1], FALSE)]}"
+    if op == "observed":
+        facts = _observed_facts(engine, node)
+        return (
+            f"{facts['fresh']} of {facts['quorum']} needed fresh observations of {node[1]}"
+            f" within {node[2]:g}s"
+        )
+    if op == "attr":
+        return f"attr {node[1]}.{'.'.join(node[2])} {node[3]} {node[4]!r} is {VALUE_NAMES[value]}"
+    name = node[1]
+    if name not in engine.evaluator.predicates:
+        return f"unknown predicate {name!r}"
+    return f"predicate {name!r} is {VALUE_NAMES[value]}"
+
+
+def _explain_entity(
+    engine: ExistenceEngine, entity: str, depth: int, path: tuple[str, ...]
+) -> dict[str, Any]:
+    value = engine.status.get(entity, FALSE)
+    out: dict[str, Any] = {
+        "entity": entity,
+        "status": STATUS_NAMES[value],
+        "reason": reason(engine, entity),
+    }
+    cycle = _cycle(engine, entity)
+    if cycle:
+        out["cycle"] = sorted(cycle)
+    rule = engine.rules.get(entity)
+    if _base_reason(engine, entity) is not None or not isinstance(rule, Compiled):
+        return out
+    if entity in path:
+        out["see"] = "above (cycle)"
+        return out
+    if depth <= 0:
+        chain = _chain(engine, entity, set(path))
+        if chain:
+            out["chain"] = chain
+        return out
+    out["because"] = _explain_node(engine, rule.node, depth - 1, (*path, entity))
+    return out
+
+
+def _explain_node(
+    engine: ExistenceEngine, node: Node, depth: int, path: tuple[str, ...]
+) -> dict[str, Any]:
+    op = node[0]
+    value = _value(engine, node)
+    out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
+    if op in ("all", "any", "at_least"):
+        children = node[2] if op == "at_least" else node[1]
+        if op == "at_least":
+            out["need"] = node[1]
+        deciding = [child for child in children if _value(engine, child) == value]
+        out["deciding"] = [
+            _explain_node(engine, child, depth, path) for child in deciding[:MAX_CHILDREN]
+        ]
+        if len(deciding) > MAX_CHILDREN:
+            out["more"] = len(deciding) - MAX_CHILDREN
+        return out
+    if op == "not":
+        out["deciding"] = [_explain_node(engine, node[1], depth, path)]
+        return out
+    if op == "exists":
+        out["entity"] = node[1]
+        out["dependency"] = _explain_entity(engine, node[1], depth, path)
+        return out
+    if op == "observed":
+        out.update(_observed_facts(engine, node))
+        return out
+    if op == "attr":
+        out.update(_attr_facts(engine, node))
+        return out
+    if op == "call":
+        out["name"] = node[1]
+        out["args"] = node[2]
+        if node[1] not in engine.evaluator.predicates:
+            out["error"] = f"unknown predicate {node[1]!r}"
+        return out
+    out["constant"] = node[1] == TRUE
+    return out
+
+
+def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, Any] | None:
+    """Follow the first deciding ``exists`` dependency down to where the cause lies."""
+    links = 0
+    current = entity
+    visited = set(seen)
+    while links < MAX_CHAIN:
+        visited.add(current)
+        rule = engine.rules.get(current)
+        if _base_reason(engine, current) is not None or not isinstance(rule, Compiled):
+            break
+        leaf = _first_leaf(engine, rule.node, engine.status.get(current, FALSE))
+        if leaf is None or not leaf[0] or leaf[1] in visited or not _is_exists_leaf(rule, leaf[1]):
+            break
+        current = leaf[1]
+        links += 1
+    if links == 0:
+        return None
+    return {
+        "links": links,
+        "ends_at": current,
+        "status": STATUS_NAMES[engine.status.get(current, FALSE)],
+        "reason": reason(engine, current),
+    }
+
+
+def _is_exists_leaf(rule: Compiled, entity: str) -> bool:
+    return entity in rule.exists
+
+
+def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
+    _, subject, within, by, quorum, want_ok = node
+    now = engine.evaluator.now
+    table = engine.view.observations.get(subject, {})
+    listed: list[dict[str, Any]] = []
+    fresh = 0
+    for observer in sorted(table):
+        if by == "self" and observer != engine.evaluator.replica_id:
+            continue
+        if by not in ("*", "self") and observer not in by:
+            continue
+        observation = table[observer].observation
+        limit = within if observation.ttl is None else min(within, observation.ttl)
+        expiry = observation.at + limit
+        is_fresh = now <= expiry
+        counts = is_fresh and observation.ok is want_ok
+        fresh += counts
+        item: dict[str, Any] = {
+            "observer": observer,
+            "ok": observation.ok,
+            "at": observation.at,
+            "age": now - observation.at,
+            "fresh": is_fresh,
+        }
+        if not is_fresh:
+            item["stale_since"] = expiry
+        if len(listed) < MAX_OBSERVATIONS:
+            listed.append(item)
+    return {
+        "subject": subject,
+        "within": within,
+        "by": by if by in ("*", "self") else sorted(by),
+        "quorum": quorum,
+        "ok": want_ok,
+        "fresh": fresh,
+        "observations": listed,
+    }
+
+
+def _attr_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
+    _, entity, path, op, expected = node
+    out: dict[str, Any] = {"entity": entity, "path": ".".join(path), "op": op}
+    if op != "present":
+        out["expected"] = expected
+    record = engine.view.records.get(entity)
+    if record is None or record.retracted:
+        out["actual"] = None
+        out["missing"] = "undeclared" if record is None or not record.declared else "retracted"
+        return out
+    attrs = record.attrs_copy()
+    value: Any = attrs
+    for part in path:
+        if type(value) is not dict or part not in value:
+            out["missing"] = f"no attribute {'.'.join(path)}"
+            return out
+        value = value[part]
+    out["actual"] = value
+    return out

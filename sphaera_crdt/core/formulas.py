@@ -1,0 +1,318 @@
+"""Compiled constraints and their three-valued evaluation.
+
+A constraint (JSON data, see :mod:`.constraints`) is compiled once per record change into
+a tree of tuples ``(OP, ...)``; evaluation dispatches on ``OP`` through a table.
+Truth values are Kleene's: ``TRUE = 2``, ``UNKNOWN = 1``, ``FALSE = 0``, so that ``and``
+is ``min``, ``or`` is ``max`` and ``not`` is ``2 - x``.
+
+Two evaluations exist. :meth:`Evaluator.kleene` gives the value of a formula when every
+entity it mentions already has a status (entities outside a cycle). :meth:`Evaluator.bound`
+gives a lower or upper bound of a formula whose ``exists`` atoms may point back into the
+strongly connected component being solved; the existence engine iterates it to the
+well-founded model. Atoms other than ``exists`` never depend on the component, so both
+evaluations read them the same way.
+
+Evaluation also reports the earliest *deadline*: the instant after which an observation it
+relied on stops being fresh, so a replica knows when to re-evaluate with time alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..errors import InvalidConstraint
+from .constraints import check_constraint
+from .records import ABSENT_ATTR, MergedView
+
+__all__ = ["FALSE", "TRUE", "UNKNOWN", "Compiled", "Evaluator", "compile_constraint"]
+
+FALSE: Final = 0
+UNKNOWN: Final = 1
+TRUE: Final = 2
+INF: Final = math.inf
+
+Node = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A checked constraint ready to evaluate, with what it depends on."""
+
+    node: Node
+    exists: frozenset[str]
+    observed: frozenset[str]
+    attrs: frozenset[str]
+    calls: bool
+    uses_self: bool
+
+
+def compile_constraint(data: Any) -> Compiled:
+    """Check and compile constraint data.
+
+    Raises:
+        InvalidConstraint: The data is not a constraint.
+    """
+    check_constraint(data)
+    deps: dict[str, set[str]] = {"exists": set(), "observed": set(), "attrs": set()}
+    flags = {"calls": False, "self": False}
+    node = _compile(data, deps, flags)
+    return Compiled(
+        node=node,
+        exists=frozenset(deps["exists"]),
+        observed=frozenset(deps["observed"]),
+        attrs=frozenset(deps["attrs"]),
+        calls=flags["calls"],
+        uses_self=flags["self"],
+    )
+
+
+def _compile(data: Any, deps: dict[str, set[str]], flags: dict[str, bool]) -> Node:
+    if data is True or data is False:
+        return ("const", TRUE if data else FALSE)
+    if "exists" in data:
+        deps["exists"].add(data["exists"])
+        return ("exists", data["exists"])
+    if "all" in data:
+        return ("all", tuple(_compile(item, deps, flags) for item in data["all"]))
+    if "any" in data:
+        return ("any", tuple(_compile(item, deps, flags) for item in data["any"]))
+    if "not" in data:
+        return ("not", _compile(data["not"], deps, flags))
+    if "at_least" in data:
+        children = tuple(_compile(item, deps, flags) for item in data["of"])
+        return ("at_least", data["at_least"], children)
+    if "observed" in data:
+        deps["observed"].add(data["observed"])
+        by = data.get("by", "*")
+        if by == "self":
+            flags["self"] = True
+        by_set = by if by in ("*", "self") else frozenset(by)
+        return (
+            "observed",
+            data["observed"],
+            float(data["within"]),
+            by_set,
+            data.get("quorum", 1),
+            data.get("ok", True),
+        )
+    if "attr" in data:
+        entity, path = data["attr"]
+        deps["attrs"].add(entity)
+        return ("attr", entity, tuple(path.split(".")), data["op"], data.get("value"))
+    if "call" in data:
+        flags["calls"] = True
+        return ("call", data["call"], data.get("args", {}))
+    raise InvalidConstraint(f"cannot compile {data!r}")  # unreachable after check_constraint
+
+
+class Evaluator:
+    """Evaluates compiled formulas against a merged view, statuses, a time and predicates.
+
+    Args:
+        view: The merged records and observations.
+        status: Current statuses as Kleene values (missing means ``FALSE``).
+        replica_id: This replica (for ``"by": "self"``).
+        predicates: Named predicates for ``call`` clauses.
+    """
+
+    def __init__(
+        self,
+        view: MergedView,
+        status: dict[str, int],
+        replica_id: str,
+        predicates: Mapping[str, Callable[..., Any]],
+    ) -> None:
+        self.view = view
+        self.status = status
+        self.replica_id = replica_id
+        self.predicates = predicates
+        self.now = 0.0
+        #: earliest instant after which some evaluated observation goes stale
+        self.deadline = INF
+        self._atoms: dict[str, Callable[[Node], int]] = {
+            "const": self._const,
+            "exists": self._exists,
+            "observed": self._observed,
+            "attr": self._attr,
+            "call": self._call,
+        }
+
+    # -- Kleene evaluation (no cycle inside) -----------------------------------------------
+
+    def kleene(self, node: Node) -> int:
+        """The three-valued value of ``node`` given the current statuses."""
+        op = node[0]
+        if op == "all":
+            value = TRUE
+            for child in node[1]:
+                child_value = self.kleene(child)
+                if child_value == FALSE:
+                    return FALSE
+                if child_value < value:
+                    value = child_value
+            return value
+        if op == "any":
+            value = FALSE
+            for child in node[1]:
+                child_value = self.kleene(child)
+                if child_value == TRUE:
+                    return TRUE
+                if child_value > value:
+                    value = child_value
+            return value
+        if op == "not":
+            return TRUE - self.kleene(node[1])
+        if op == "at_least":
+            need = node[1]
+            true = maybe = 0
+            for child in node[2]:
+                child_value = self.kleene(child)
+                if child_value == TRUE:
+                    true += 1
+                    if true >= need:
+                        return TRUE
+                elif child_value == UNKNOWN:
+                    maybe += 1
+            return TRUE if true >= need else UNKNOWN if true + maybe >= need else FALSE
+        return self._atoms[op](node)
+
+    # -- bounds (inside a strongly connected component) ------------------------------------
+
+    def bound(self, node: Node, lower: bool, inside: set[str], low: set[str], up: set[str]) -> bool:
+        """Whether ``node`` is certainly (``lower``) or possibly (not ``lower``) true.
+
+        ``exists`` atoms naming a member of ``inside`` read ``low`` when evaluated for a
+        lower bound and ``up`` for an upper bound; ``not`` swaps the two.
+        """
+        op = node[0]
+        if op == "all":
+            return all(self.bound(child, lower, inside, low, up) for child in node[1])
+        if op == "any":
+            return any(self.bound(child, lower, inside, low, up) for child in node[1])
+        if op == "not":
+            return not self.bound(node[1], not lower, inside, low, up)
+        if op == "at_least":
+            need: int = node[1]
+            count = 0
+            for child in node[2]:
+                if self.bound(child, lower, inside, low, up):
+                    count += 1
+                    if count >= need:
+                        return True
+            return count >= need
+        if op == "exists" and node[1] in inside:
+            return bool(node[1] in (low if lower else up))
+        value = self._atoms[op](node)
+        return value == TRUE if lower else value != FALSE
+
+    # -- atoms -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _const(node: Node) -> int:
+        return int(node[1])
+
+    def _exists(self, node: Node) -> int:
+        return self.status.get(node[1], FALSE)
+
+    def _observed(self, node: Node) -> int:
+        _, subject, within, by, quorum, want_ok = node
+        by_observer = self.view.observations.get(subject)
+        if not by_observer:
+            return FALSE
+        now = self.now
+        count = 0
+        soonest = INF
+        if by == "self":
+            candidates: Any = ((self.replica_id, by_observer.get(self.replica_id)),)
+        elif by == "*":
+            candidates = by_observer.items()
+        else:
+            candidates = ((name, by_observer.get(name)) for name in by)
+        for _, winner in candidates:
+            if winner is None:
+                continue
+            observation = winner.observation
+            if observation.ok is not want_ok:
+                continue
+            limit = within
+            if observation.ttl is not None and observation.ttl < limit:
+                limit = observation.ttl
+            # Fresh while now - at <= limit; compared as now <= at + limit so that the
+            # deadline reported below is exactly the last instant of freshness.
+            expiry = observation.at + limit
+            if now <= expiry:
+                count += 1
+                if expiry < soonest:
+                    soonest = expiry
+        if soonest < self.deadline:
+            self.deadline = soonest
+        return TRUE if count >= quorum else FALSE
+
+    def _attr(self, node: Node) -> int:
+        _, entity, path, op, expected = node
+        record = self.view.records.get(entity)
+        if record is None or record.retracted:
+            return FALSE
+        winner = record.attrs.get(path[0])
+        if winner is None or winner.value is ABSENT_ATTR:
+            return FALSE
+        value = winner.value
+        for part in path[1:]:
+            if type(value) is not dict or part not in value:
+                return FALSE
+            value = value[part]
+        return TRUE if _compare(op, value, expected) else FALSE
+
+    def _call(self, node: Node) -> int:
+        _, name, args = node
+        predicate = self.predicates.get(name)
+        if predicate is None:
+            return UNKNOWN
+        try:
+            result = predicate(**args)
+        except Exception:
+            return UNKNOWN
+        if result is True:
+            return TRUE
+        if result is False:
+            return FALSE
+        return UNKNOWN
+
+
+def _compare(op: str, value: Any, expected: Any) -> bool:
+    try:
+        return bool(_OPS[op](value, expected))
+    except TypeError:
+        return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON equality: 1 == 1.0 holds, but True is not 1.
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _ordered(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    return (type(a) in numbers and type(b) in numbers) or (type(a) is str and type(b) is str)
+
+
+_OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "eq": _same,
+    "ne": lambda a, b: not _same(a, b),
+    "lt": lambda a, b: _ordered(a, b) and a < b,
+    "le": lambda a, b: _ordered(a, b) and a <= b,
+    "gt": lambda a, b: _ordered(a, b) and a > b,
+    "ge": lambda a, b: _ordered(a, b) and a >= b,
+    "in": lambda a, b: any(_same(a, item) for item in b),
+    "contains": lambda a, b: (
+        (type(a) is str and type(b) is str and b in a)
+        or (type(a) is list and any(_same(item, b) for item in a))
+        or (type(a) is dict and type(b) is str and b in a)
+    ),
+    "present": lambda a, b: True,
+}
