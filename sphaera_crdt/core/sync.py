@@ -1,0 +1,244 @@
+"""The sync protocol, sans I/O: y-protocols framing and what each peer already has.
+
+A sync body is y-protocols SYNC messages back to back, exactly as pycrdt's
+``create_sync_message`` / ``create_update_message`` write them::
+
+    0x00 (SYNC) | sync type (0 STEP1, 1 STEP2, 2 UPDATE) | varuint length | payload
+
+One HTTP round trip is a push-pull: the caller sends STEP1 (its state vector) and,
+optionally, an UPDATE with what it believes the callee lacks; the callee merges the update
+and answers STEP2 (what the caller lacks, per the caller's state vector) then STEP1 (its own
+state vector). A bare pycrdt client that answers the callee's STEP1 with
+``handle_sync_message`` sends a STEP2 back, which the callee merges like an UPDATE.
+
+:class:`PeerKnowledge` remembers, per peer, the newest state vector it is known to hold, so
+that pushes carry only what a peer lacks and nothing is echoed back to where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Final
+
+import pycrdt
+
+from ..errors import InvalidUpdate, RemoteError
+from .lib0 import decode_state_vector, encode_state_vector, read_varuint, write_varuint
+from .replica import Replica
+from .views import Change
+
+__all__ = [
+    "EMPTY_UPDATE",
+    "InvalidMessage",
+    "MessageType",
+    "PeerKnowledge",
+    "SyncMessage",
+    "SyncResult",
+    "decode_messages",
+    "encode_messages",
+    "handle_sync",
+    "merge_update",
+    "sync_request",
+]
+
+#: The update that carries nothing (what Yrs encodes for an empty diff without deletions).
+EMPTY_UPDATE: Final = b"\x00\x00"
+#: More messages than this in one body is refused.
+MAX_MESSAGES: Final = 64
+_SYNC: Final = 0
+
+
+class InvalidMessage(RemoteError, ValueError):
+    """A sync body is not well-formed y-protocols SYNC messages; nothing was applied."""
+
+
+class MessageType(IntEnum):
+    """y-protocols sync message types."""
+
+    STEP1 = 0
+    STEP2 = 1
+    UPDATE = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncMessage:
+    """One y-protocols SYNC message."""
+
+    type: MessageType
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, MessageType):
+            raise ValueError(f"unknown sync message type {self.type!r}")
+        if type(self.payload) is not bytes:
+            raise ValueError("a sync message payload is bytes")
+
+    def encode(self) -> bytes:
+        return bytes((_SYNC, self.type)) + write_varuint(len(self.payload)) + self.payload
+
+
+def encode_messages(messages: Iterable[SyncMessage]) -> bytes:
+    """Frame messages back to back."""
+    return b"".join(message.encode() for message in messages)
+
+
+def decode_messages(body: bytes) -> list[SyncMessage]:
+    """Parse a sync body.
+
+    Raises:
+        InvalidMessage: Not a sequence of well-formed SYNC messages (unknown types,
+            lengths that run past the end, trailing bytes, too many messages).
+    """
+    messages: list[SyncMessage] = []
+    pos = 0
+    end = len(body)
+    if end == 0:
+        raise InvalidMessage("empty sync body")
+    try:
+        while pos < end:
+            if len(messages) >= MAX_MESSAGES:
+                raise InvalidMessage(f"more than {MAX_MESSAGES} messages in one body")
+            kind, pos = read_varuint(body, pos)
+            if kind != _SYNC:
+                raise InvalidMessage(f"message {len(messages)}: type {kind} is not SYNC (0)")
+            sync_type, pos = read_varuint(body, pos)
+            if sync_type not in (0, 1, 2):
+                raise InvalidMessage(f"message {len(messages)}: unknown sync type {sync_type}")
+            length, pos = read_varuint(body, pos)
+            if length > end - pos:
+                raise InvalidMessage(
+                    f"message {len(messages)}: length {length} runs past the end of the body"
+                )
+            payload = body[pos : pos + length]
+            pos += length
+            messages.append(SyncMessage(type=MessageType(sync_type), payload=payload))
+    except InvalidUpdate as exc:  # a truncated or overlong varuint
+        raise InvalidMessage(f"malformed sync body: {exc}") from exc
+    return messages
+
+
+def merge_update(replica: Replica, updates: list[bytes]) -> list[Change]:
+    """Merge several updates all-or-nothing: combined first, so one bad update applies none.
+
+    Raises:
+        InvalidUpdate: Some update is malformed; the replica is unchanged.
+    """
+    updates = [update for update in updates if update != EMPTY_UPDATE]
+    if not updates:
+        return []
+    if len(updates) == 1:
+        return replica.merge(updates[0])
+    try:
+        combined = pycrdt.merge_updates(*updates)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidUpdate(f"cannot combine updates: {exc}") from exc
+    return replica.merge(combined)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResult:
+    """What one sync exchange did, on the side that answered it."""
+
+    response: bytes
+    peer_state: bytes | None
+    changes: list[Change] = field(default_factory=list)
+    bytes_in: int = 0
+
+
+def handle_sync(replica: Replica, body: bytes) -> SyncResult:
+    """Answer a sync request: merge what it carries, reply STEP2 + STEP1.
+
+    Raises:
+        InvalidMessage: The body is malformed.
+        InvalidUpdate: A carried update is malformed.
+        Either way the replica is unchanged.
+    """
+    messages = decode_messages(body)
+    peer_state: bytes | None = None
+    updates: list[bytes] = []
+    for message in messages:
+        if message.type is MessageType.STEP1:
+            decode_state_vector(message.payload)
+            peer_state = message.payload
+        else:
+            updates.append(message.payload)
+    changes = merge_update(replica, updates)
+    reply = []
+    if peer_state is not None:
+        reply.append(SyncMessage(type=MessageType.STEP2, payload=delta_for(replica, peer_state)))
+    reply.append(SyncMessage(type=MessageType.STEP1, payload=replica.state_vector()))
+    return SyncResult(
+        response=encode_messages(reply), peer_state=peer_state, changes=changes, bytes_in=len(body)
+    )
+
+
+def sync_request(replica: Replica, push: bytes | None = None) -> bytes:
+    """The body a caller sends: STEP1 with its state vector, then an UPDATE if it pushes one."""
+    messages = [SyncMessage(type=MessageType.STEP1, payload=replica.state_vector())]
+    if push is not None and push != EMPTY_UPDATE:
+        messages.append(SyncMessage(type=MessageType.UPDATE, payload=push))
+    return encode_messages(messages)
+
+
+def covers(have: dict[int, int], want: dict[int, int]) -> bool:
+    """Whether state vector ``have`` includes everything in ``want``."""
+    return all(have.get(client, 0) >= clock for client, clock in want.items())
+
+
+def delta_for(replica: Replica, peer_state: bytes) -> bytes:
+    """What a peer at ``peer_state`` lacks; :data:`EMPTY_UPDATE` if it lacks nothing.
+
+    In this project's document layout every change inserts items, so a peer whose state
+    vector covers ours lacks nothing (Yrs would otherwise resend the whole delete set).
+    """
+    mine = decode_state_vector(replica.state_vector())
+    if covers(decode_state_vector(peer_state), mine):
+        return EMPTY_UPDATE
+    return replica.delta(peer_state)
+
+
+@dataclass(slots=True)
+class PeerState:
+    """What this replica knows of one peer."""
+
+    replica_id: str
+    url: str | None = None
+    known: dict[int, int] = field(default_factory=dict)
+
+
+class PeerKnowledge:
+    """Per-peer state vectors: what each peer is known to hold.
+
+    A peer's known state only grows: from the state vectors it sends, from the updates it
+    sends (it has them), and from what was pushed to it successfully.
+    """
+
+    def __init__(self) -> None:
+        self.peers: dict[str, PeerState] = {}
+
+    def peer(self, replica_id: str) -> PeerState:
+        state = self.peers.get(replica_id)
+        if state is None:
+            state = self.peers[replica_id] = PeerState(replica_id)
+        return state
+
+    def learn_state(self, replica_id: str, state_vector: bytes) -> None:
+        """The peer holds at least ``state_vector``."""
+        known = self.peer(replica_id).known
+        for client, clock in decode_state_vector(state_vector).items():
+            if clock > known.get(client, 0):
+                known[client] = clock
+
+    def learn_update(self, replica_id: str, update: bytes) -> None:
+        """The peer holds everything in ``update`` (it sent or acknowledged it)."""
+        if update != EMPTY_UPDATE:
+            self.learn_state(replica_id, pycrdt.get_state(update))
+
+    def pending(self, replica: Replica, replica_id: str) -> bytes | None:
+        """The delta the peer lacks by what we know of it, or ``None`` if nothing."""
+        known = self.peer(replica_id).known
+        if covers(known, decode_state_vector(replica.state_vector())):
+            return None
+        return replica.delta(encode_state_vector(known))

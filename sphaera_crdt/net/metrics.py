@@ -1,0 +1,64 @@
+"""Prometheus metrics of one node, in a registry of its own (several nodes may share a
+process, as they do in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["NodeMetrics"]
+
+
+class NodeMetrics:
+    """The metrics a node exports on ``GET /metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sync_exchanges = Counter(
+            "sphaera_sync_exchanges_total",
+            "Sync exchanges with peers, by peer, direction and outcome.",
+            ["peer", "direction", "outcome"],
+            registry=r,
+        )
+        self.bytes_in = Counter(
+            "sphaera_sync_bytes_received_total",
+            "Sync and update bytes received, by peer.",
+            ["peer"],
+            registry=r,
+        )
+        self.bytes_out = Counter(
+            "sphaera_sync_bytes_sent_total",
+            "Sync and update bytes sent, by peer.",
+            ["peer"],
+            registry=r,
+        )
+        self.merge_seconds = Histogram(
+            "sphaera_merge_seconds",
+            "Time to merge one received update, including re-derivation.",
+            buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0),
+            registry=r,
+        )
+        self.entities = Gauge(
+            "sphaera_entities",
+            "Declared entities on this replica, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.gossip_round_seconds = Histogram(
+            "sphaera_gossip_round_seconds",
+            "Duration of one periodic gossip round.",
+            buckets=(1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "sphaera_rejected_requests_total",
+            "Requests refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.status_changes = Counter(
+            "sphaera_status_changes_total",
+            "Status changes derived on this replica, by new status.",
+            ["status"],
+            registry=r,
+        )
