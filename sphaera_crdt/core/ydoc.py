@@ -152,7 +152,7 @@ class DocumentAdapter:
             return
         old = self._subs.pop(key, None)
         if old is not None:
-            old[0].unobserve(old[1])
+            old[1].drop()
         container = self._root.get(key)
         if not isinstance(container, Map):
             return
