@@ -88,6 +88,54 @@ class Replica:
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
 
+    @classmethod
+    def restore(
+        cls,
+        replica_id: str,
+        updates: Iterable[bytes],
+        *,
+        nonce: str,
+        clock: Clock = time.time,
+        predicates: Mapping[str, Callable[..., Any]] | None = None,
+        logger: logging.Logger | None = None,
+        declare_self: bool = True,
+    ) -> Replica:
+        """Rebuild a replica from saved updates (a snapshot and a log, in order).
+
+        The replica gets a fresh Yrs client id (reusing one with restored state makes
+        replicas diverge silently), keeps writing into its own container ``nonce``, and
+        derives every status from scratch.
+
+        Raises:
+            InvalidUpdate: A saved update cannot be applied.
+        """
+        replica = cls(
+            replica_id,
+            clock=clock,
+            predicates=predicates,
+            logger=logger,
+            nonce=nonce,
+            declare_self=False,
+        )
+        view = replica._view
+        for writer, key, text in replica._doc.load(updates):
+            origin = replica._writer(writer)
+            if origin is None:
+                view.malformed += 1
+            else:
+                view.apply(origin[0], origin[1], key, text)
+        replica._stamp = view.max_stamp
+        replica._engine.recompute(clock())
+        if declare_self and replica.entity(replica.replica_entity) is None:
+            replica.declare(replica.replica_entity, kind="replica")
+        return replica
+
+    def on_update(self, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``callback(update)`` with the Yrs update of every transaction this replica
+        commits (local writes and merges alike), e.g. to append it to a log. The callback
+        must not raise. Returns an unsubscribe function."""
+        return self._doc.on_update(callback)
+
     # -- identity --------------------------------------------------------------------------
 
     @property

@@ -140,6 +140,40 @@ class DocumentAdapter:
             changes.extend(self._resubscribe(key))
         return changes
 
+    def load(self, updates: Iterable[bytes]) -> list[EntryChange]:
+        """Apply saved updates to a fresh document and adopt this replica's container.
+
+        Returns every entry of every container, this replica's own included, so that the
+        caller can rebuild its view in one pass.
+
+        Raises:
+            InvalidUpdate: A saved update cannot be applied.
+        """
+        for update in updates:
+            try:
+                self.doc.apply_update(update)
+            except (ValueError, RuntimeError, PanicException) as exc:
+                raise InvalidUpdate(f"cannot apply saved update: {exc}") from exc
+        self._root_changes.clear()
+        self._entry_changes.clear()
+        own = self._root.get(self.key)
+        if isinstance(own, Map):
+            self._own = own
+            self.own_entries = {key: text for key, text in own.items() if type(text) is str}
+        entries = self.scan()
+        entries.extend((self.key, key, text) for key, text in self.own_entries.items())
+        return entries
+
+    def on_update(self, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``callback(update)`` with the Yrs update of every committed transaction
+        (local writes, rotations and merges alike); returns an unsubscribe function."""
+        subscription = self.doc.observe(lambda event: callback(event.update))
+
+        def unsubscribe() -> None:
+            self.doc.unobserve(subscription)
+
+        return unsubscribe
+
     def scan(self) -> list[EntryChange]:
         """Subscribe to every foreign container and return all their entries."""
         changes: list[EntryChange] = []
