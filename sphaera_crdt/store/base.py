@@ -1,0 +1,77 @@
+"""The storage protocol: what a durable replica needs from a store, and nothing more.
+
+A store holds one replica's identity (replica id and container nonce), one snapshot (a Yrs
+update of the whole state) and an append-only log of the updates committed since. Loading
+replays ``snapshot + log`` in order. Every implementation passes the same contract suite
+(``tests/store_contract.py``).
+
+Stores are synchronous and used from one thread at a time; the node runs them in a worker
+thread and batches appends (group commit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import SphaeraError
+
+__all__ = ["Saved", "Store", "StoreError", "StoreStats"]
+
+
+class StoreError(SphaeraError):
+    """The store cannot be opened or used: corrupt, foreign, of another schema, or I/O."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Saved:
+    """What a store holds for its replica."""
+
+    replica_id: str
+    nonce: str
+    updates: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreStats:
+    """Sizes, for compaction decisions, metrics and benchmarks."""
+
+    log_count: int
+    log_bytes: int
+    snapshot_bytes: int
+    file_bytes: int
+
+
+class Store(Protocol):
+    """One replica's durable state."""
+
+    def load(self, replica_id: str) -> Saved | None:
+        """The saved state, or ``None`` if the store is new.
+
+        Raises:
+            StoreError: The store belongs to another replica, or cannot be read.
+        """
+        ...
+
+    def initialise(self, replica_id: str, nonce: str, snapshot: bytes) -> None:
+        """Claim a new store for a replica, with its first snapshot."""
+        ...
+
+    def append(self, updates: list[bytes]) -> None:
+        """Append updates to the log; durable (per the store's setting) on return."""
+        ...
+
+    def compact(self, snapshot: bytes) -> None:
+        """Replace the snapshot and everything appended so far by ``snapshot``, atomically.
+
+        ``snapshot`` must include every update appended before the call.
+        """
+        ...
+
+    def stats(self) -> StoreStats:
+        """Current sizes."""
+        ...
+
+    def close(self) -> None:
+        """Release the store. Idempotent."""
+        ...
