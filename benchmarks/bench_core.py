@@ -1,0 +1,751 @@
+"""Core benchmark: ``Replica`` against raw pycrdt doing the same logical work, in one run.
+
+Run it from the repository root::
+
+    python benchmarks/bench_core.py                  # full scale, a few minutes
+    python benchmarks/bench_core.py --quick          # everything scaled down, a few seconds
+    python benchmarks/bench_core.py --json out.json  # also write every figure as JSON
+
+The figures (each printed with its goal and PASS or MISS, computed from this run's
+measurements; rows marked "context" have no goal and help read the row above them):
+
+write cost
+    Time of ``Replica.update`` / ``Replica.observe`` divided by the time a plain pycrdt
+    user spends writing the same information, one transaction per operation. Raw update
+    baseline: root Map ``"entities"``, flat key ``f"{entity}/{attr}"`` set to the value.
+    Raw observe baseline: root Map ``"observations"``, key ``f"{observer}/{subject}"`` set
+    to ``{"ok", "value", "at", "ttl"}``. Same keys, values, count and order of
+    operations. Goal: at most 2.0x.
+merge cost
+    Time for a fresh destination ``Replica`` to ``merge`` N single-change deltas (each one
+    ``observe`` or ``update`` on a source replica, taken against the source's previous
+    state vector) divided by the time a fresh raw ``Doc`` takes to ``apply_update`` the
+    deltas of the same logical changes made on a raw source ``Doc``. Both destinations
+    first receive the source's base state, untimed. The changes refresh existing keys, and
+    ``get_update(sv)`` puts the source's whole delete set in every delta, so both sides
+    spend most of their time in Yrs. Goal: at most 1.5x. The context row
+    "merge, first writes" repeats it with changes that each write a new key (no delete
+    set), which shows the per-merge overhead of the replica itself.
+delta bytes
+    ``len(Replica.delta(base_sv))`` divided by ``len(Doc.get_update(base_sv))`` after
+    changing 1% of the attributes of a base state of many entities (one write per
+    change). The full-state sizes are printed as context (no goal). Goal: at most 1.10x.
+growth
+    Observers refresh every subject for many rounds; a replica that merged all observers
+    encodes its full ``delta()``; that size is divided by the size of the same kind of
+    replica holding only the final observations (fresh observers that observed once).
+    Raw pycrdt's figure for the same refresh pattern is printed as context (no goal).
+    Goal: at most 2.0.
+
+Timing methodology, for a shared, noisy machine: setup (building a replica or a doc and
+its initial state) is never timed; each repetition sets both sides up, then runs their
+operations in alternating chunks (the side that goes first flips every chunk and every
+repetition), so a burst of noise hits both sides alike; the collector is disabled during
+a repetition, after a collection; one repetition is a discarded warm-up. A figure is the
+ratio of the median wall times (``time.perf_counter``) of the repetitions. Two cross-checks
+are printed: the ratio of median CPU times (``time.process_time``, blind to time stolen
+by other guests) and the ratio of the fastest wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+from pycrdt import Doc, Map
+
+from sphaera_crdt import Replica
+
+#: Attribute names, and the kind of value each one holds (see :func:`attr_value`).
+ATTRS: Final = ("port", "load", "role", "healthy", "zone", "weight")
+#: One Yrs client id for both sides of the bytes figure, so ids cost the same bytes.
+CLIENT_ID: Final = 0x2345_6789
+TTL: Final = 30.0
+#: Simulated start time of the growth figure (seconds).
+EPOCH: Final = 1_750_000_000.0
+
+#: Runs the operations ``[start, stop)`` of a timed workload.
+Body = Callable[[int, int], object]
+#: Builds one side's fresh state (untimed) and returns the body that does the timed work.
+Setup = Callable[[], Body]
+#: Each repetition runs ours and raw in this many alternating chunks.
+CHUNKS: Final = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scale:
+    """How much work each figure does."""
+
+    reps: int
+    update_entities: int
+    update_attrs: int
+    update_rounds: int
+    observe_subjects: int
+    observe_rounds: int
+    merge_deltas: int
+    merge_entities: int
+    merge_subjects: int
+    bytes_entities: int
+    bytes_attrs: int
+    bytes_changed: float
+    growth_observers: int
+    growth_subjects: int
+    growth_rounds: int
+
+    def __post_init__(self) -> None:
+        if self.reps < 1 or not 1 <= self.update_attrs <= len(ATTRS):
+            raise ValueError("reps must be >= 1 and update_attrs within ATTRS")
+        if not 1 <= self.bytes_attrs <= len(ATTRS) or not 0 < self.bytes_changed <= 1:
+            raise ValueError("bytes_attrs must be within ATTRS and bytes_changed in (0, 1]")
+
+
+FULL: Final = Scale(
+    reps=5,
+    update_entities=2_000,
+    update_attrs=4,
+    update_rounds=2,
+    observe_subjects=1_000,
+    observe_rounds=10,
+    merge_deltas=10_000,
+    merge_entities=2_000,
+    merge_subjects=1_000,
+    bytes_entities=10_000,
+    bytes_attrs=4,
+    bytes_changed=0.01,
+    growth_observers=10,
+    growth_subjects=1_000,
+    growth_rounds=100,
+)
+QUICK: Final = Scale(
+    reps=2,
+    update_entities=100,
+    update_attrs=4,
+    update_rounds=2,
+    observe_subjects=100,
+    observe_rounds=5,
+    merge_deltas=300,
+    merge_entities=100,
+    merge_subjects=100,
+    bytes_entities=500,
+    bytes_attrs=4,
+    bytes_changed=0.01,
+    growth_observers=2,
+    growth_subjects=100,
+    growth_rounds=15,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Figure:
+    """One reported figure: a ratio of ours to raw (or of grown to fresh) and its goal.
+
+    A figure without a goal is context for the one before it.
+    """
+
+    name: str
+    ratio: float
+    goal: float | None
+    ours: float
+    raw: float
+    unit: str
+    detail: dict[str, Any]
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.goal is None else self.ratio <= self.goal
+
+    @property
+    def verdict(self) -> str:
+        return {None: "context", True: "PASS", False: "MISS"}[self.passed]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+# -- workload data -----------------------------------------------------------------------------
+
+
+def entity_ids(count: int) -> list[str]:
+    return [f"svc-{index:05d}" for index in range(count)]
+
+
+def subject_ids(count: int) -> list[str]:
+    return [f"host-{index:05d}" for index in range(count)]
+
+
+def attr_value(attr: int, n: int) -> Any:
+    """A value of the kind attribute ``attr`` holds, varying with ``n``."""
+    kind = attr % 6
+    if kind == 0:
+        return 5_000 + n % 1_000
+    if kind == 1:
+        return (n % 397) / 4
+    if kind == 2:
+        return f"role-{n % 7}"
+    if kind == 3:
+        return n % 2 == 0
+    if kind == 4:
+        return f"eu-west-{n % 3}"
+    return n % 100
+
+
+def initial_attrs(attrs: int) -> dict[str, Any]:
+    return {ATTRS[index]: attr_value(index, 0) for index in range(attrs)}
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+def chunk_bounds(ops: int, chunks: int) -> list[tuple[int, int]]:
+    """Split ``range(ops)`` into at most ``chunks`` consecutive, near-equal ranges."""
+    count = max(1, min(chunks, ops))
+    edges = [ops * index // count for index in range(count + 1)]
+    return list(itertools.pairwise(edges))
+
+
+def run_pair(ours: Setup, raw: Setup, ops: int, *, flip: bool) -> tuple[list[float], ...]:
+    """Set both sides up (untimed), then time their operations chunk by chunk, alternating.
+
+    Returns ([ours, raw] wall seconds by ``perf_counter``, [ours, raw] CPU seconds).
+    """
+    bodies = (ours(), raw())
+    wall, cpu = [0.0, 0.0], [0.0, 0.0]
+    gc.collect()
+    gc.disable()
+    try:
+        for index, (start, stop) in enumerate(chunk_bounds(ops, CHUNKS)):
+            for side in (1, 0) if (index + flip) % 2 else (0, 1):
+                body = bodies[side]
+                cpu_start = time.process_time()
+                wall_start = time.perf_counter()
+                body(start, stop)
+                wall[side] += time.perf_counter() - wall_start
+                cpu[side] += time.process_time() - cpu_start
+    finally:
+        gc.enable()
+    return wall, cpu
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Samples:
+    """Wall and CPU seconds of each repetition of each side."""
+
+    ours: list[float]
+    raw: list[float]
+    ours_cpu: list[float]
+    raw_cpu: list[float]
+
+
+def compare(ours: Setup, raw: Setup, ops: int, reps: int) -> Samples:
+    """Warm up once, then time ``reps`` repetitions of both sides, interleaved by chunks."""
+    run_pair(ours, raw, ops, flip=False)
+    samples = Samples(ours=[], raw=[], ours_cpu=[], raw_cpu=[])
+    for rep in range(reps):
+        wall, cpu = run_pair(ours, raw, ops, flip=bool(rep % 2))
+        samples.ours.append(wall[0])
+        samples.raw.append(wall[1])
+        samples.ours_cpu.append(cpu[0])
+        samples.raw_cpu.append(cpu[1])
+    return samples
+
+
+def time_figure(name: str, goal: float | None, samples: Samples, ops: int) -> Figure:
+    """The ratio of median wall times; CPU times go to the detail as a cross-check."""
+    ours, raw = statistics.median(samples.ours), statistics.median(samples.raw)
+    ours_cpu, raw_cpu = statistics.median(samples.ours_cpu), statistics.median(samples.raw_cpu)
+    return Figure(
+        name=name,
+        ratio=ours / raw,
+        goal=goal,
+        ours=ours * 1e6 / ops,
+        raw=raw * 1e6 / ops,
+        unit="us/op",
+        detail={
+            "operations": ops,
+            "ours_seconds": samples.ours,
+            "raw_seconds": samples.raw,
+            "ours_median_s": ours,
+            "raw_median_s": raw,
+            "ours_cpu_seconds": samples.ours_cpu,
+            "raw_cpu_seconds": samples.raw_cpu,
+            "cpu_ratio": ours_cpu / raw_cpu if raw_cpu > 0 else None,
+            "min_ratio": min(samples.ours) / min(samples.raw),
+        },
+    )
+
+
+# -- 1. write cost -----------------------------------------------------------------------------
+
+
+def update_ops(scale: Scale) -> list[tuple[str, str, Any]]:
+    ops = []
+    for rnd in range(1, scale.update_rounds + 1):
+        for index, entity in enumerate(entity_ids(scale.update_entities)):
+            for attr in range(scale.update_attrs):
+                ops.append((entity, ATTRS[attr], attr_value(attr, rnd * 7 + index)))
+    return ops
+
+
+def bench_update(scale: Scale) -> list[Figure]:
+    entities = entity_ids(scale.update_entities)
+    start = initial_attrs(scale.update_attrs)
+    ops = update_ops(scale)
+
+    def ours() -> Body:
+        replica = Replica("bench")
+        for entity in entities:
+            replica.declare(entity, attrs=start)
+
+        def body(start: int, stop: int) -> None:
+            update = replica.update
+            for entity, attr, value in ops[start:stop]:
+                update(entity, {attr: value})
+
+        return body
+
+    def raw() -> Body:
+        doc: Doc[Any] = Doc()
+        table = doc.get("entities", type=Map)
+        for entity in entities:
+            with doc.transaction():
+                for attr, value in start.items():
+                    table[f"{entity}/{attr}"] = value
+
+        def body(start: int, stop: int) -> None:
+            for entity, attr, value in ops[start:stop]:
+                table[f"{entity}/{attr}"] = value
+
+        return body
+
+    return [
+        time_figure("write cost: update", 2.0, compare(ours, raw, len(ops), scale.reps), len(ops))
+    ]
+
+
+def bench_observe(scale: Scale) -> list[Figure]:
+    subjects = subject_ids(scale.observe_subjects)
+    ops = [
+        (subject, rnd * 10 + index % 10)
+        for rnd in range(scale.observe_rounds)
+        for index, subject in enumerate(subjects)
+    ]
+
+    def ours() -> Body:
+        replica = Replica("obs-0", clock=time.time)
+
+        def body(start: int, stop: int) -> None:
+            observe = replica.observe
+            for subject, value in ops[start:stop]:
+                observe(subject, ok=True, value=value, ttl=TTL)
+
+        return body
+
+    def raw() -> Body:
+        doc: Doc[Any] = Doc()
+        table = doc.get("observations", type=Map)
+        observer = "obs-0"
+
+        def body(start: int, stop: int) -> None:
+            clock = time.time
+            for subject, value in ops[start:stop]:
+                table[f"{observer}/{subject}"] = {
+                    "ok": True,
+                    "value": value,
+                    "at": clock(),
+                    "ttl": TTL,
+                }
+
+        return body
+
+    return [
+        time_figure("write cost: observe", 2.0, compare(ours, raw, len(ops), scale.reps), len(ops))
+    ]
+
+
+# -- 2. merge cost -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MergeWorkload:
+    ours_base: bytes
+    ours_deltas: list[bytes]
+    raw_base: bytes
+    raw_deltas: list[bytes]
+
+
+def merge_workload(scale: Scale, *, first_writes: bool) -> MergeWorkload:
+    """N single-change deltas from a source replica and from a raw source doc.
+
+    Each change alternates between an observation and an attribute update. By default they
+    refresh existing keys (subjects and attributes in turn), so the source accumulates
+    overwritten items; with ``first_writes`` every change writes a key never written
+    before, so neither document holds a deleted item and no delta carries a delete set.
+    """
+    entities = entity_ids(scale.merge_entities)
+    subjects = subject_ids(scale.merge_subjects)
+    start = initial_attrs(scale.update_attrs)
+    source = Replica("src")
+    doc: Doc[Any] = Doc()
+    table = doc.get("entities", type=Map)
+    observations = doc.get("observations", type=Map)
+    for entity in entities:
+        source.declare(entity, attrs=start)
+        with doc.transaction():
+            for attr, value in start.items():
+                table[f"{entity}/{attr}"] = value
+    ours_base, raw_base = source.delta(), doc.get_update()
+    ours_deltas, raw_deltas = [], []
+    for index in range(scale.merge_deltas):
+        step = index // 2
+        ours_sv, raw_sv = source.state_vector(), doc.get_state()
+        if index % 2 == 0:
+            subject = f"new-{step:06d}" if first_writes else subjects[step % len(subjects)]
+            at = time.time()
+            source.observe(subject, ok=True, value=index, ttl=TTL)
+            observations[f"src/{subject}"] = {"ok": True, "value": index, "at": at, "ttl": TTL}
+        else:
+            entity = entities[step % len(entities)]
+            slot = (step // len(entities)) % scale.update_attrs
+            name = f"extra-{step:06d}" if first_writes else ATTRS[slot]
+            value = attr_value(slot, index)
+            source.update(entity, {name: value})
+            table[f"{entity}/{name}"] = value
+        ours_deltas.append(source.delta(ours_sv))
+        raw_deltas.append(doc.get_update(raw_sv))
+    return MergeWorkload(
+        ours_base=ours_base, ours_deltas=ours_deltas, raw_base=raw_base, raw_deltas=raw_deltas
+    )
+
+
+def merge_figure(scale: Scale, name: str, goal: float | None, *, first_writes: bool) -> Figure:
+    work = merge_workload(scale, first_writes=first_writes)
+
+    def ours() -> Body:
+        replica = Replica("dst")
+        replica.merge(work.ours_base)
+
+        def body(start: int, stop: int) -> None:
+            merge = replica.merge
+            for delta in work.ours_deltas[start:stop]:
+                merge(delta)
+
+        return body
+
+    def raw() -> Body:
+        doc: Doc[Any] = Doc()
+        doc.apply_update(work.raw_base)
+
+        def body(start: int, stop: int) -> None:
+            apply = doc.apply_update
+            for delta in work.raw_deltas[start:stop]:
+                apply(delta)
+
+        return body
+
+    samples = compare(ours, raw, scale.merge_deltas, scale.reps)
+    figure = time_figure(name, goal, samples, scale.merge_deltas)
+    figure.detail["ours_delta_bytes_mean"] = sum(map(len, work.ours_deltas)) / scale.merge_deltas
+    figure.detail["raw_delta_bytes_mean"] = sum(map(len, work.raw_deltas)) / scale.merge_deltas
+    return figure
+
+
+def bench_merge(scale: Scale) -> list[Figure]:
+    """The goal figure (refreshes), then the same with first writes only, as context."""
+    return [
+        merge_figure(scale, "merge cost", 1.5, first_writes=False),
+        merge_figure(scale, "merge, first writes", None, first_writes=True),
+    ]
+
+
+# -- 3. delta bytes ----------------------------------------------------------------------------
+
+
+def bench_bytes(scale: Scale) -> list[Figure]:
+    entities = entity_ids(scale.bytes_entities)
+    start = initial_attrs(scale.bytes_attrs)
+    replica = Replica("bench", client_id=CLIENT_ID)
+    doc: Doc[Any] = Doc(client_id=CLIENT_ID)
+    table = doc.get("entities", type=Map)
+    for entity in entities:
+        replica.declare(entity, attrs=start)
+        with doc.transaction():
+            for attr, value in start.items():
+                table[f"{entity}/{attr}"] = value
+    ours_sv, raw_sv = replica.state_vector(), doc.get_state()
+    ours_base_full, raw_base_full = len(replica.delta()), len(doc.get_update())
+
+    pairs = [(entity, slot) for entity in entities for slot in range(scale.bytes_attrs)]
+    changed = random.Random(20_260_101).sample(
+        pairs, max(1, round(len(pairs) * scale.bytes_changed))
+    )
+    for index, (entity, slot) in enumerate(changed):
+        value = attr_value(slot, index + 1)
+        replica.update(entity, {ATTRS[slot]: value})
+        table[f"{entity}/{ATTRS[slot]}"] = value
+    ours, raw = len(replica.delta(ours_sv)), len(doc.get_update(raw_sv))
+    figure = Figure(
+        name="delta bytes",
+        ratio=ours / raw,
+        goal=1.10,
+        ours=ours,
+        raw=raw,
+        unit="B",
+        detail={
+            "entities": len(entities),
+            "attrs_per_entity": scale.bytes_attrs,
+            "changed_attrs": len(changed),
+            "ours_delta_bytes": ours,
+            "raw_delta_bytes": raw,
+            "ours_full_state_bytes_base": ours_base_full,
+            "raw_full_state_bytes_base": raw_base_full,
+            "ours_full_state_bytes": len(replica.delta()),
+            "raw_full_state_bytes": len(doc.get_update()),
+            "ours_state_vector_bytes": len(replica.state_vector()),
+            "raw_state_vector_bytes": len(doc.get_state()),
+        },
+    )
+    return [figure]
+
+
+# -- 4. growth ---------------------------------------------------------------------------------
+
+
+class SimClock:
+    """A clock the benchmark advances by hand, so runs are reproducible."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sink_size(observers: Sequence[Replica], clock: SimClock) -> tuple[int, Replica]:
+    sink = Replica("sink", clock=clock)
+    for observer in observers:
+        sink.merge(observer.delta())
+    return len(sink.delta()), sink
+
+
+def observed_value(rnd: int, index: int) -> Any:
+    return {"latency_ms": (rnd * 31 + index) % 500}
+
+
+def bench_growth(scale: Scale) -> list[Figure]:
+    subjects = subject_ids(scale.growth_subjects)
+    names = [f"obs-{index:02d}" for index in range(scale.growth_observers)]
+    last = scale.growth_rounds - 1
+
+    clock = SimClock(EPOCH)
+    observers = [Replica(name, clock=clock) for name in names]
+    for rnd in range(scale.growth_rounds):
+        clock.now = EPOCH + rnd
+        for observer in observers:
+            observe = observer.observe
+            for index, subject in enumerate(subjects):
+                observe(subject, ok=index % 5 != 0, value=observed_value(rnd, index), ttl=TTL)
+    grown, grown_sink = sink_size(observers, clock)
+
+    fresh_clock = SimClock(EPOCH + last)
+    fresh_observers = [Replica(name, clock=fresh_clock) for name in names]
+    for observer in fresh_observers:
+        for index, subject in enumerate(subjects):
+            observer.observe(subject, ok=index % 5 != 0, value=observed_value(last, index), ttl=TTL)
+    fresh, fresh_sink = sink_size(fresh_observers, fresh_clock)
+
+    def final(sink: Replica) -> list[tuple[str, str, bool, Any, float, float | None]]:
+        return [(o.observer, o.subject, o.ok, o.value, o.at, o.ttl) for o in sink.observations()]
+
+    if final(grown_sink) != final(fresh_sink):
+        raise AssertionError("growth: the refreshed and the fresh replicas disagree")
+
+    raw_grown, raw_fresh = raw_growth(names, subjects, scale.growth_rounds)
+    figure = Figure(
+        name="growth",
+        ratio=grown / fresh,
+        goal=2.0,
+        ours=grown,
+        raw=fresh,
+        unit="B",
+        detail={
+            "observers": len(names),
+            "subjects": len(subjects),
+            "rounds": scale.growth_rounds,
+            "observe_calls": len(names) * len(subjects) * scale.growth_rounds,
+            "grown_state_bytes": grown,
+            "fresh_state_bytes": fresh,
+            "raw_grown_state_bytes": raw_grown,
+            "raw_fresh_state_bytes": raw_fresh,
+            "raw_growth_ratio": raw_grown / raw_fresh,
+        },
+    )
+    return [figure]
+
+
+def raw_growth(names: Sequence[str], subjects: Sequence[str], rounds: int) -> tuple[int, int]:
+    """Raw pycrdt, one doc per observer refreshing flat keys: (grown, fresh) merged sizes."""
+
+    def merged(rounds_run: range) -> int:
+        sink: Doc[Any] = Doc()
+        for name in names:
+            doc: Doc[Any] = Doc()
+            table = doc.get("observations", type=Map)
+            for rnd in rounds_run:
+                for index, subject in enumerate(subjects):
+                    table[f"{name}/{subject}"] = {
+                        "ok": index % 5 != 0,
+                        "value": observed_value(rnd, index),
+                        "at": EPOCH + rnd,
+                        "ttl": TTL,
+                    }
+            sink.apply_update(doc.get_update())
+        return len(sink.get_update())
+
+    return merged(range(rounds)), merged(range(rounds - 1, rounds))
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def describe(figure: Figure) -> str:
+    if figure.unit == "us/op":
+        return f"{figure.ours:10.2f} us/op  vs raw {figure.raw:8.2f} us/op"
+    if figure.name == "growth":
+        return f"{figure.ours:10,.0f} B grown vs fresh {figure.raw:,.0f} B"
+    return f"{figure.ours:10,.0f} B      vs raw {figure.raw:8,.0f} B"
+
+
+def report(figures: Sequence[Figure]) -> str:
+    """The table of figures, then the context each figure needs to be read."""
+    lines = [
+        f"{'figure':<21} {'measured':<46} {'ratio':>7}  {'goal':>7}  result",
+        "-" * 94,
+    ]
+    for figure in figures:
+        goal = "-" if figure.goal is None else f"<= {figure.goal:.2f}"
+        lines.append(
+            f"{figure.name:<21} {describe(figure):<46} {figure.ratio:>6.2f}x  "
+            f"{goal:>7}  {figure.verdict}"
+        )
+    for key, label in (("cpu_ratio", "median CPU times"), ("min_ratio", "fastest wall times")):
+        checks = [
+            f"{figure.name.removeprefix('write cost: ')} {figure.detail[key]:.2f}x"
+            for figure in figures
+            if figure.detail.get(key) is not None
+        ]
+        if checks:
+            lines.append(f"  cross-check, ratio of {label}: " + ", ".join(checks))
+    for figure in figures:
+        d = figure.detail
+        if "ours_delta_bytes_mean" in d:
+            lines.append(
+                f"  {figure.name}: {d['operations']:,} deltas, mean size ours "
+                f"{d['ours_delta_bytes_mean']:,.0f} B, raw {d['raw_delta_bytes_mean']:,.0f} B"
+                + (
+                    ""
+                    if figure.goal is None
+                    else " (get_update(sv) puts the source's whole delete set in every delta)"
+                )
+            )
+        elif figure.name == "delta bytes":
+            lines.append(
+                f"  full state, {d['entities']:,} entities x {d['attrs_per_entity']} attrs: "
+                f"ours {d['ours_full_state_bytes']:,} B, raw {d['raw_full_state_bytes']:,} B "
+                f"({d['ours_full_state_bytes'] / d['raw_full_state_bytes']:.2f}x); "
+                f"{d['changed_attrs']:,} attrs changed"
+            )
+        elif figure.name == "growth":
+            lines.append(
+                f"  growth, {d['observers']} observers x {d['subjects']:,} subjects x "
+                f"{d['rounds']} rounds ({d['observe_calls']:,} observe calls); raw pycrdt, "
+                f"same pattern: {d['raw_grown_state_bytes']:,} B grown vs "
+                f"{d['raw_fresh_state_bytes']:,} B fresh ({d['raw_growth_ratio']:.1f}x)"
+            )
+    return "\n".join(lines)
+
+
+def git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    changes = git("status", "--porcelain", "--", "sphaera_crdt")
+    return {
+        "python": platform.python_version(),
+        "pycrdt": metadata.version("pycrdt"),
+        "platform": platform.platform(),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "package_modified": None if changes is None else bool(changes),
+    }
+
+
+SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
+    bench_update,
+    bench_observe,
+    bench_merge,
+    bench_bytes,
+    bench_growth,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="scale every section down")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
+    args = parser.parse_args(argv)
+    scale = QUICK if args.quick else FULL
+    env = environment()
+    modified = " (package has uncommitted changes)" if env["package_modified"] else ""
+    print(
+        f"sphaera_crdt core benchmark: {'quick' if args.quick else 'full'} scale, "
+        f"{scale.reps} alternating reps, medians; Python {env['python']}, "
+        f"pycrdt {env['pycrdt']}, commit {env['commit']}{modified}",
+        flush=True,
+    )
+    figures: list[Figure] = []
+    for section in SECTIONS:
+        started = time.perf_counter()
+        done = section(scale)
+        figures.extend(done)
+        print(
+            f"  {', '.join(f'{f.name} {f.ratio:.2f}x' for f in done)} "
+            f"({time.perf_counter() - started:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(report(figures))
+    if args.json is not None:
+        document = {
+            "environment": env,
+            "scale": asdict(scale),
+            "figures": {figure.name: figure.to_json() for figure in figures},
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
