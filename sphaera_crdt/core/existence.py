@@ -90,13 +90,16 @@ class ExistenceEngine:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def record_changed(self, entity: str) -> None:
-        """An entity's record changed (any field or attribute)."""
-        self._dirty.add(entity)
+    def record_changed(self, entity: str, field: str = "") -> None:
+        """A field of an entity's record changed: ``x`` (retracted), ``q`` (requires),
+        ``a`` (an attribute), ``k`` or ``o`` (kind, owner); ``""`` when unknown."""
         readers = self.attr_readers.get(entity)
-        if readers:
+        if readers and field in ("a", "x", ""):
             self._dirty.update(readers)
-        self._update_rule(entity)
+        if field in ("x", "q", ""):
+            # Only whether it is declared and its rule decide an entity's own status.
+            self._dirty.add(entity)
+            self._update_rule(entity)
 
     def observation_changed(self, subject: str) -> None:
         """Some observer's observation of ``subject`` changed."""
@@ -115,10 +118,13 @@ class ExistenceEngine:
 
         Returns the entities whose status changed, dependencies first.
         """
+        heap = self._deadlines
+        if not self._dirty and not volatile and (not heap or heap[0][0] >= now):
+            self.evaluated = 0
+            return []
         self.evaluator.now = now
         dirty = self._dirty
         self._dirty = set()
-        heap = self._deadlines
         while heap and heap[0][0] < now:
             at, entity = heapq.heappop(heap)
             if self.deadline.get(entity) == at:

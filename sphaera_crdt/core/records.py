@@ -9,7 +9,8 @@ Entry keys (inside a writer's container, parts joined by the unit separator ``\\
     e <entity> a <attr>     one top-level attribute
     s <subject>             this writer's observation of <subject>: [ok, value, at, ttl]
 
-Entry text is ``<stamp in hex><marker><payload>``: marker ``:`` for JSON read by orjson,
+Entry text is ``<stamp offset in hex><marker><payload>``, the offset counted from the
+epoch in the writer's nonce (which keeps stamps short); marker ``:`` for JSON read by orjson,
 ``;`` for JSON that needs the standard library (ints beyond 64 bits), ``!`` for a removed
 attribute (no payload). For every logical key the entry with the greatest
 ``(stamp, replica id, nonce)`` wins; stamps are hybrid logical clocks, so a write made after
@@ -35,40 +36,57 @@ __all__ = [
     "MergedView",
     "Order",
     "make_entry",
+    "nonce_epoch",
     "removed_entry",
 ]
 
 SEP: Final = "\x1f"
 #: Sort key of an entry: (stamp, replica id, nonce).
 Order = tuple[int, str, str]
+#: What an applied entry changed: (entity, None, field) for a record, where field is
+#: ``k q o x`` or ``a`` for any attribute; (subject, observer, "") for an observation.
+Changed = tuple[str, str | None, str]
 #: The decoded value of a removed attribute.
 ABSENT_ATTR: Final = object()
 
 FIELDS: Final = frozenset({"k", "q", "o", "x"})
-_ENTRY_HEAD: Final = re.compile(r"([0-9a-f]{1,16})([:;!])")
+_ENTRY_HEAD: Final = re.compile(r"(-?[0-9a-f]{1,16})([:;!])")
 
 
 #: A local write, encoded and decoded at once: (key, text, stamp, value, payload, stdlib).
 Entry = tuple[str, str, int, Any, str, bool]
 
 
-def make_entry(key: str, stamp: int, value: Any, where: str, *, checked: bool = False) -> Entry:
+def make_entry(
+    key: str, stamp: int, epoch: int, value: Any, where: str, *, checked: bool = False
+) -> Entry:
     """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
     stdlib, payload = (codec.dumps_checked if checked else codec.dumps)(value, where)
-    return key, f"{stamp:x}{';' if stdlib else ':'}{payload}", stamp, value, payload, stdlib
+    return key, f"{stamp - epoch:x}{';' if stdlib else ':'}{payload}", stamp, value, payload, stdlib
 
 
-def removed_entry(key: str, stamp: int) -> Entry:
+def removed_entry(key: str, stamp: int, epoch: int) -> Entry:
     """An entry that removes an attribute."""
-    return key, f"{stamp:x}!", stamp, ABSENT_ATTR, "", False
+    return key, f"{stamp - epoch:x}!", stamp, ABSENT_ATTR, "", False
 
 
-def parse_entry(text: str) -> tuple[int, Any, str, bool] | None:
+def nonce_epoch(nonce: str) -> int | None:
+    """The stamp epoch a writer's nonce carries (``<random>.<epoch in hex>``)."""
+    _, sep, epoch = nonce.rpartition(".")
+    if not sep:
+        return 0
+    try:
+        return int(epoch, 16) if epoch and len(epoch) <= 16 else None
+    except ValueError:
+        return None
+
+
+def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str, bool] | None:
     """Return ``(stamp, value, payload, stdlib)`` or ``None`` if the text is malformed."""
     head = _ENTRY_HEAD.match(text)
     if head is None:
         return None
-    stamp = int(head.group(1), 16)
+    stamp = epoch + int(head.group(1), 16)
     marker = head.group(2)
     payload = text[head.end() :]
     if marker == "!":
@@ -166,15 +184,12 @@ class MergedView:
         self.max_stamp = 0
         self.malformed = 0
 
-    def apply(
-        self, replica_id: str, nonce: str, key: str, text: str
-    ) -> tuple[str, str | None] | None:
+    def apply(self, replica_id: str, nonce: str, epoch: int, key: str, text: str) -> Changed | None:
         """Merge one entry written by ``replica_id``.
 
-        Returns ``(entity, None)`` when an entity record changed, ``(subject, observer)``
-        when an observation changed, and ``None`` when nothing changed.
+        Returns what changed (see :data:`Changed`), or ``None`` when nothing did.
         """
-        parsed = parse_entry(text)
+        parsed = parse_entry(text, epoch)
         if parsed is None:
             self.malformed += 1
             return None
@@ -189,7 +204,7 @@ class MergedView:
         value: Any,
         payload: str,
         stdlib: bool,
-    ) -> tuple[str, str | None] | None:
+    ) -> Changed | None:
         """:meth:`apply` for an entry already decoded (this replica's own writes)."""
         if stamp > self.max_stamp:
             self.max_stamp = stamp
@@ -204,7 +219,7 @@ class MergedView:
         self.malformed += 1
         return None
 
-    def _apply_field(self, entity: str, name: str, winner: Winner) -> tuple[str, None] | None:
+    def _apply_field(self, entity: str, name: str, winner: Winner) -> Changed | None:
         if name in FIELDS:
             table_name = "fields"
         elif name.startswith("a" + SEP) and len(name) > 2:
@@ -224,11 +239,11 @@ class MergedView:
         if current is not None and current.order >= winner.order:
             return None
         table[name] = winner
-        return entity, None
+        return entity, None, "a" if table_name == "attrs" else name
 
     def _apply_observation(
         self, observer: str, subject: str, order: Order, value: Any, payload: str, stdlib: bool
-    ) -> tuple[str, str] | None:
+    ) -> Changed | None:
         if type(value) is Observation:  # a local write hands over the checked observation
             observation = value
         else:
@@ -245,4 +260,4 @@ class MergedView:
         if current is not None and current.order >= order:
             return None
         by_observer[observer] = ObservationWinner(order, observation, payload, stdlib)
-        return subject, observer
+        return subject, observer, ""

@@ -25,7 +25,7 @@ from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
 from .formulas import FALSE, TRUE, UNKNOWN
-from .lib0 import decode_state_vector
+from .lib0 import decode_state_vector, encode_state_vector
 from .records import (
     ABSENT_ATTR,
     SEP,
@@ -33,6 +33,7 @@ from .records import (
     Entry,
     MergedView,
     make_entry,
+    nonce_epoch,
     removed_entry,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
@@ -78,13 +79,18 @@ class Replica:
         self._clock = clock
         self.predicates: dict[str, Callable[..., Any]] = dict(predicates or {})
         self._log = logger or _log
-        self._doc = DocumentAdapter(self.id, nonce=nonce, client_id=client_id)
+        epoch = nonce_epoch(nonce) if nonce is not None else int(clock() * 1000)
+        if epoch is None or epoch < 0:
+            raise InvalidValue(f"nonce {nonce!r} does not end with a hex stamp epoch")
+        self._epoch = epoch
+        self._doc = DocumentAdapter(self.id, nonce=nonce, epoch=epoch, client_id=client_id)
         self._view = MergedView()
-        self._stamp = 0
+        # Stamps never go below the epoch, so offsets written in entries stay positive.
+        self._stamp = epoch - 1
         self._engine = ExistenceEngine(self._view, self.id, self.predicates)
         self._subscribers: list[ChangeCallback] = []
         self._record_subscribers: list[RecordCallback] = []
-        self._writers: dict[str, tuple[str, str] | None] = {}
+        self._writers: dict[str, tuple[str, str, int] | None] = {}
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
 
@@ -123,8 +129,8 @@ class Replica:
             if origin is None:
                 view.malformed += 1
             else:
-                view.apply(origin[0], origin[1], key, text)
-        replica._stamp = view.max_stamp
+                view.apply(*origin, key, text)
+        replica._stamp = max(view.max_stamp, replica._stamp)
         replica._engine.recompute(clock())
         if declare_self and replica.entity(replica.replica_entity) is None:
             replica.declare(replica.replica_entity, kind="replica")
@@ -181,27 +187,32 @@ class Replica:
             raise InvalidValue(f"kind of {entity_id!r} must be a str or None")
         attrs = self._check_attrs(entity_id, attrs or {})
         requires = self._check_requires(entity_id, requires)
+        for key, value in attrs.items():
+            codec.check_value(value, f"attrs.{key}")
         stamp = self._next_stamp()
+        epoch = self._epoch
         base = f"e{SEP}{entity_id}{SEP}"
         entries = [
-            make_entry(base + "k", stamp, kind, "kind"),
-            make_entry(base + "q", stamp, requires, "requires"),
-            make_entry(base + "o", stamp, self.id, "owner"),
-            make_entry(base + "x", stamp, False, "retracted"),
+            make_entry(base + "k", stamp, epoch, kind, "kind", checked=True),
+            make_entry(base + "q", stamp, epoch, requires, "requires"),
+            make_entry(base + "o", stamp, epoch, self.id, "owner", checked=True),
+            make_entry(base + "x", stamp, epoch, False, "retracted", checked=True),
         ]
         for key, value in attrs.items():
-            entries.append(make_entry(f"{base}a{SEP}{key}", stamp, value, f"attrs.{key}"))
+            entries.append(
+                make_entry(f"{base}a{SEP}{key}", stamp, epoch, value, f"attrs.{key}", checked=True)
+            )
         record = self._view.records.get(entity_id)
         if record is not None:
             for key, winner in record.attrs.items():
                 if key not in attrs and winner.value is not ABSENT_ATTR:
-                    entries.append(removed_entry(f"{base}a{SEP}{key}", stamp))
+                    entries.append(removed_entry(f"{base}a{SEP}{key}", stamp, epoch))
         self._write(entries)
         view = self.entity(entity_id)
         assert view is not None
         return view
 
-    def update(self, entity_id: str, attrs: Mapping[str, Any]) -> EntityView:
+    def update(self, entity_id: str, attrs: Mapping[str, Any]) -> None:
         """Merge top-level ``attrs`` into a declared entity's attributes.
 
         Concurrent updates of different attributes on different replicas all survive;
@@ -212,14 +223,18 @@ class Replica:
         """
         self._declared(entity_id)
         attrs = self._check_attrs(entity_id, attrs)
-        base = f"e{SEP}{entity_id}{SEP}a{SEP}"
-        entries = [make_entry(base + key, 0, value, f"attrs.{key}") for key, value in attrs.items()]
+        for key, value in attrs.items():
+            codec.check_value(value, f"attrs.{key}")
         # Stamp after every value passed its check, so a refused update changes nothing.
         stamp = self._next_stamp()
-        self._write([make_entry(e[0], stamp, e[3], "", checked=True) for e in entries])
-        view = self.entity(entity_id)
-        assert view is not None
-        return view
+        epoch = self._epoch
+        base = f"e{SEP}{entity_id}{SEP}a{SEP}"
+        self._write(
+            [
+                make_entry(base + key, stamp, epoch, value, "", checked=True)
+                for key, value in attrs.items()
+            ]
+        )
 
     def retract(self, entity_id: str) -> None:
         """Retract an entity: it becomes ``absent`` everywhere once this write arrives.
@@ -229,7 +244,8 @@ class Replica:
         """
         self._declared(entity_id)
         key = f"e{SEP}{entity_id}{SEP}x"
-        self._write([make_entry(key, self._next_stamp(), True, "retracted", checked=True)])
+        stamp = self._next_stamp()
+        self._write([make_entry(key, stamp, self._epoch, True, "retracted", checked=True)])
 
     def observe(
         self, subject: str, *, ok: bool = True, value: Any = None, ttl: float | None = None
@@ -249,7 +265,7 @@ class Replica:
         codec.check_value(value)
         stamp = self._next_stamp(at)
         key, text, _, _, payload, stdlib = make_entry(
-            f"s{SEP}{subject}", stamp, [ok, value, at, ttl], "value", checked=True
+            f"s{SEP}{subject}", stamp, self._epoch, [ok, value, at, ttl], "value", checked=True
         )
         self._write([(key, text, stamp, observation, payload, stdlib)])
         return observation
@@ -317,8 +333,12 @@ class Replica:
     # -- replication -----------------------------------------------------------------------
 
     def state_vector(self) -> bytes:
-        """The Yrs state vector of this replica's document."""
-        return self._doc.state_vector()
+        """The Yrs state vector of this replica's document, in canonical form.
+
+        Yrs writes clients in hash order; here they are sorted, so that two replicas
+        holding the same state give equal bytes.
+        """
+        return encode_state_vector(decode_state_vector(self._doc.state_vector()))
 
     def delta(self, since: bytes | None = None) -> bytes:
         """A Yrs v1 update holding everything that a peer at state vector ``since`` lacks.
@@ -349,7 +369,7 @@ class Replica:
             if origin is None:
                 view.malformed += 1
                 continue
-            changed = view.apply(origin[0], origin[1], key, text)
+            changed = view.apply(*origin, key, text)
             if changed is not None:
                 self._note(changed, records, local=False)
         if view.max_stamp > self._stamp:
@@ -403,14 +423,14 @@ class Replica:
 
     def _note(
         self,
-        changed: tuple[str, str | None],
+        changed: tuple[str, str | None, str],
         records: list[RecordChange],
         *,
         local: bool,
     ) -> None:
-        subject, observer = changed
+        subject, observer, field = changed
         if observer is None:
-            self._engine.record_changed(subject)
+            self._engine.record_changed(subject, field)
         else:
             self._engine.observation_changed(subject)
         if not self._record_subscribers:
@@ -444,12 +464,17 @@ class Replica:
         _deliver(self._log, self._subscribers, changes)
         return changes
 
-    def _writer(self, key: str) -> tuple[str, str] | None:
+    def _writer(self, key: str) -> tuple[str, str, int] | None:
+        """(replica id, nonce, epoch) of a container key; ``None`` if malformed."""
         try:
             return self._writers[key]
         except KeyError:
-            parsed = self._writers[key] = split_writer_key(key)
-            return parsed
+            pass
+        parsed = split_writer_key(key)
+        epoch = None if parsed is None else nonce_epoch(parsed[1])
+        origin = None if parsed is None or epoch is None else (parsed[0], parsed[1], epoch)
+        self._writers[key] = origin
+        return origin
 
     def _declared(self, entity_id: str) -> EntityRecord:
         names.check_entity_id(entity_id)

@@ -65,12 +65,21 @@ class DocumentAdapter:
 
     Args:
         replica_id: The id of the replica that owns this document.
-        nonce: Identifies this replica's container; a fresh random one by default.
+        nonce: Identifies this replica's container; a fresh one by default, made of random
+            digits and ``epoch``, the stamp from which entry stamps are counted.
+        epoch: See ``nonce``.
         client_id: Yrs client id; random by default. Never reuse one with restored state.
     """
 
-    def __init__(self, replica_id: str, *, nonce: str | None = None, client_id: int | None = None):
-        self.nonce = nonce or secrets.token_hex(8)
+    def __init__(
+        self,
+        replica_id: str,
+        *,
+        nonce: str | None = None,
+        epoch: int = 0,
+        client_id: int | None = None,
+    ):
+        self.nonce = nonce or f"{secrets.token_hex(6)}.{epoch:x}"
         self.key = writer_key(replica_id, self.nonce)
         self.doc: Doc[Any] = Doc(client_id=client_id)
         self._root: Map[Any] = self.doc.get(ROOT, type=Map)
@@ -225,7 +234,18 @@ class DocumentAdapter:
         return self.doc.get_state()
 
     def delta(self, since: bytes | None) -> bytes:
+        """What a peer at ``since`` lacks, without the delete set.
+
+        Yrs puts the document's whole delete set into every diff. In this layout every
+        deletion is implied by an insert (an overwritten entry, a replaced container),
+        and integrating the insert deletes its predecessor on the receiving side too, so
+        the delete set is redundant: it is cut off, which keeps a one-change delta small.
+        """
         try:
-            return self.doc.get_update(since)
+            update = self.doc.get_update(since)
+            deletions = self.doc.get_update(self.doc.get_state())[1:]
         except (ValueError, RuntimeError, PanicException) as exc:
             raise InvalidUpdate(f"cannot read state vector: {exc}") from exc
+        if len(deletions) > 1 and update.endswith(deletions):
+            return update[: -len(deletions)] + b"\x00"
+        return update
