@@ -1,0 +1,407 @@
+"""HTTP clients: :class:`PeerClient` (gossip's sync exchanges) and :class:`ApiClient` (the
+REST API, as the command line uses it).
+
+Both translate every aiohttp and socket failure at this boundary: a peer that cannot be
+reached, times out or answers with an error status raises :class:`PeerUnavailable`; a
+REST call answered with an error raises :class:`ApiError` carrying the node's error code.
+The bearer token goes into the ``Authorization`` header only: never into a URL, a log
+line or an exception message.
+
+A peer exchange has a deadline of three gossip intervals, kept within 1-5 seconds
+(``NodeConfig.extra["client_timeout"]`` overrides it). HTTPS peers are verified against
+the system's trust store. A test (or a deployment with a
+private certificate authority) passes its own :class:`ssl.SSLContext` as
+``NodeConfig.extra["client_ssl"]`` (for :class:`PeerClient`) or as ``ssl=`` (for
+:class:`ApiClient`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from ..errors import RemoteError, SphaeraError
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = ["ApiClient", "ApiError", "PeerClient", "PeerUnavailable", "SyncAnswer"]
+
+REPLICA_HEADER: Final = "Sphaera-Replica"
+URL_HEADER: Final = "Sphaera-Url"
+SYNC_CONTENT_TYPE: Final = "application/octet-stream"
+#: Bounds of a peer exchange's deadline, whatever the gossip interval.
+MIN_TIMEOUT: Final = 1.0
+MAX_TIMEOUT: Final = 5.0
+#: An answer to a sync request larger than this is refused (a peer's whole state fits).
+MAX_ANSWER: Final = 256 * 1024 * 1024
+
+
+class PeerUnavailable(SphaeraError):
+    """A peer or node could not be reached, timed out, or refused the request.
+
+    Attributes:
+        url: Where the request went.
+        status: The HTTP status of a refusal, ``None`` for network errors and timeouts.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class ApiError(SphaeraError):
+    """A node answered a REST request with an error.
+
+    Attributes:
+        status: The HTTP status.
+        code: The node's error code (``"not_found"``, ``"invalid_constraint"``, ...).
+        message: The node's explanation.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncAnswer:
+    """A peer's answer to ``POST /v1/sync``.
+
+    Attributes:
+        body: The sync messages it sent back (STEP2 then STEP1).
+        replica_id: Its ``Sphaera-Replica`` response header, if it sent one.
+        url: Its ``Sphaera-Url`` response header, if it sent one.
+    """
+
+    body: bytes
+    replica_id: str | None = None
+    url: str | None = None
+
+
+def peer_timeout(gossip_interval: float) -> float:
+    """The deadline of one exchange: three gossip intervals, kept within 1-5 seconds."""
+    return min(MAX_TIMEOUT, max(MIN_TIMEOUT, 3 * gossip_interval))
+
+
+def _auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _ssl_option(context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
+    # True means "verify with the default trust store" to aiohttp.
+    return context if context is not None else True
+
+
+class PeerClient:
+    """The connection pool a node uses to talk to its peers.
+
+    Args:
+        node: The node whose identity (replica id, URL, token) requests carry.
+    """
+
+    def __init__(self, node: Node) -> None:
+        config = node.config
+        total = float(config.extra.get("client_timeout", peer_timeout(config.gossip_interval)))
+        self._timeout = aiohttp.ClientTimeout(total=total, connect=min(total, 2.0))
+        context = config.extra.get("client_ssl")
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            raise TypeError("NodeConfig.extra['client_ssl'] must be an ssl.SSLContext")
+        self._ssl = _ssl_option(context)
+        self._node = node
+        self._session: aiohttp.ClientSession | None = None
+
+    def _headers(self) -> dict[str, str]:
+        node = self._node
+        headers = {
+            "Content-Type": SYNC_CONTENT_TYPE,
+            REPLICA_HEADER: node.replica.id,
+            **_auth_headers(node.config.token),
+        }
+        if node.url:
+            headers[URL_HEADER] = node.url
+        return headers
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)
+        return self._session
+
+    async def sync(self, url: str, body: bytes) -> SyncAnswer:
+        """One sync exchange: ``POST {url}/v1/sync`` with ``body``.
+
+        Raises:
+            PeerUnavailable: Network error, timeout, or an answer other than 200.
+            RemoteError: The answer is larger than :data:`MAX_ANSWER`.
+        """
+        target = f"{url.rstrip('/')}/v1/sync"
+        session = self._open()
+        try:
+            async with session.post(
+                target, data=body, headers=self._headers(), ssl=self._ssl
+            ) as response:
+                if response.status != 200:
+                    detail = await _error_detail(response)
+                    raise PeerUnavailable(
+                        f"{url} answered {response.status}{detail}",
+                        url=url,
+                        status=response.status,
+                    )
+                answer = await _read_limited(response, MAX_ANSWER)
+                return SyncAnswer(
+                    body=answer,
+                    replica_id=response.headers.get(REPLICA_HEADER) or None,
+                    url=response.headers.get(URL_HEADER) or None,
+                )
+        except TimeoutError as exc:
+            raise PeerUnavailable(f"{url} timed out", url=url) from exc
+        except aiohttp.ClientError as exc:
+            raise PeerUnavailable(f"{url} unreachable: {_describe(exc)}", url=url) from exc
+        except OSError as exc:
+            raise PeerUnavailable(f"{url} unreachable: {exc.strerror or exc}", url=url) from exc
+
+    async def close(self) -> None:
+        """Close every pooled connection. Idempotent."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refusing one longer than ``limit`` without reading it all.
+
+    Raises:
+        RemoteError: The body is longer than ``limit``.
+    """
+    if (response.content_length or 0) > limit:
+        raise RemoteError(f"{response.url} answered {response.content_length} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise RemoteError(f"{response.url} answered more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _error_detail(response: aiohttp.ClientResponse) -> str:
+    """``": message"`` from a JSON error body, or nothing."""
+    try:
+        data = orjson.loads(await response.content.read(64 * 1024))
+        message = data["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, aiohttp.ClientError, TimeoutError):
+        return ""
+    return f": {message}" if isinstance(message, str) else ""
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    """A one-line description of a client error, without aiohttp's nested reprs."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.strerror or "connection failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__
+
+
+class ApiClient:
+    """A client of one node's REST API; an async context manager.
+
+    Args:
+        url: The node's base URL, such as ``http://127.0.0.1:8470``.
+        token: The bearer token, if the node requires one.
+        timeout: Seconds for one request (event streams have no total deadline).
+        ssl: A context to verify the node's certificate with (system trust by default).
+
+    Example::
+
+        async with ApiClient("http://127.0.0.1:8470") as api:
+            await api.put("db", kind="postgres", attrs={"port": 5432})
+            print(await api.entities())
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._headers = _auth_headers(token)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._ssl = _ssl_option(ssl)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(headers=self._headers)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request; return the decoded JSON answer (``None`` for 204).
+
+        Raises:
+            ApiError: The node answered with an error status.
+            PeerUnavailable: The node could not be reached or timed out.
+            RemoteError: The answer is not JSON.
+        """
+        if self._session is None:
+            raise RuntimeError("use ApiClient as an async context manager")
+        target = f"{self.url}{path}"
+        data = None if body is None else orjson.dumps(body)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            async with self._session.request(
+                method, target, data=data, headers=headers, timeout=self._timeout, ssl=self._ssl
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _api_error(response.status, raw)
+                if response.status == 204 or not raw:
+                    return None
+                try:
+                    return orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise RemoteError(f"{target} did not answer JSON") from exc
+        except TimeoutError as exc:
+            raise PeerUnavailable(f"{self.url} timed out", url=self.url) from exc
+        except aiohttp.ClientError as exc:
+            message = f"{self.url} unreachable: {_describe(exc)}"
+            raise PeerUnavailable(message, url=self.url) from exc
+
+    async def entities(self) -> dict[str, Any]:
+        """Every entity the node knows, with its status: ``{id: entity}``."""
+        answer = await self.request("GET", "/v1/entities")
+        entities: dict[str, Any] = answer["entities"]
+        return entities
+
+    async def get(self, entity_id: str) -> dict[str, Any]:
+        """One entity (raises :class:`ApiError` with status 404 if unknown)."""
+        result: dict[str, Any] = await self.request("GET", _entity_path(entity_id))
+        return result
+
+    async def put(
+        self,
+        entity_id: str,
+        *,
+        kind: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        requires: Any = None,
+    ) -> dict[str, Any]:
+        """Declare (or re-declare) an entity."""
+        body: dict[str, Any] = {}
+        if kind is not None:
+            body["kind"] = kind
+        if attrs is not None:
+            body["attrs"] = dict(attrs)
+        if requires is not None:
+            body["requires"] = requires
+        result: dict[str, Any] = await self.request("PUT", _entity_path(entity_id), body)
+        return result
+
+    async def patch(self, entity_id: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge top-level attributes into an entity."""
+        body = {"attrs": dict(attrs)}
+        result: dict[str, Any] = await self.request("PATCH", _entity_path(entity_id), body)
+        return result
+
+    async def delete(self, entity_id: str) -> Any:
+        """Retract an entity."""
+        return await self.request("DELETE", _entity_path(entity_id))
+
+    async def why(self, entity_id: str) -> dict[str, Any]:
+        """The explanation tree of an entity's status."""
+        result: dict[str, Any] = await self.request("GET", _entity_path(entity_id) + "/why")
+        return result
+
+    async def observe(
+        self, subject: str, *, ok: bool = True, value: Any = None, ttl: float | None = None
+    ) -> dict[str, Any]:
+        """Record the node's observation of ``subject``."""
+        body: dict[str, Any] = {"subject": subject, "ok": ok, "value": value}
+        if ttl is not None:
+            body["ttl"] = ttl
+        result: dict[str, Any] = await self.request("POST", "/v1/observations", body)
+        return result
+
+    async def replicas(self) -> dict[str, Any]:
+        """``{"self": id, "replicas": {id: {"url", "status"}}}``."""
+        result: dict[str, Any] = await self.request("GET", "/v1/replicas")
+        return result
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """Stream server-sent events as ``(event name, decoded data)`` until the node closes.
+
+        Raises:
+            ApiError: The node refused the stream.
+            PeerUnavailable: The node could not be reached, or the connection broke.
+        """
+        if self._session is None:
+            raise RuntimeError("use ApiClient as an async context manager")
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout.connect)
+        try:
+            async with self._session.get(
+                f"{self.url}/v1/events", timeout=timeout, ssl=self._ssl
+            ) as response:
+                if response.status >= 400:
+                    raise _api_error(response.status, await response.read())
+                name, data = "message", list[str]()
+                async for raw_line in response.content:
+                    line = raw_line.decode("utf-8", "replace").rstrip("\r\n")
+                    if not line:
+                        if data:
+                            yield name, _json_or_text("\n".join(data))
+                        name, data = "message", []
+                    elif line.startswith(":"):
+                        continue
+                    else:
+                        field, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if field == "event":
+                            name = value
+                        elif field == "data":
+                            data.append(value)
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise PeerUnavailable(f"{self.url}: event stream broke", url=self.url) from exc
+
+
+def _entity_path(entity_id: str) -> str:
+    return "/v1/entities/" + quote(entity_id, safe="")
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _api_error(status: int, raw: bytes) -> ApiError:
+    try:
+        error = orjson.loads(raw)["error"]
+        return ApiError(status, str(error["code"]), str(error["message"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = raw[:200].decode("utf-8", "replace").strip()
+        return ApiError(status, "http_error", text or "no explanation")

@@ -1,0 +1,290 @@
+"""The ``sphaera`` command: help texts, one-line errors, flags, and the client commands
+against a node running in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from sphaera_crdt import cli as cli_module
+from sphaera_crdt.cli import cli
+from sphaera_crdt.node import Node, NodeConfig
+
+COMMANDS = [
+    "serve",
+    "entities",
+    "get",
+    "put",
+    "patch",
+    "delete",
+    "why",
+    "observe",
+    "replicas",
+    "events",
+    "demo",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPHAERA_TOKEN", raising=False)
+    monkeypatch.delenv("SPHAERA_URL", raising=False)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, prog_name="sphaera")
+
+
+def error_line(result: Result) -> str:
+    """The one line a failure writes to stderr (and nothing else, no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def closed_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+# -- help ----------------------------------------------------------------------------------
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert f"  {command} " in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0, result.output
+    summary = result.output.split("\n\n")[1].strip()
+    assert summary and not summary.startswith("Options")
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and "sphaera" in result.output
+
+
+# -- serve: refusals -----------------------------------------------------------------------
+
+
+def test_bad_flags_are_usage_errors() -> None:
+    for args in (
+        ["serve", "--id", "a", "--memory", "--port", "70000"],
+        ["serve", "--id", "a", "--memory", "--fanout", "0"],
+        ["serve", "--id", "a", "--memory", "--gossip-interval", "-1"],
+        ["serve", "--memory"],
+        ["serve", "--id", "a", "--memory", "--no-such-flag"],
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, args
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [[], ["--data", "somewhere"]])
+def test_persistence_is_not_available_yet(args: list[str]) -> None:
+    result = run("serve", "--id", "a", *args)
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "sphaera: error: persistence (--data) is not available yet; run with --memory"
+    )
+
+
+def test_memory_and_data_exclude_each_other(tmp_path: Path) -> None:
+    result = run("serve", "--id", "a", "--memory", "--data", str(tmp_path))
+    assert result.exit_code == 2
+    assert "either --memory or --data" in error_line(result)
+
+
+def test_non_loopback_host_needs_a_token() -> None:
+    result = run("serve", "--id", "a", "--memory", "--host", "0.0.0.0")
+    assert result.exit_code == 2
+    assert error_line(result).startswith("sphaera: error: refusing to serve 0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--id", "x" * 200], "replica id 'xxx"),
+        (["--id", "a\tb"], "control character"),
+        (["--id", "a", "--peer", "ftp://x"], "must start with http:// or https://"),
+        (["--id", "a", "--tls-cert", "cert.pem"], "go together"),
+        (["--id", "a", "--token-file", "/no/such/file"], "cannot read token file"),
+    ],
+)
+def test_configuration_errors_are_one_line(extra: list[str], message: str) -> None:
+    result = run("serve", "--memory", "--port", "0", *extra)
+    assert result.exit_code == 2
+    assert message in error_line(result)
+
+
+def test_empty_token_file_is_refused(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("  \n")
+    result = run("serve", "--id", "a", "--memory", "--token-file", str(token))
+    assert result.exit_code == 2
+    assert "is empty" in error_line(result)
+
+
+# -- serve: accepted configurations (the server itself replaced by a recorder) -------------
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[NodeConfig]:
+    configs: list[NodeConfig] = []
+
+    async def record(config: NodeConfig) -> None:
+        configs.append(config)
+
+    monkeypatch.setattr(cli_module, "_serve", record)
+    return configs
+
+
+def test_insecure_allows_a_non_loopback_host(served: list[NodeConfig]) -> None:
+    result = run("serve", "--id", "a", "--memory", "--host", "0.0.0.0", "--insecure")
+    assert result.exit_code == 0, result.output
+    assert served[0].host == "0.0.0.0" and served[0].insecure
+
+
+def test_flags_reach_the_node_config(served: list[NodeConfig], tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("  s3cret\n")
+    result = run(
+        "serve",
+        "--id",
+        "a",
+        "--memory",
+        "--port",
+        "0",
+        "--peer",
+        "http://10.0.0.1:8470/",
+        "--peer",
+        "https://b.example",
+        "--token-file",
+        str(token),
+        "--gossip-interval",
+        "0.5",
+        "--fanout",
+        "3",
+        "--max-body",
+        "4096",
+        "--liveness",
+        "7",
+        "--public-url",
+        "https://a.example/",
+    )
+    assert result.exit_code == 0, result.output
+    (config,) = served
+    assert config.replica_id == "a" and config.port == 0
+    assert config.peers == ("http://10.0.0.1:8470/", "https://b.example")
+    assert config.token == "s3cret"
+    assert (config.gossip_interval, config.fanout, config.max_body) == (0.5, 3, 4096)
+    assert config.liveness == 7 and config.public_url == "https://a.example"
+
+
+def test_token_from_environment(served: list[NodeConfig]) -> None:
+    result = run("serve", "--id", "a", "--memory", env={"SPHAERA_TOKEN": " t0k "})
+    assert result.exit_code == 0
+    assert served[0].token == "t0k"
+
+
+# -- client commands -----------------------------------------------------------------------
+
+
+def test_unreachable_node_is_one_line() -> None:
+    result = run("entities", "--url", closed_url(), "--timeout", "2")
+    assert result.exit_code == 1
+    assert "unreachable" in error_line(result)
+
+
+def test_bad_url_is_refused() -> None:
+    result = run("get", "db", "--url", "127.0.0.1:8470")
+    assert result.exit_code == 2
+    assert "--url must start with http://" in error_line(result)
+
+
+@pytest.mark.parametrize("attrs", ["{not json", "[1, 2]"])
+def test_bad_json_options_are_usage_errors(attrs: str) -> None:
+    result = run("put", "db", "--attrs", attrs, "--url", closed_url())
+    assert result.exit_code == 2
+    assert "--attrs" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture
+def node_url() -> Iterator[str]:
+    """A node served from a background thread, with its own event loop."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        box["loop"], box["stop"] = asyncio.get_running_loop(), stop
+        async with Node(NodeConfig(replica_id="n", port=0, token="t0k")) as node:
+            box["url"] = node.url
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield box["url"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(10)
+
+
+def test_client_commands_against_a_node(node_url: str, tmp_path: Path) -> None:
+    env = {"SPHAERA_URL": node_url, "SPHAERA_TOKEN": "t0k"}
+
+    def ok(*args: str) -> str:
+        result = run(*args, env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    attrs = tmp_path / "attrs.json"
+    attrs.write_text('{"port": 5432}')
+    db = orjson.loads(ok("put", "db", "--kind", "postgres", "--attrs", f"@{attrs}"))
+    assert db["attrs"] == {"port": 5432} and db["status"] == "exists"
+    ok("put", "api", "--requires", '{"all": [{"exists": "db"}, {"observed": "db", "within": 60}]}')
+    assert orjson.loads(ok("get", "api"))["status"] == "absent"
+    observation = orjson.loads(ok("observe", "db", "--value", '{"ms": 3}', "--ttl", "60"))
+    assert observation["subject"] == "db" and observation["ok"] is True
+    assert orjson.loads(ok("get", "api"))["status"] == "exists"
+    assert orjson.loads(ok("patch", "db", "--attrs", '{"role": "primary"}'))["attrs"] == {
+        "port": 5432,
+        "role": "primary",
+    }
+    why = orjson.loads(ok("why", "api"))
+    assert isinstance(why, dict)
+    table = ok("entities")
+    assert "api" in table and "postgres" in table and "exists" in table
+    listing = orjson.loads(ok("entities", "--json"))["entities"]
+    assert set(listing) >= {"db", "api", "replica:n"}
+    assert "n (self)" in ok("replicas")
+    assert orjson.loads(ok("replicas", "--json"))["self"] == "n"
+    ok("delete", "db")
+    assert orjson.loads(ok("get", "api"))["status"] == "absent"
+
+    missing = run("get", "nothing", env=env)
+    assert missing.exit_code == 1
+    assert error_line(missing).startswith("sphaera: error: 404 not_found")
+
+    unauthorised = run("entities", env={"SPHAERA_URL": node_url})
+    assert unauthorised.exit_code == 1
+    assert "401" in error_line(unauthorised)

@@ -1,0 +1,282 @@
+"""Gossip between in-process nodes over loopback HTTP, driven round by round."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from nodes import LIVENESS, FakeClock, StartNode, converged, node_factory, settle
+
+from sphaera_crdt.core import sync
+from sphaera_crdt.node import Node
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest_asyncio.fixture
+async def start(clock: FakeClock) -> AsyncIterator[StartNode]:
+    async with node_factory(clock) as factory:
+        yield factory
+
+
+def sent_to(node: Node, peer: str, outcome: str = "ok") -> float:
+    value = node.metrics.registry.get_sample_value(
+        "sphaera_sync_exchanges_total", {"peer": peer, "direction": "out", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def bytes_in(node: Node, peer: str) -> float:
+    value = node.metrics.registry.get_sample_value(
+        "sphaera_sync_bytes_received_total", {"peer": peer}
+    )
+    return value or 0.0
+
+
+def step1_size(node: Node) -> int:
+    return len(sync.sync_request(node.replica))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_seeded_nodes_converge(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    c = await start("c", peers=[a.url])
+    a.replica.declare("db", kind="postgres", attrs={"port": 5432})
+    b.replica.declare("cache", attrs={"size": 3})
+    c.replica.observe("db", ok=True, value={"latency_ms": 2})
+    await settle([a, b, c])
+    for node in (a, b, c):
+        assert node.replica.entity("db") is not None
+        assert node.replica.entity("db").attrs == {"port": 5432}  # type: ignore[union-attr]
+        assert node.replica.entity("cache").attrs == {"size": 3}  # type: ignore[union-attr]
+        assert {peer for peer in node.live_peers()} == {"a", "b", "c"} - {node.replica.id}
+
+
+async def test_first_contact_learns_the_seed_and_pushes_what_it_lacks(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    b.replica.declare("x", attrs={"n": 1})
+    await b.gossip.flush()
+    (exchange,) = await b.gossip.round()
+    assert exchange.ok and exchange.peer_id == "a"
+    assert a.replica.entity("x") is not None
+    assert b.peers.pending(b.replica, "a") is None
+    assert a.peers.pending(a.replica, "b") is None
+    assert b.directory["a"] == a.url and a.directory["b"] == b.url
+    assert a.replica.exists("replica:b") and b.replica.exists("replica:a")
+
+
+async def test_eager_push_batches_a_burst_into_one_exchange(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    await settle([a, b])
+    before = sent_to(a, "b")
+    for n in range(50):
+        a.replica.declare(f"item-{n}", attrs={"n": n})
+    await a.gossip.flush()
+    assert sent_to(a, "b") == before + 1
+    assert all(b.replica.entity(f"item-{n}") is not None for n in range(50))
+    assert converged([a, b])
+
+
+async def test_nothing_is_echoed_back(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    await settle([a, b])
+    a.replica.declare("big", attrs={"blob": "x" * 20_000})
+    await a.gossip.flush()
+    assert b.replica.entity("big") is not None
+    assert a.peers.pending(a.replica, "b") is None
+    assert b.peers.pending(b.replica, "a") is None
+    received = bytes_in(a, "b")
+    exchanges = await b.gossip.round() + await a.gossip.round()
+    assert [exchange.pushed for exchange in exchanges] == [False, False]
+    # b's answer to a's round and b's request: state vectors, no 20 kB blob
+    assert bytes_in(a, "b") - received < 200
+
+
+async def test_idle_round_carries_state_vectors_only(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    c = await start("c", peers=[a.url])
+    await settle([a, b, c])
+    for node in (a, b, c):
+        exchanges = await node.gossip.round()
+        assert len(exchanges) == 2
+        for exchange in exchanges:
+            assert exchange.ok and exchange.requests == 1 and not exchange.pushed
+            assert exchange.sent == step1_size(node)
+            # STEP2 with the empty update (5 bytes), then the peer's STEP1
+            assert exchange.received == 5 + step1_size(node)
+
+
+async def test_round_respects_fanout(start: StartNode) -> None:
+    a = await start("a", fanout=1)
+    b = await start("b", peers=[a.url])
+    c = await start("c", peers=[a.url])
+    await settle([a, b, c])
+    assert len(a.gossip.targets()) == 2
+    assert len(await a.gossip.round()) == 1
+
+
+async def test_dead_peer_drops_out_and_comes_back(start: StartNode, clock: FakeClock) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    await settle([a, b])
+    assert a.gossip.targets() == {b.url: "b"}
+    clock.advance(LIVENESS + 1)
+    a.replica.tick()
+    b.replica.tick()
+    assert not a.replica.exists("replica:b")
+    assert a.live_peers() == {}
+    assert a.gossip.targets() == {}
+    assert await a.gossip.round() == []
+    # b still has a as a seed: its next round revives both directions
+    assert b.gossip.targets() == {a.url: "a"}
+    (exchange,) = await b.gossip.round()
+    assert exchange.ok
+    assert a.replica.exists("replica:b") and b.replica.exists("replica:a")
+    assert a.gossip.targets() == {b.url: "b"}
+
+
+async def test_restarted_peer_is_relearned(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    a.replica.declare("db", attrs={"port": 5432})
+    await settle([a, b])
+    port = int(b.url.rsplit(":", 1)[1])
+    await b.close()
+    b2 = await start("b", port=port)  # same id and URL, empty state, no seeds
+    (exchange,) = await a.gossip.round()
+    # a believed b had everything; b's STEP1 says otherwise, so a pushes it all
+    assert exchange.ok and exchange.requests == 2 and exchange.pushed
+    assert b2.replica.entity("db") is not None
+    assert a.peers.pending(a.replica, "b") is None
+
+
+async def test_unreachable_seed_backs_off(
+    start: StartNode, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    a = await start("a", peers=[url], gossip_interval=10.0)
+    with caplog.at_level(logging.DEBUG, logger="sphaera_crdt"):
+        (exchange,) = await a.gossip.round()
+        assert not exchange.ok and "unreachable" in (exchange.error or "")
+        assert a.gossip.targets() == {}
+        clock.advance(10)  # first retry after one interval
+        assert a.gossip.targets() == {url: None}
+        assert not (await a.gossip.round())[0].ok
+        clock.advance(10)  # then after two
+        assert a.gossip.targets() == {}
+        clock.advance(10)
+        assert a.gossip.targets() == {url: None}
+    assert sent_to(a, url, "error") == 2
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    assert "unreachable" in warnings[0].getMessage()
+
+
+async def test_bad_answers_change_nothing(start: StartNode) -> None:
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(body=b"\x00\x07garbage", content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/sync", garbage)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}"
+        a = await start("a", peers=[url])
+        state = a.replica.state_vector()
+        (exchange,) = await a.gossip.round()
+        assert not exchange.ok
+        assert a.replica.state_vector() == state
+    finally:
+        await runner.cleanup()
+
+
+async def test_wrong_token_is_refused(start: StartNode) -> None:
+    a = await start("a", token="right-token")
+    b = await start("b", peers=[a.url], token="wrong-token")
+    (exchange,) = await b.gossip.round()
+    assert not exchange.ok and "401" in (exchange.error or "")
+    assert "wrong-token" not in (exchange.error or "")
+    c = await start("c", peers=[a.url], token="right-token")
+    (exchange,) = await c.gossip.round()
+    assert exchange.ok
+
+
+async def test_own_url_as_seed_is_ignored(start: StartNode) -> None:
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}"
+    a = await start("a", port=port, peers=[url])
+    assert a.url == url
+    assert a.gossip.targets() == {}
+
+
+async def test_rounds_run_by_themselves(start: StartNode) -> None:
+    a = await start("a", gossip_interval=0.05)
+    b = await start("b", peers=[a.url], gossip_interval=0.05)
+    arrived = asyncio.Event()
+    a.replica.subscribe(lambda change: arrived.set() if change.entity == "replica:b" else None)
+    await asyncio.wait_for(arrived.wait(), timeout=5)
+    assert a.replica.exists("replica:b")
+    await b.close()
+    assert b.gossip is None  # stopped by the node, and a stopped gossip stays quiet
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+async def test_gossip_over_https(start: StartNode, tls_files: tuple[str, str]) -> None:
+    cert, key = tls_files
+    trust = {"client_ssl": ssl.create_default_context(cafile=cert)}
+    a = await start("a", tls_cert=cert, tls_key=key, extra=trust)
+    b = await start("b", peers=[a.url], tls_cert=cert, tls_key=key, extra=trust)
+    assert a.url.startswith("https://") and b.url.startswith("https://")
+    a.replica.declare("db")
+    await settle([a, b])
+    assert b.replica.entity("db") is not None
+    # Without the certificate in its trust store, a peer refuses the connection.
+    c = await start("c", peers=[a.url])
+    (exchange,) = await c.gossip.round()
+    assert not exchange.ok and "certificate" in (exchange.error or "").lower()
