@@ -51,9 +51,9 @@ def open_replica(
     saved = store.load(replica_id)
     if saved is None:
         replica = Replica(replica_id, clock=clock, logger=logger)
-        store.initialise(replica_id, replica.nonce, replica.delta())
+        store.initialise(replica_id, replica.delta())
         return replica
-    return Replica.restore(replica_id, saved.updates, nonce=saved.nonce, clock=clock, logger=logger)
+    return Replica.restore(replica_id, saved.updates, clock=clock, logger=logger)
 
 
 class Persistence:

@@ -1,10 +1,8 @@
 """Type-preserving values.
 
 Raw Yrs turns every int into a float and cannot hold ints of 2^63 or more. Values are
-therefore stored as JSON *text*: JSON keeps ``5`` and ``5.0`` apart, and orjson reads
-them back as ``int`` and ``float``. orjson stops at 64-bit integers, so a value holding a
-larger int is written with the standard library instead and flagged, so that readers use
-the matching decoder.
+therefore stored as JSON *text*: JSON keeps ``5`` and ``5.0`` apart, and the standard
+library reads them back as ``int`` (of any size) and ``float``.
 
 Only the JSON data model is accepted, with exact types: ``None``, ``bool``, ``int``,
 finite ``float``, ``str``, ``list`` and ``dict`` with ``str`` keys. Tuples, sets, bytes,
@@ -17,25 +15,26 @@ import json
 import math
 from typing import Any, Final
 
-import orjson
-
 from ..errors import InvalidValue
 
-__all__ = [
-    "MAX_DEPTH",
-    "JsonValue",
-    "check_value",
-    "dumps",
-    "dumps_checked",
-    "loads",
-]
+__all__ = ["MAX_DEPTH", "JsonValue", "check_value", "dumps", "dumps_checked", "loads"]
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
-#: Deepest nesting accepted; orjson itself refuses to read deeper than 1024.
+#: Deepest nesting accepted.
 MAX_DEPTH: Final = 256
 
 _SCALARS: Final = frozenset({type(None), bool, int, str})
+_ENCODE: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+).encode
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
 def check_value(value: object, where: str = "value") -> None:
@@ -67,11 +66,8 @@ def _check(value: Any, where: str, depth: int) -> None:
     raise InvalidValue(f"{where}: {kind.__name__} values cannot be stored{hint}")
 
 
-def dumps(value: object, where: str = "value") -> tuple[bool, str]:
-    """Check and encode a value; returns ``(needs_stdlib, text)``.
-
-    ``needs_stdlib`` is true when the value holds an int outside orjson's 64-bit range;
-    such text must be read with :func:`loads` and ``stdlib=True``.
+def dumps(value: object, where: str = "value") -> str:
+    """Check and encode a value as compact JSON text.
 
     Raises:
         InvalidValue: The value would not round-trip with its exact type.
@@ -80,25 +76,14 @@ def dumps(value: object, where: str = "value") -> tuple[bool, str]:
     return dumps_checked(value, where)
 
 
-def dumps_checked(value: object, where: str = "value") -> tuple[bool, str]:
+def dumps_checked(value: object, where: str = "value") -> str:
     """:func:`dumps` for a value already passed to :func:`check_value`."""
     try:
-        return False, orjson.dumps(value).decode()
-    except orjson.JSONEncodeError as exc:
-        if "64-bit" not in str(exc):
-            raise InvalidValue(f"{where}: {exc}") from exc
-    try:
-        return True, json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except ValueError as exc:  # ints over sys.get_int_max_str_digits()
+        return _ENCODE(value)
+    except (ValueError, UnicodeError) as exc:  # huge ints, lone surrogates
         raise InvalidValue(f"{where}: {exc}") from exc
 
 
-def loads(text: str, *, stdlib: bool = False) -> Any:
+def loads(text: str) -> Any:
     """Decode text written by :func:`dumps`; raises ``ValueError`` on malformed text."""
-    if stdlib:
-        return json.loads(text, parse_constant=_refuse_constant)
-    return orjson.loads(text)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a finite number")
+    return _DECODE(text)

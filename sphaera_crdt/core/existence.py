@@ -119,13 +119,13 @@ class ExistenceEngine:
         Returns the entities whose status changed, dependencies first.
         """
         heap = self._deadlines
-        if not self._dirty and not volatile and (not heap or heap[0][0] >= now):
+        if not self._dirty and not volatile and (not heap or heap[0][0] > now):
             self.evaluated = 0
             return []
         self.evaluator.now = now
         dirty = self._dirty
         self._dirty = set()
-        while heap and heap[0][0] < now:
+        while heap and heap[0][0] <= now:
             at, entity = heapq.heappop(heap)
             if self.deadline.get(entity) == at:
                 del self.deadline[entity]
@@ -200,7 +200,7 @@ class ExistenceEngine:
         heap = self._deadlines
         while heap and self.deadline.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
-        return math.nextafter(heap[0][0], INF) if heap else None
+        return heap[0][0] if heap else None
 
     # -- solving ---------------------------------------------------------------------------
 

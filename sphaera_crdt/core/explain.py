@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .existence import ExistenceEngine, Malformed
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node
+from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node, stale_from
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]
 
@@ -242,8 +242,7 @@ def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
             continue
         observation = table[observer].observation
         limit = within if observation.ttl is None else min(within, observation.ttl)
-        expiry = observation.at + limit
-        is_fresh = now <= expiry
+        is_fresh = now - observation.at <= limit
         counts = is_fresh and observation.ok is want_ok
         fresh += counts
         item: dict[str, Any] = {
@@ -254,7 +253,7 @@ def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
             "fresh": is_fresh,
         }
         if not is_fresh:
-            item["stale_since"] = expiry
+            item["stale_since"] = stale_from(observation.at, limit)
         if len(listed) < MAX_OBSERVATIONS:
             listed.append(item)
     return {

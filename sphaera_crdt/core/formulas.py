@@ -27,7 +27,15 @@ from ..errors import InvalidConstraint
 from .constraints import check_constraint
 from .records import ABSENT_ATTR, MergedView
 
-__all__ = ["FALSE", "TRUE", "UNKNOWN", "Compiled", "Evaluator", "compile_constraint"]
+__all__ = [
+    "FALSE",
+    "TRUE",
+    "UNKNOWN",
+    "Compiled",
+    "Evaluator",
+    "compile_constraint",
+    "stale_from",
+]
 
 FALSE: Final = 0
 UNKNOWN: Final = 1
@@ -35,6 +43,18 @@ TRUE: Final = 2
 INF: Final = math.inf
 
 Node = tuple[Any, ...]
+
+
+def stale_from(at: float, limit: float) -> float:
+    """The first instant ``t`` at which ``t - at <= limit`` no longer holds.
+
+    Computed on floats exactly as freshness is tested, so that re-evaluating at the
+    returned instant always sees the observation stale (no timer can spin on it).
+    """
+    t = at + limit
+    while t - at <= limit:
+        t = math.nextafter(t, INF)
+    return t
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +150,7 @@ class Evaluator:
         self.replica_id = replica_id
         self.predicates = predicates
         self.now = 0.0
-        #: earliest instant after which some evaluated observation goes stale
+        #: earliest instant at which some evaluated observation is stale
         self.deadline = INF
         self._atoms: dict[str, Callable[[Node], int]] = {
             "const": self._const,
@@ -240,13 +260,11 @@ class Evaluator:
             limit = within
             if observation.ttl is not None and observation.ttl < limit:
                 limit = observation.ttl
-            # Fresh while now - at <= limit; compared as now <= at + limit so that the
-            # deadline reported below is exactly the last instant of freshness.
-            expiry = observation.at + limit
-            if now <= expiry:
+            if now - observation.at <= limit:
                 count += 1
-                if expiry < soonest:
-                    soonest = expiry
+                stale = stale_from(observation.at, limit)
+                if stale < soonest:
+                    soonest = stale
         if soonest < self.deadline:
             self.deadline = soonest
         return TRUE if count >= quorum else FALSE

@@ -10,9 +10,8 @@ Entry keys (inside a writer's container, parts joined by the unit separator ``\\
     s <subject>             this writer's observation of <subject>: [ok, value, at, ttl]
 
 Entry text is ``<stamp offset in hex><marker><payload>``, the offset counted from the
-epoch in the writer's nonce (which keeps stamps short); marker ``:`` for JSON read by orjson,
-``;`` for JSON that needs the standard library (ints beyond 64 bits), ``!`` for a removed
-attribute (no payload). For every logical key the entry with the greatest
+epoch in the writer's nonce (which keeps stamps short); marker ``:`` for a JSON payload,
+``!`` for a removed attribute (no payload). For every logical key the entry with the greatest
 ``(stamp, replica id, nonce)`` wins; stamps are hybrid logical clocks, so a write made after
 another was seen always wins, and concurrent writes resolve the same way everywhere.
 
@@ -38,6 +37,7 @@ __all__ = [
     "make_entry",
     "nonce_epoch",
     "removed_entry",
+    "restamp",
 ]
 
 SEP: Final = "\x1f"
@@ -50,24 +50,24 @@ Changed = tuple[str, str | None, str]
 ABSENT_ATTR: Final = object()
 
 FIELDS: Final = frozenset({"k", "q", "o", "x"})
-_ENTRY_HEAD: Final = re.compile(r"(-?[0-9a-f]{1,16})([:;!])")
+_ENTRY_HEAD: Final = re.compile(r"(-?[0-9a-f]{1,16})([:!])")
 
 
-#: A local write, encoded and decoded at once: (key, text, stamp, value, payload, stdlib).
-Entry = tuple[str, str, int, Any, str, bool]
+#: A local write, encoded and decoded at once: (key, text, stamp, value, payload).
+Entry = tuple[str, str, int, Any, str]
 
 
 def make_entry(
     key: str, stamp: int, epoch: int, value: Any, where: str, *, checked: bool = False
 ) -> Entry:
     """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
-    stdlib, payload = (codec.dumps_checked if checked else codec.dumps)(value, where)
-    return key, f"{stamp - epoch:x}{';' if stdlib else ':'}{payload}", stamp, value, payload, stdlib
+    payload = (codec.dumps_checked if checked else codec.dumps)(value, where)
+    return key, f"{stamp - epoch:x}:{payload}", stamp, value, payload
 
 
 def removed_entry(key: str, stamp: int, epoch: int) -> Entry:
     """An entry that removes an attribute."""
-    return key, f"{stamp - epoch:x}!", stamp, ABSENT_ATTR, "", False
+    return key, f"{stamp - epoch:x}!", stamp, ABSENT_ATTR, ""
 
 
 def nonce_epoch(nonce: str) -> int | None:
@@ -81,8 +81,8 @@ def nonce_epoch(nonce: str) -> int | None:
         return None
 
 
-def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str, bool] | None:
-    """Return ``(stamp, value, payload, stdlib)`` or ``None`` if the text is malformed."""
+def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str] | None:
+    """Return ``(stamp, value, payload)`` or ``None`` if the text is malformed."""
     head = _ENTRY_HEAD.match(text)
     if head is None:
         return None
@@ -90,18 +90,26 @@ def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str, bool] | None:
     marker = head.group(2)
     payload = text[head.end() :]
     if marker == "!":
-        return (stamp, ABSENT_ATTR, "", False) if not payload else None
-    stdlib = marker == ";"
+        return (stamp, ABSENT_ATTR, "") if not payload else None
     try:
-        return stamp, codec.loads(payload, stdlib=stdlib), payload, stdlib
+        return stamp, codec.loads(payload), payload
     except (ValueError, RecursionError):
         return None
 
 
-def fresh_copy(value: Any, payload: str, stdlib: bool) -> Any:
+def restamp(text: str, epoch: int, new_epoch: int) -> tuple[int, str] | None:
+    """``(stamp, text)`` of an entry re-encoded against another epoch (``None`` if malformed)."""
+    head = _ENTRY_HEAD.match(text)
+    if head is None:
+        return None
+    stamp = epoch + int(head.group(1), 16)
+    return stamp, f"{stamp - new_epoch:x}{text[head.end(1) :]}"
+
+
+def fresh_copy(value: Any, payload: str) -> Any:
     """A copy of a decoded value that callers may mutate freely."""
     if type(value) in (dict, list):
-        return codec.loads(payload, stdlib=stdlib)
+        return codec.loads(payload)
     return value
 
 
@@ -110,10 +118,9 @@ class Winner:
     order: Order
     value: Any
     payload: str
-    stdlib: bool
 
     def copy_value(self) -> Any:
-        return fresh_copy(self.value, self.payload, self.stdlib)
+        return fresh_copy(self.value, self.payload)
 
 
 @dataclass(slots=True)
@@ -121,14 +128,13 @@ class ObservationWinner:
     order: Order
     observation: Observation
     payload: str
-    stdlib: bool
 
     def copy(self) -> Observation:
         """The observation with a value callers may mutate freely."""
         value = self.observation.value
         if type(value) not in (dict, list):
             return self.observation
-        return replace(self.observation, value=codec.loads(self.payload, stdlib=self.stdlib)[1])
+        return replace(self.observation, value=codec.loads(self.payload)[1])
 
 
 @dataclass(slots=True)
@@ -183,6 +189,8 @@ class MergedView:
         self.observations: dict[str, dict[str, ObservationWinner]] = {}
         self.max_stamp = 0
         self.malformed = 0
+        #: logical keys held (entity fields, attributes, observations): the live data size
+        self.size = 0
 
     def apply(self, replica_id: str, nonce: str, epoch: int, key: str, text: str) -> Changed | None:
         """Merge one entry written by ``replica_id``.
@@ -203,7 +211,6 @@ class MergedView:
         stamp: int,
         value: Any,
         payload: str,
-        stdlib: bool,
     ) -> Changed | None:
         """:meth:`apply` for an entry already decoded (this replica's own writes)."""
         if stamp > self.max_stamp:
@@ -211,11 +218,11 @@ class MergedView:
         order = (stamp, replica_id, nonce)
         kind, _, rest = key.partition(SEP)
         if kind == "s":
-            return self._apply_observation(replica_id, rest, order, value, payload, stdlib)
+            return self._apply_observation(replica_id, rest, order, value, payload)
         if kind == "e":
             entity, _, name = rest.partition(SEP)
             if entity:
-                return self._apply_field(entity, name, Winner(order, value, payload, stdlib))
+                return self._apply_field(entity, name, Winner(order, value, payload))
         self.malformed += 1
         return None
 
@@ -236,13 +243,15 @@ class MergedView:
             record = self.records[entity] = EntityRecord(entity, {}, {})
         table = record.fields if table_name == "fields" else record.attrs
         current = table.get(name)
-        if current is not None and current.order >= winner.order:
+        if current is None:
+            self.size += 1
+        elif current.order >= winner.order:
             return None
         table[name] = winner
         return entity, None, "a" if table_name == "attrs" else name
 
     def _apply_observation(
-        self, observer: str, subject: str, order: Order, value: Any, payload: str, stdlib: bool
+        self, observer: str, subject: str, order: Order, value: Any, payload: str
     ) -> Changed | None:
         if type(value) is Observation:  # a local write hands over the checked observation
             observation = value
@@ -257,7 +266,9 @@ class MergedView:
                 return None
         by_observer = self.observations.setdefault(subject, {})
         current = by_observer.get(observer)
-        if current is not None and current.order >= order:
+        if current is None:
+            self.size += 1
+        elif current.order >= order:
             return None
-        by_observer[observer] = ObservationWinner(order, observation, payload, stdlib)
+        by_observer[observer] = ObservationWinner(order, observation, payload)
         return subject, observer, ""

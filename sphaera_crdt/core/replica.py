@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
-from . import codec, names
+from . import codec, names, updates
 from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
@@ -35,6 +35,7 @@ from .records import (
     make_entry,
     nonce_epoch,
     removed_entry,
+    restamp,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
 from .ydoc import DocumentAdapter, split_writer_key
@@ -46,6 +47,9 @@ ChangeCallback = Callable[[Change], object]
 RecordCallback = Callable[[RecordChange], object]
 
 REPLICA_PREFIX: Final = "replica:"
+#: Updates held for missing predecessors beyond this many are dropped, oldest first
+#: (their senders still have them and send them again with what they precede).
+MAX_HELD_UPDATES: Final = 10_000
 _STATUS: Final = {TRUE: Status.EXISTS, FALSE: Status.ABSENT, UNKNOWN: Status.UNDETERMINED}
 _log = logging.getLogger("sphaera_crdt.replica")
 
@@ -83,14 +87,23 @@ class Replica:
         if epoch is None or epoch < 0:
             raise InvalidValue(f"nonce {nonce!r} does not end with a hex stamp epoch")
         self._epoch = epoch
-        self._doc = DocumentAdapter(self.id, nonce=nonce, epoch=epoch, client_id=client_id)
         self._view = MergedView()
+        self._doc = DocumentAdapter(
+            self.id,
+            nonce=nonce,
+            epoch=epoch,
+            client_id=client_id,
+            live_hint=lambda: self._view.size,
+        )
         # Stamps never go below the epoch, so offsets written in entries stay positive.
         self._stamp = epoch - 1
         self._engine = ExistenceEngine(self._view, self.id, self.predicates)
         self._subscribers: list[ChangeCallback] = []
         self._record_subscribers: list[RecordCallback] = []
         self._writers: dict[str, tuple[str, str, int] | None] = {}
+        self._held: dict[bytes, updates.UpdateShape] = {}
+        #: ids of items known to be shared types (valid parents)
+        self._types: set[tuple[int, int]] = set()
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
 
@@ -100,7 +113,6 @@ class Replica:
         replica_id: str,
         updates: Iterable[bytes],
         *,
-        nonce: str,
         clock: Clock = time.time,
         predicates: Mapping[str, Callable[..., Any]] | None = None,
         logger: logging.Logger | None = None,
@@ -109,8 +121,9 @@ class Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
         The replica gets a fresh Yrs client id (reusing one with restored state makes
-        replicas diverge silently), keeps writing into its own container ``nonce``, and
-        derives every status from scratch.
+        replicas diverge silently) and a fresh container: the entries of its earlier
+        containers are copied into it, and the old containers are dropped. Every status is
+        then derived from scratch.
 
         Raises:
             InvalidUpdate: A saved update cannot be applied.
@@ -120,17 +133,27 @@ class Replica:
             clock=clock,
             predicates=predicates,
             logger=logger,
-            nonce=nonce,
             declare_self=False,
         )
         view = replica._view
+        mine: dict[str, tuple[int, str]] = {}
+        old_containers: set[str] = set()
         for writer, key, text in replica._doc.load(updates):
             origin = replica._writer(writer)
             if origin is None:
                 view.malformed += 1
-            else:
-                view.apply(*origin, key, text)
+                continue
+            view.apply(*origin, key, text)
+            if origin[0] == replica.id:
+                # An earlier incarnation's entry: carried over into the new container.
+                old_containers.add(writer)
+                moved = restamp(text, origin[2], replica._epoch)
+                if moved is not None and (key not in mine or mine[key][0] < moved[0]):
+                    mine[key] = moved
         replica._stamp = max(view.max_stamp, replica._stamp)
+        if mine:
+            replica._doc.write((key, text) for key, (_, text) in mine.items())
+        replica._doc.drop_containers(old_containers)
         replica._engine.recompute(clock())
         if declare_self and replica.entity(replica.replica_entity) is None:
             replica.declare(replica.replica_entity, kind="replica")
@@ -264,10 +287,10 @@ class Replica:
         )
         codec.check_value(value)
         stamp = self._next_stamp(at)
-        key, text, _, _, payload, stdlib = make_entry(
+        key, text, _, _, payload = make_entry(
             f"s{SEP}{subject}", stamp, self._epoch, [ok, value, at, ttl], "value", checked=True
         )
-        self._write([(key, text, stamp, observation, payload, stdlib)])
+        self._write([(key, text, stamp, observation, payload)])
         return observation
 
     # -- reading ---------------------------------------------------------------------------
@@ -361,9 +384,59 @@ class Replica:
         """
         if type(update) is not bytes:
             raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
-        entries = self._doc.apply(update)
-        view = self._view
+        needs = updates.shape(update)
+        held = self._held
+        if updates.missing(needs, self._doc.clocks()):
+            if update not in held:
+                held[update] = needs
+                while len(held) > MAX_HELD_UPDATES:
+                    del held[next(iter(held))]
+            return []
+        self._check_parents(update, needs)
         records: list[RecordChange] = []
+        self._integrate(update, records, needs)
+        progress = bool(held)
+        while progress:
+            progress = False
+            clocks = self._doc.clocks()
+            for waiting, waiting_needs in list(held.items()):
+                if not updates.missing(waiting_needs, clocks):
+                    del held[waiting]
+                    try:
+                        self._check_parents(waiting, waiting_needs)
+                    except InvalidUpdate as exc:
+                        self._log.warning("dropped a held update: %s", exc)
+                    else:
+                        self._integrate(waiting, records, waiting_needs)
+                    progress = True
+                    break
+        return self._finish(records)
+
+    @property
+    def held_updates(self) -> int:
+        """Updates received whose predecessors have not arrived yet."""
+        return len(self._held)
+
+    def _check_parents(self, update: bytes, needs: updates.UpdateShape) -> None:
+        """Refuse an update that would fail half-way through Yrs' integration.
+
+        Yrs checks that an item's parent is a shared type only while integrating, after
+        earlier items of the same update went in, so such an update would leave the
+        document half-changed. Parents created by the update itself are fine; any other is
+        checked once, by applying the update to a copy of the document, and remembered.
+        """
+        unknown = needs.parents - needs.types - self._types
+        if not unknown:
+            return
+        self._doc.trial(update)
+        self._types |= unknown
+
+    def _integrate(
+        self, update: bytes, records: list[RecordChange], needs: updates.UpdateShape
+    ) -> None:
+        entries = self._doc.apply(update)
+        self._types |= needs.types
+        view = self._view
         for writer, key, text in entries:
             origin = self._writer(writer)
             if origin is None:
@@ -374,7 +447,6 @@ class Replica:
                 self._note(changed, records, local=False)
         if view.max_stamp > self._stamp:
             self._stamp = view.max_stamp
-        return self._finish(records)
 
     def tick(self, now: float | None = None) -> list[Change]:
         """Re-derive what the passing of time affects; return the status changes.
@@ -415,8 +487,8 @@ class Replica:
         records: list[RecordChange] = []
         view = self._view
         nonce = self._doc.nonce
-        for key, _, stamp, value, payload, stdlib in entries:
-            changed = view.apply_parsed(self.id, nonce, key, stamp, value, payload, stdlib)
+        for key, _, stamp, value, payload in entries:
+            changed = view.apply_parsed(self.id, nonce, key, stamp, value, payload)
             if changed is not None:
                 self._note(changed, records, local=True)
         self._finish(records)

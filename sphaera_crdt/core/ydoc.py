@@ -32,13 +32,19 @@ from typing import Any, Final
 from pycrdt import Doc, Map, Subscription
 
 from ..errors import InvalidUpdate
+from .lib0 import decode_state_vector
 
 __all__ = ["MIN_ROTATE", "SEP", "DocumentAdapter", "EntryChange"]
 
 SEP: Final = "\x1f"
 ROOT: Final = "w"
+#: The value that replaces a retired container.
+RETIRED: Final = ""
 #: A container is rotated once it holds more overwritten entries than this and than live ones.
-MIN_ROTATE: Final = 1024
+MIN_ROTATE: Final = 32
+#: The document is rebuilt once more items than this (and than the live entries it holds)
+#: were collected since the last rebuild.
+MIN_RELOAD: Final = 4096
 
 #: (writer key, entry key, entry text) seen on a merge.
 EntryChange = tuple[str, str, str]
@@ -78,8 +84,14 @@ class DocumentAdapter:
         nonce: str | None = None,
         epoch: int = 0,
         client_id: int | None = None,
+        live_hint: Callable[[], int] | None = None,
     ):
         self.nonce = nonce or f"{secrets.token_hex(6)}.{epoch:x}"
+        self._live_hint = live_hint or (lambda: len(self.own_entries))
+        #: items turned into GC ranges since the document was last rebuilt
+        self._gc_debt = 0
+        self.reloads = 0
+        self._update_callbacks: dict[int, tuple[Callable[[bytes], None], Subscription]] = {}
         self.key = writer_key(replica_id, self.nonce)
         self.doc: Doc[Any] = Doc(client_id=client_id)
         self._root: Map[Any] = self.doc.get(ROOT, type=Map)
@@ -92,17 +104,20 @@ class DocumentAdapter:
         self._entry_changes: list[EntryChange] = []
         self._subs: dict[str, tuple[Map[Any], Subscription]] = {}
         self._root_sub = self._root.integrated.observe(self._on_root)
+        self._clocks: dict[int, int] | None = None
+        self._rotator: Doc[Any] = Doc()
+        self._rotator_root: Map[Any] = self._rotator.get(ROOT, type=Map)
 
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, entries: Iterable[tuple[str, str]]) -> None:
         """Write ``(key, text)`` entries into this replica's container in one transaction."""
         own = self._own
+        if own is None:
+            own = self._new_container()
         live = self.own_entries
+        self._clocks = None
         with self.doc.transaction() as txn:
-            if own is None:
-                own = self._own = Map()
-                self._root[self.key] = own
             # The integrated map's insert skips pycrdt's per-item transaction bookkeeping,
             # which otherwise costs more than the write itself.
             insert = own.integrated.insert
@@ -117,16 +132,88 @@ class DocumentAdapter:
 
     def rotate(self) -> None:
         """Replace this replica's container by a fresh one holding only the live entries."""
+        fresh = self._new_container()
+        self._clocks = None
         with self.doc.transaction() as txn:
-            fresh: Map[str] = Map()
-            self._root[self.key] = fresh
             insert = fresh.integrated.insert
             handle = txn._txn
             for key, text in self.own_entries.items():
                 insert(handle, key, text)
         self._own = fresh
+        self._gc_debt += self._dead
         self._dead = 0
         self.rotations += 1
+        if self._gc_debt > max(MIN_RELOAD, self._live_hint()):
+            self.reload()
+
+    def _new_container(self) -> Map[str]:
+        """Put an empty container under this replica's key, written by the root writer.
+
+        The root writer is a second, tiny document with a client id of its own that only
+        ever writes this key. Its successive containers thus have consecutive clocks, each
+        pointing at the previous one, and Yrs squashes the replaced ones into a single
+        tombstone: rotating forever leaves no trail at the root.
+        """
+        before = self._rotator.get_state()
+        with self._rotator.transaction():
+            self._rotator_root[self.key] = Map()
+        self._clocks = None
+        self.doc.apply_update(self._rotator.get_update(before))
+        container = self._root.get(self.key)
+        assert isinstance(container, Map)
+        self._own = container
+        return container
+
+    def drop_containers(self, keys: Iterable[str]) -> None:
+        """Retire containers of this replica's earlier incarnations.
+
+        A retired key is overwritten with an empty string rather than deleted: the
+        overwrite deletes the container wherever it is integrated, so the deletion travels
+        with deltas that carry no delete set (see :meth:`delta`).
+        """
+        keys = [key for key in keys if key != self.key and key in self._root]
+        if not keys:
+            return
+        self._clocks = None
+        with self.doc.transaction():
+            for key in keys:
+                old = self._subs.pop(key, None)
+                if old is not None:
+                    old[1].drop()
+                self._root[key] = RETIRED
+
+    def reload(self) -> None:
+        """Rebuild the document from its own encoding, with the same client id.
+
+        Yrs squashes adjacent GC ranges when it decodes a document but not when items are
+        collected in place, so after many rotations the writer's own encoding carries one
+        GC range per overwrite ever made (receivers squash them). Rebuilding gives the
+        writer the compact form. The state and the client id are unchanged: this is the
+        same replica, not a second one writing as it.
+        """
+        state = self.doc.get_update()
+        doc: Doc[Any] = Doc(client_id=self.doc.client_id)
+        doc.apply_update(state)
+        for _, subscription in self._subs.values():
+            subscription.drop()
+        self._root_sub.drop()
+        for token, (callback, subscription) in list(self._update_callbacks.items()):
+            self.doc.unobserve(subscription)
+            self._update_callbacks[token] = (callback, self._observe_updates(doc, callback))
+        self.doc = doc
+        self._root = doc.get(ROOT, type=Map)
+        self._root_sub = self._root.integrated.observe(self._on_root)
+        own = self._root.get(self.key)
+        self._own = own if isinstance(own, Map) else None
+        self._subs = {}
+        for key in list(self._root.keys()):
+            container = self._root.get(key)
+            if key != self.key and isinstance(container, Map):
+                subscription = container.integrated.observe(self._entry_observer(key))
+                self._subs[key] = (container, subscription)
+        self._clocks = None
+        self._gc_debt = 0
+        self.reloads += 1
 
     # -- reading and merging ---------------------------------------------------------------
 
@@ -138,6 +225,7 @@ class DocumentAdapter:
         """
         self._root_changes.clear()
         self._entry_changes.clear()
+        self._clocks = None
         try:
             self.doc.apply_update(update)
         except (ValueError, RuntimeError, PanicException) as exc:
@@ -150,14 +238,16 @@ class DocumentAdapter:
         return changes
 
     def load(self, updates: Iterable[bytes]) -> list[EntryChange]:
-        """Apply saved updates to a fresh document and adopt this replica's container.
+        """Apply saved updates to a fresh document.
 
-        Returns every entry of every container, this replica's own included, so that the
-        caller can rebuild its view in one pass.
+        Returns every entry of every container, so that the caller can rebuild its view
+        in one pass. Containers of this replica's earlier incarnations come back as any
+        other writer's; the caller adopts their entries and drops them.
 
         Raises:
             InvalidUpdate: A saved update cannot be applied.
         """
+        self._clocks = None
         for update in updates:
             try:
                 self.doc.apply_update(update)
@@ -165,23 +255,39 @@ class DocumentAdapter:
                 raise InvalidUpdate(f"cannot apply saved update: {exc}") from exc
         self._root_changes.clear()
         self._entry_changes.clear()
-        own = self._root.get(self.key)
-        if isinstance(own, Map):
-            self._own = own
-            self.own_entries = {key: text for key, text in own.items() if type(text) is str}
-        entries = self.scan()
-        entries.extend((self.key, key, text) for key, text in self.own_entries.items())
-        return entries
+        return self.scan()
 
     def on_update(self, callback: Callable[[bytes], None]) -> Callable[[], None]:
         """Call ``callback(update)`` with the Yrs update of every committed transaction
         (local writes, rotations and merges alike); returns an unsubscribe function."""
-        subscription = self.doc.observe(lambda event: callback(event.update))
+        token = id(callback) ^ len(self._update_callbacks) << 48
+        while token in self._update_callbacks:
+            token += 1
+        self._update_callbacks[token] = (callback, self._observe_updates(self.doc, callback))
 
         def unsubscribe() -> None:
-            self.doc.unobserve(subscription)
+            entry = self._update_callbacks.pop(token, None)
+            if entry is not None:
+                self.doc.unobserve(entry[1])
 
         return unsubscribe
+
+    @staticmethod
+    def _observe_updates(doc: Doc[Any], callback: Callable[[bytes], None]) -> Subscription:
+        return doc.observe(lambda event: callback(event.update))
+
+    def trial(self, update: bytes) -> None:
+        """Apply an update to a copy of the document, to see whether Yrs accepts it.
+
+        Raises:
+            InvalidUpdate: Yrs refuses it.
+        """
+        copy: Doc[Any] = Doc()
+        try:
+            copy.apply_update(self.doc.get_update())
+            copy.apply_update(update)
+        except (ValueError, RuntimeError, PanicException) as exc:
+            raise InvalidUpdate(f"cannot apply update: {exc}") from exc
 
     def scan(self) -> list[EntryChange]:
         """Subscribe to every foreign container and return all their entries."""
@@ -232,6 +338,12 @@ class DocumentAdapter:
 
     def state_vector(self) -> bytes:
         return self.doc.get_state()
+
+    def clocks(self) -> dict[int, int]:
+        """The state vector as ``{client: clock}`` (cached until the document changes)."""
+        if self._clocks is None:
+            self._clocks = decode_state_vector(self.doc.get_state())
+        return self._clocks
 
     def delta(self, since: bytes | None) -> bytes:
         """What a peer at ``since`` lacks, without the delete set.

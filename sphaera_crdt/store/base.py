@@ -1,6 +1,6 @@
 """The storage protocol: what a durable replica needs from a store, and nothing more.
 
-A store holds one replica's identity (replica id and container nonce), one snapshot (a Yrs
+A store holds one replica's identity (its replica id), one snapshot (a Yrs
 update of the whole state) and an append-only log of the updates committed since. Loading
 replays ``snapshot + log`` in order. Every implementation passes the same contract suite
 (``tests/store_contract.py``).
@@ -28,7 +28,6 @@ class Saved:
     """What a store holds for its replica."""
 
     replica_id: str
-    nonce: str
     updates: list[bytes] = field(default_factory=list)
 
 
@@ -53,7 +52,7 @@ class Store(Protocol):
         """
         ...
 
-    def initialise(self, replica_id: str, nonce: str, snapshot: bytes) -> None:
+    def initialise(self, replica_id: str, snapshot: bytes) -> None:
         """Claim a new store for a replica, with its first snapshot."""
         ...
 

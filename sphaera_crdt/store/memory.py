@@ -12,7 +12,6 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._replica_id: str | None = None
-        self._nonce = ""
         self._snapshot = b""
         self._log: list[bytes] = []
         self._closed = False
@@ -29,14 +28,13 @@ class MemoryStore:
             raise StoreError(
                 f"the memory store belongs to replica {self._replica_id!r}, not {replica_id!r}"
             )
-        return Saved(replica_id=replica_id, nonce=self._nonce, updates=[self._snapshot, *self._log])
+        return Saved(replica_id=replica_id, updates=[self._snapshot, *self._log])
 
-    def initialise(self, replica_id: str, nonce: str, snapshot: bytes) -> None:
+    def initialise(self, replica_id: str, snapshot: bytes) -> None:
         self._check_open()
         if self._replica_id is not None:
             raise StoreError(f"the memory store already belongs to {self._replica_id!r}")
         self._replica_id = replica_id
-        self._nonce = nonce
         self._snapshot = snapshot
 
     def append(self, updates: list[bytes]) -> None:

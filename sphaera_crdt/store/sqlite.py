@@ -2,7 +2,7 @@
 
 Layout (schema version 1)::
 
-    meta(key, value)      replica_id, nonce
+    meta(key, value)      replica_id
     snapshot(id = 1, data) the compacted state: one Yrs update
     log(seq, data)        updates committed since the snapshot, in order
 
@@ -135,24 +135,23 @@ class SQLiteStore:
                     "copied to another node id would make two replicas write as one"
                 )
             snapshot = self._db.execute("SELECT data FROM snapshot WHERE id = 1").fetchone()
-            if snapshot is None or "nonce" not in meta:
-                raise StoreError(f"{self.path} is incomplete: no snapshot or nonce")
+            if snapshot is None:
+                raise StoreError(f"{self.path} is incomplete: it has no snapshot")
             updates = [snapshot[0]]
             updates.extend(row[0] for row in self._db.execute("SELECT data FROM log ORDER BY seq"))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be read: {exc}") from exc
-        return Saved(replica_id=replica_id, nonce=meta["nonce"], updates=updates)
+        return Saved(replica_id=replica_id, updates=updates)
 
-    def initialise(self, replica_id: str, nonce: str, snapshot: bytes) -> None:
+    def initialise(self, replica_id: str, snapshot: bytes) -> None:
         self._check_open()
         try:
             self._db.execute("BEGIN IMMEDIATE")
             if self._db.execute("SELECT count(*) FROM meta").fetchone()[0]:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"{self.path} is already initialised")
-            self._db.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("replica_id", replica_id), ("nonce", nonce)],
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('replica_id', ?)", (replica_id,)
             )
             self._db.execute("INSERT INTO snapshot (id, data) VALUES (1, ?)", (snapshot,))
             self._db.execute("COMMIT")
