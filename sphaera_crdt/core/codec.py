@@ -79,9 +79,12 @@ def dumps(value: object, where: str = "value") -> str:
 def dumps_checked(value: object, where: str = "value") -> str:
     """:func:`dumps` for a value already passed to :func:`check_value`."""
     try:
-        return _ENCODE(value)
+        text: str = _ENCODE(value)
+        # Yrs stores UTF-8: a lone surrogate would make it panic half-way through a write.
+        text.encode()
     except (ValueError, UnicodeError) as exc:  # huge ints, lone surrogates
         raise InvalidValue(f"{where}: {exc}") from exc
+    return text
 
 
 def loads(text: str) -> Any:
