@@ -1,0 +1,401 @@
+"""The HTTP face of a node: REST, sync, events, health, metrics and a status page.
+
+Handlers are thin: read and check the request, call the replica or the node, serialise
+the answer. Authentication, the JSON error shape and bounded body reading live in
+:mod:`.middleware`; every check there runs before a handler touches the replica, and the
+replica validates all input before it writes, so a refused request changes nothing. A
+write is answered only once the node has committed it (:func:`_committed`).
+
+``GET /v1/events`` subscribes to the node's event hub *before* it takes the snapshot it
+sends first, so no change can fall between the snapshot and the stream. Streams end when
+the client goes away, when the hub cuts off a client too slow to keep up (``overflow``),
+or when the application shuts down (so that closing a node never waits for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..core.views import EntityView
+from ..errors import RemoteError
+from ..node import Node
+from .events import Subscriber
+from .middleware import (
+    JSON,
+    NODE,
+    OCTETS,
+    ApiError,
+    auth_middleware,
+    dumps,
+    errors_middleware,
+    json_response,
+    kind_of,
+    peer_headers,
+    read_body,
+    read_json_object,
+)
+from .openapi import openapi_document
+from .status_page import StatusPage, load_status_page
+
+__all__ = ["HEARTBEAT", "STATE", "ServerState", "create_app"]
+
+#: Seconds between comment heartbeats on an idle event stream.
+HEARTBEAT: Final = 15.0
+#: ``replica:<id>`` records are written by their replica only, never over this API.
+RESERVED_PREFIX: Final = "replica:"
+# An internal marker that ends an event stream at shutdown (never sent to clients).
+_CLOSE: Final = "\x00close"
+
+
+@dataclass(slots=True)
+class ServerState:
+    """What the handlers of one application share besides the node."""
+
+    page: StatusPage
+    heartbeat: float = HEARTBEAT
+    openapi: bytes = b""
+    streams: set[Subscriber] = field(default_factory=set)
+
+
+STATE: Final = web.AppKey("sphaera_server", ServerState)
+
+
+async def _committed(node: Node) -> None:
+    """Wait until the node's store holds every write so far (2xx means committed)."""
+    flush = getattr(node, "flush", None)
+    if flush is not None:
+        await flush()
+
+
+def create_app(node: Node, *, heartbeat: float = HEARTBEAT) -> web.Application:
+    """The aiohttp application that serves ``node`` (routes of DESIGN.md section 5).
+
+    Args:
+        node: The node to serve; only its event loop may run the application.
+        heartbeat: Seconds between keep-alive comments on idle event streams.
+
+    Returns:
+        An application ready for an ``AppRunner`` or aiohttp's test server.
+    """
+    app = web.Application(
+        client_max_size=node.config.max_body, middlewares=[errors_middleware, auth_middleware]
+    )
+    app[NODE] = node
+    app[STATE] = ServerState(
+        page=load_status_page(),
+        heartbeat=heartbeat,
+        openapi=orjson.dumps(openapi_document(metrics_auth=node.config.metrics_auth)),
+    )
+    app.on_shutdown.append(_close_streams)
+    add = app.router.add_route
+    add("POST", "/v1/sync", sync_route, name="sync")
+    add("POST", "/v1/updates", updates_route, name="updates")
+    app.router.add_get("/v1/entities", list_entities, name="entities")
+    for method, handler in (
+        ("GET", get_entity),
+        ("PUT", put_entity),
+        ("PATCH", patch_entity),
+        ("DELETE", delete_entity),
+    ):
+        add(method, "/v1/entities/{id}", handler, name=f"entity_{method.lower()}")
+    app.router.add_get("/v1/entities/{id}/why", why_route, name="why")
+    add("POST", "/v1/observations", observe_route, name="observations")
+    app.router.add_get("/v1/replicas", replicas_route, name="replicas")
+    app.router.add_get("/v1/events", events_route, name="events", allow_head=False)
+    app.router.add_get("/v1/openapi.json", openapi_route, name="openapi")
+    app.router.add_get("/healthz", healthz_route, name="healthz")
+    app.router.add_get("/metrics", metrics_route, name="metrics")
+    app.router.add_get("/", status_page_route, name="status_page")
+    return app
+
+
+# -- sync ----------------------------------------------------------------------------------
+
+
+async def sync_route(request: web.Request) -> web.Response:
+    """``POST /v1/sync``: one push-pull round trip in y-protocols SYNC messages.
+
+    The body is SYNC_STEP1 (the caller's state vector), optionally followed by
+    SYNC_UPDATE or SYNC_STEP2 messages (what the caller pushes). The answer is SYNC_STEP2
+    (what the caller lacks) then SYNC_STEP1 (this node's state vector).
+    """
+    node = request.app[NODE]
+    peer_id, peer_url = peer_headers(request)
+    body = await read_body(request, OCTETS)
+    try:
+        answer = node.handle_sync(body, peer_id, peer_url)
+    except RemoteError:
+        node.metrics.sync_exchanges.labels(peer_id or "anonymous", "in", "error").inc()
+        raise
+    await _committed(node)
+    return web.Response(body=answer, content_type=OCTETS)
+
+
+async def updates_route(request: web.Request) -> web.Response:
+    """``POST /v1/updates``: merge a raw Yrs v1 update; 204 when merged."""
+    node = request.app[NODE]
+    peer_id, _ = peer_headers(request)
+    body = await read_body(request, OCTETS)
+    node.handle_update(body, peer_id)
+    await _committed(node)
+    return web.Response(status=204)
+
+
+# -- entities ------------------------------------------------------------------------------
+
+
+def _entity_id(request: web.Request, *, write: bool = False) -> str:
+    entity_id = request.match_info["id"]
+    if write and entity_id.startswith(RESERVED_PREFIX):
+        raise ApiError(
+            422,
+            "invalid_identifier",
+            f"{entity_id!r}: replica:<id> records are written by their replica only",
+        )
+    return entity_id
+
+
+def _existing(request: web.Request, entity_id: str) -> EntityView:
+    view = request.app[NODE].replica.entity(entity_id)
+    if view is None:
+        raise ApiError(404, "not_found", f"entity {entity_id!r} is not declared")
+    return view
+
+
+def _entity_path(entity_id: str) -> str:
+    return "/v1/entities/" + urllib.parse.quote(entity_id, safe="")
+
+
+async def list_entities(request: web.Request) -> web.Response:
+    """``GET /v1/entities``: every declared entity, ``{"entities": {ID: ENTITY}}``."""
+    views = request.app[NODE].replica.entities()
+    return json_response(
+        {"entities": {entity_id: view.to_json() for entity_id, view in views.items()}}
+    )
+
+
+async def get_entity(request: web.Request) -> web.Response:
+    """``GET /v1/entities/{id}``: one entity, or 404."""
+    return json_response(_existing(request, _entity_id(request)).to_json())
+
+
+async def put_entity(request: web.Request) -> web.Response:
+    """``PUT /v1/entities/{id}``: declare with ``{"kind"?, "attrs"?, "requires"?}``.
+
+    The body states the whole record (attributes it does not name are removed). Answers
+    201 with ``Location`` for a new entity, 200 for a re-declared one.
+    """
+    node = request.app[NODE]
+    entity_id = _entity_id(request, write=True)
+    data = await read_json_object(request, frozenset({"kind", "attrs", "requires"}))
+    new = node.replica.entity(entity_id) is None
+    view = node.replica.declare(
+        entity_id,
+        kind=data.get("kind"),
+        attrs=_attrs(data.get("attrs", {}), required=False),
+        requires=data.get("requires"),
+    )
+    await _committed(node)
+    response = json_response(view.to_json(), 201 if new else 200)
+    if new:
+        response.headers[hdrs.LOCATION] = _entity_path(entity_id)
+    return response
+
+
+async def patch_entity(request: web.Request) -> web.Response:
+    """``PATCH /v1/entities/{id}``: merge ``{"attrs": {...}}`` into a declared entity."""
+    node = request.app[NODE]
+    entity_id = _entity_id(request, write=True)
+    data = await read_json_object(request, frozenset({"attrs"}))
+    _existing(request, entity_id)
+    if "attrs" not in data:
+        raise ApiError(422, "invalid_request", 'PATCH takes {"attrs": {...}}')
+    node.replica.update(entity_id, _attrs(data["attrs"], required=True))
+    await _committed(node)
+    return json_response(_existing(request, entity_id).to_json())
+
+
+def _attrs(value: Any, *, required: bool) -> dict[str, Any]:
+    if value is None and not required:
+        return {}
+    if type(value) is not dict:
+        raise ApiError(422, "invalid_value", f"attrs must be a JSON object, not {kind_of(value)}")
+    return value
+
+
+async def delete_entity(request: web.Request) -> web.Response:
+    """``DELETE /v1/entities/{id}``: retract; answers the entity (now ``absent``)."""
+    node = request.app[NODE]
+    entity_id = _entity_id(request, write=True)
+    _existing(request, entity_id)
+    node.replica.retract(entity_id)
+    await _committed(node)
+    return json_response(_existing(request, entity_id).to_json())
+
+
+async def why_route(request: web.Request) -> web.Response:
+    """``GET /v1/entities/{id}/why[?depth=N]``: the explanation tree of the status."""
+    entity_id = _entity_id(request)
+    _existing(request, entity_id)
+    raw = request.query.get("depth", "3")
+    if not raw.isdecimal() or not 0 <= int(raw) <= 32:
+        raise ApiError(422, "invalid_request", f"depth must be an integer 0-32, not {raw!r}")
+    return json_response(request.app[NODE].replica.why(entity_id, depth=int(raw)))
+
+
+# -- observations and replicas -------------------------------------------------------------
+
+
+async def observe_route(request: web.Request) -> web.Response:
+    """``POST /v1/observations``: record ``{"subject", "ok"?, "value"?, "ttl"?}``.
+
+    The observation is this replica's; it replaces its previous one of the subject.
+    """
+    node = request.app[NODE]
+    data = await read_json_object(request, frozenset({"subject", "ok", "value", "ttl"}))
+    if "subject" not in data:
+        raise ApiError(422, "invalid_request", "an observation needs a 'subject'")
+    observation = node.replica.observe(
+        data["subject"], ok=data.get("ok", True), value=data.get("value"), ttl=data.get("ttl")
+    )
+    await _committed(node)
+    return json_response(observation.to_json())
+
+
+async def replicas_route(request: web.Request) -> web.Response:
+    """``GET /v1/replicas``: ``{"self": ID, "replicas": {ID: {"url", "status"}}}``.
+
+    Built from the ``replica:<id>`` entities of the merged state, this node included.
+    """
+    node = request.app[NODE]
+    replicas: dict[str, dict[str, Any]] = {}
+    for view in node.replica.entities().values():
+        if view.kind != "replica" or not view.id.startswith(RESERVED_PREFIX):
+            continue
+        url = view.attrs.get("url")
+        replicas[view.id.removeprefix(RESERVED_PREFIX)] = {
+            "url": url if type(url) is str else None,
+            "status": view.status.value,
+        }
+    return json_response({"self": node.replica.id, "replicas": replicas})
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def _event(name: str, data: Any) -> bytes:
+    # orjson never writes a raw newline, so one data line always holds the whole event.
+    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+async def events_route(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/events``: status changes as server-sent events.
+
+    The stream opens with one ``snapshot`` event whose data is the current state,
+    ``{"entities": {ID: {"status", "reason"}}}``, so a client that connects late starts
+    from it; then one ``change`` event per status change, data
+    ``{"entity", "before", "after", "reason"}``. An idle stream carries a
+    ``: keep-alive`` comment every 15 s. A client too slow to keep up receives a final
+    ``overflow`` event and the stream ends: reconnect, and start again from a snapshot.
+    """
+    state = request.app[STATE]
+    node = request.app[NODE]
+    # Subscribe first: the snapshot below is then the state just before the first queued
+    # change, so nothing is missed and nothing is reported twice.
+    subscriber = node.events.subscribe()
+    state.streams.add(subscriber)
+    response = web.StreamResponse(
+        headers={hdrs.CACHE_CONTROL: "no-cache", "X-Accel-Buffering": "no"}
+    )
+    response.content_type = "text/event-stream"
+    try:
+        snapshot = {
+            entity_id: {"status": view.status.value, "reason": view.reason}
+            for entity_id, view in node.replica.entities().items()
+        }
+        await response.prepare(request)
+        await response.write(_event("snapshot", {"entities": snapshot}))
+        while True:
+            try:
+                async with asyncio.timeout(state.heartbeat):
+                    name, data = await subscriber.queue.get()
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if name == _CLOSE:
+                break
+            await response.write(_event(name, data))
+            if name == "overflow":
+                break
+    except ConnectionError:
+        node.log.debug("event stream client went away")
+    finally:
+        state.streams.discard(subscriber)
+        node.events.unsubscribe(subscriber)
+    return response
+
+
+async def _close_streams(app: web.Application) -> None:
+    """End open event streams, so that shutting down does not wait for their clients."""
+    state = app[STATE]
+    for subscriber in list(state.streams):
+        app[NODE].events.unsubscribe(subscriber)
+        # The hub keeps one slot free until it cuts a subscriber off, and a cut-off stream
+        # ends by itself; either way the stream finishes.
+        with contextlib.suppress(asyncio.QueueFull):
+            subscriber.queue.put_nowait((_CLOSE, None))
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+async def openapi_route(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: the OpenAPI 3.1 document of these routes."""
+    return web.Response(body=request.app[STATE].openapi, content_type=JSON)
+
+
+async def healthz_route(request: web.Request) -> web.Response:
+    """``GET /healthz``: ``{"status": "ok", "replica": ID}``; never needs the token."""
+    return json_response({"status": "ok", "replica": request.app[NODE].replica.id})
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text; needs the token only with ``metrics_auth``."""
+    node = request.app[NODE]
+    for status, count in node.status_counts().items():
+        node.metrics.entities.labels(status).set(count)
+    return web.Response(
+        body=generate_latest(node.metrics.registry),
+        headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST},
+    )
+
+
+async def status_page_route(request: web.Request) -> web.Response:
+    """``GET /``: the live status page (static; its script reads the API with the token).
+
+    The page holds no data and is served without the token. Its script calls the ``/v1``
+    routes; on a node with a token, open ``/#token=TOKEN`` (a URL fragment is never sent
+    to the server) or type the token into the form the page shows after a 401. The
+    token is kept in the tab's ``sessionStorage`` and removed from the address bar.
+    """
+    page = request.app[STATE].page
+    return web.Response(
+        body=page.html,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": page.csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+            hdrs.CACHE_CONTROL: "no-cache",
+        },
+    )
