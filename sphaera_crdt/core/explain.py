@@ -41,7 +41,7 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
     assert isinstance(rule, Compiled)
     leaf = _first_leaf(engine, rule.node, value)
     if value == TRUE:
-        return "requirements hold" if leaf is None else f"requirements hold: {leaf}"
+        return "requirements hold" if leaf is None else f"requirements hold: {leaf[0]}"
     if (
         rep in engine.cyclic
         and value == FALSE
@@ -118,7 +118,8 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if op == "const":
         return f"constant {VALUE_NAMES[node[1]]}"
     if op == "exists":
-        return f"{node[1]} is {STATUS_NAMES[engine.status.get(node[1], FALSE)]}"
+        status = engine.status.get(node[1], FALSE)
+        return f"{node[1]} exists" if status == TRUE else f"{node[1]} is {STATUS_NAMES[status]}"
     if op == "observed":
         facts = _observed_facts(engine, node)
         return (
