@@ -34,9 +34,11 @@ from .core import sync
 from .core.constraints import observed
 from .core.replica import Replica
 from .core.views import Change, RecordChange, Status
-from .errors import InputError, RemoteError
+from .errors import InputError, InvalidUpdate, RemoteError
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
+from .persistence import Persistence, open_replica
+from .store import SQLiteStore, Store, StoreError
 
 __all__ = ["ConfigError", "Node", "NodeConfig"]
 
@@ -83,6 +85,13 @@ class NodeConfig:
     liveness: float | None = None
     #: Metrics need the token too when true.
     metrics_auth: bool = False
+    #: Where the SQLite store lives; ``None`` keeps nothing (``--memory``).
+    data_dir: str | None = None
+    #: ``"full"``: an acknowledged write survives power loss; ``"normal"``: a crash.
+    durability: str = "full"
+    #: Compact the update log once it holds this many updates or bytes.
+    compact_count: int = 10_000
+    compact_bytes: int = 16 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +116,10 @@ class NodeConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.liveness is not None and self.liveness <= 0:
             raise ConfigError("liveness must be positive")
+        if self.durability not in ("full", "normal"):
+            raise ConfigError(f"durability must be full or normal, not {self.durability!r}")
+        if self.compact_count < 1 or self.compact_bytes < 1:
+            raise ConfigError("compaction thresholds must be positive")
 
     @property
     def liveness_window(self) -> float:
@@ -138,6 +151,17 @@ class Node:
         self.config = config
         self.clock = clock
         self.log = logger or _log
+        self.store: Store | None = None
+        self.persistence: Persistence | None = None
+        if config.data_dir is not None:
+            if replica is not None:
+                raise ConfigError("a node with a data directory restores its own replica")
+            self.store = SQLiteStore(config.data_dir, durability=config.durability)  # type: ignore[arg-type]
+            try:
+                replica = open_replica(config.replica_id, self.store, clock=clock, logger=self.log)
+            except (StoreError, InvalidUpdate) as exc:
+                self.store.close()
+                raise StoreError(f"{self.store.path}: {exc}") from exc
         self.replica = replica or Replica(config.replica_id, clock=clock, logger=self.log)
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
@@ -163,6 +187,14 @@ class Node:
         from .net.gossip import Gossip
         from .net.server import create_app
 
+        if self.store is not None:
+            self.persistence = Persistence(
+                self.replica,
+                self.store,
+                compact_count=self.config.compact_count,
+                compact_bytes=self.config.compact_bytes,
+                logger=self.log,
+            )
         self._unsubscribe.append(self.replica.subscribe(self._on_change))
         self._unsubscribe.append(self.replica.subscribe_records(self._on_record))
         app = create_app(self)
@@ -213,6 +245,24 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.persistence is not None:
+            await self.persistence.close()
+            self.persistence = None
+            self.store = None
+        elif self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def flush(self) -> None:
+        """Return once every change made so far is in the store (at once with ``--memory``).
+
+        The server awaits this before it answers a write with 2xx.
+
+        Raises:
+            StoreError: The store failed; the write must not be acknowledged.
+        """
+        if self.persistence is not None:
+            await self.persistence.flush()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
