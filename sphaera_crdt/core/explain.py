@@ -10,6 +10,7 @@ length and its last link, so a 100-deep chain reads in a few lines.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 from .existence import ExistenceEngine, Malformed
@@ -34,21 +35,18 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
         return base
     value = engine.status.get(entity, FALSE)
     rep = engine.comp.get(entity, entity)
-    if rep in engine.cyclic and value == UNKNOWN:
-        members = engine.members.get(rep) or [entity]
-        return f"unresolved cycle through negation: {_names(members)}"
+    members = engine.members.get(rep) or [entity]
+    cycle = set(members) if rep in engine.cyclic else set()
     rule = engine.rules[entity]
     assert isinstance(rule, Compiled)
-    leaf = _first_leaf(engine, rule.node, value)
+    leaf = _first_leaf(engine, rule.node, value, cycle)
     if value == TRUE:
         return "requirements hold" if leaf is None else f"requirements hold: {leaf[0]}"
-    if (
-        rep in engine.cyclic
-        and value == FALSE
-        and leaf is not None
-        and leaf[1] in _cycle(engine, entity)
-    ):
-        return f"supported only by a cycle: {_names(engine.members.get(rep) or [entity])}"
+    if cycle and value == UNKNOWN and _negates_inside(engine, members, cycle):
+        return f"unresolved cycle through negation: {_names(members)}"
+    if cycle and value == FALSE and leaf is not None and leaf[1] in cycle and leaf[2] == FALSE:
+        # The deciding fact is the absence of a member of its own cycle.
+        return f"supported only by a cycle: {_names(members)}"
     return "requirements do not hold" if leaf is None else leaf[0]
 
 
@@ -91,26 +89,55 @@ def _value(engine: ExistenceEngine, node: Node) -> int:
         evaluator.deadline = saved
 
 
-def _first_leaf(engine: ExistenceEngine, node: Node, want: int) -> tuple[str, str] | None:
-    """(text, entity) of the first atom that decides ``node``'s value ``want``."""
+def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: set[str]) -> bool:
+    """Whether some member's rule mentions a member of the cycle under a negation."""
+
+    def walk(node: Node, negated: bool) -> bool:
+        op = node[0]
+        if op == "exists":
+            return negated and node[1] in cycle
+        if op == "not":
+            return walk(node[1], not negated)
+        if op in ("all", "any"):
+            return any(walk(child, negated) for child in node[1])
+        if op == "at_least":
+            return any(walk(child, negated) for child in node[2])
+        return False
+
+    for member in members:
+        rule = engine.rules.get(member)
+        if isinstance(rule, Compiled) and walk(rule.node, False):
+            return True
+    return False
+
+
+def _first_leaf(
+    engine: ExistenceEngine, node: Node, want: int, avoid: set[str] | None = None
+) -> tuple[str, str, int] | None:
+    """(text, entity, value) of the first atom that decides ``node``'s value ``want``,
+    preferring atoms that do not name an entity of ``avoid`` (the entity's own cycle)."""
+    fallback = None
+    for leaf in _leaves(engine, node, want):
+        if not avoid or leaf[1] not in avoid:
+            return leaf
+        if fallback is None:
+            fallback = leaf
+    return fallback
+
+
+def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[str, str, int]]:
+    """The atoms that decide ``node``'s value ``want``, in order."""
     op = node[0]
-    if op in ("all", "any"):
-        for child in node[1]:
+    if op in ("all", "any", "at_least"):
+        for child in node[2] if op == "at_least" else node[1]:
             if _value(engine, child) == want:
-                found = _first_leaf(engine, child, want)
-                if found is not None:
-                    return found
-        return None
+                yield from _leaves(engine, child, want)
+        return
     if op == "not":
-        return _first_leaf(engine, node[1], TRUE - want)
-    if op == "at_least":
-        for child in node[2]:
-            if _value(engine, child) == want:
-                found = _first_leaf(engine, child, want)
-                if found is not None:
-                    return found
-        return None
-    return _describe_atom(engine, node, want), node[1] if op in ("exists", "observed") else ""
+        yield from _leaves(engine, node[1], TRUE - want)
+        return
+    entity = node[1] if op in ("exists", "observed") else ""
+    yield _describe_atom(engine, node, want), entity, want
 
 
 def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:

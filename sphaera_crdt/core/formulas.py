@@ -52,8 +52,12 @@ def stale_from(at: float, limit: float) -> float:
     returned instant always sees the observation stale (no timer can spin on it).
     """
     t = at + limit
+    step = math.ulp(t) if math.isfinite(t) and t != 0 else math.ulp(limit)
     while t - at <= limit:
-        t = math.nextafter(t, INF)
+        # One ulp of ``t`` is not always enough when ``at`` is far larger; doubling the
+        # step reaches the first stale instant (or infinity) in a few dozen steps at most.
+        t += step
+        step *= 2
     return t
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -99,6 +100,8 @@ class Replica:
         self._stamp = epoch - 1
         self._engine = ExistenceEngine(self._view, self.id, self.predicates)
         self._subscribers: list[ChangeCallback] = []
+        self._outbox: deque[tuple[list[Any], Any]] = deque()
+        self._delivering = False
         self._record_subscribers: list[RecordCallback] = []
         self._writers: dict[str, tuple[str, str, int] | None] = {}
         self._held: dict[bytes, updates.UpdateShape] = {}
@@ -532,8 +535,18 @@ class Replica:
             )
             for entity_id, before, after in steps
         ]
-        _deliver(self._log, self._record_subscribers, records)
-        _deliver(self._log, self._subscribers, changes)
+        self._outbox.extend((self._record_subscribers, event) for event in records)
+        self._outbox.extend((self._subscribers, event) for event in changes)
+        if not self._delivering:
+            # A subscriber may write to the replica; the events of that nested step are
+            # queued behind the current ones, so every entity's last event is its status.
+            self._delivering = True
+            try:
+                while self._outbox:
+                    subscribers, event = self._outbox.popleft()
+                    _deliver(self._log, subscribers, event)
+            finally:
+                self._delivering = False
         return changes
 
     def _writer(self, key: str) -> tuple[str, str, int] | None:
@@ -580,12 +593,9 @@ def _subscribe(table: list[Any], callback: Callable[[Any], object]) -> Callable[
     return unsubscribe
 
 
-def _deliver(log: logging.Logger, callbacks: list[Any], events: Iterable[Any]) -> None:
-    if not callbacks:
-        return
-    for event in events:
-        for callback in list(callbacks):
-            try:
-                callback(event)
-            except Exception:
-                log.exception("subscriber %r failed on %r", callback, event)
+def _deliver(log: logging.Logger, callbacks: list[Any], event: Any) -> None:
+    for callback in list(callbacks):
+        try:
+            callback(event)
+        except Exception:
+            log.exception("subscriber %r failed on %r", callback, event)
