@@ -548,9 +548,15 @@ def demo(interval: float) -> None:
     """
     from .demo import run_demo
 
+    # The narration says what happens; a stopped node's failing peers need no warnings.
+    logger = logging.getLogger("sphaera_crdt")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         asyncio.run(run_demo(interval=interval, echo=click.echo))
     except KeyboardInterrupt:
         pass
     except SphaeraError as exc:
         raise Fail(str(exc)) from None
+    finally:
+        logger.setLevel(level)

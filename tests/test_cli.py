@@ -141,6 +141,36 @@ def test_empty_token_file_is_refused(tmp_path: Path) -> None:
     assert "is empty" in error_line(result)
 
 
+def test_busy_port_is_one_line() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run("serve", "--id", "a", "--memory", "--port", str(port))
+    assert result.exit_code == 1
+    assert error_line(result).startswith(f"sphaera: error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_unreadable_certificate_is_one_line(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    result = run(
+        "serve",
+        "--id",
+        "a",
+        "--memory",
+        "--port",
+        "0",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    assert result.exit_code == 2
+    assert "cannot load TLS certificate" in error_line(result)
+
+
 # -- serve: accepted configurations (the server itself replaced by a recorder) -------------
 
 
@@ -288,3 +318,10 @@ def test_client_commands_against_a_node(node_url: str, tmp_path: Path) -> None:
     unauthorised = run("entities", env={"SPHAERA_URL": node_url})
     assert unauthorised.exit_code == 1
     assert "401" in error_line(unauthorised)
+
+
+def test_demo_converges() -> None:
+    result = run("demo", "--interval", "0.05")
+    assert result.exit_code == 0, result.output
+    assert "api is absent everywhere, by itself" in result.stdout
+    assert result.stdout.rstrip().endswith("demo done")

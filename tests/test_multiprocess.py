@@ -110,6 +110,8 @@ async def test_dependent_entity_follows_its_dependency(cluster: dict[str, NodePr
     await until(everywhere(nodes, "app", "absent"), "app absent once store is retracted")
     async with ApiClient(cluster["a"].url) as api:
         await api.put("store", kind="postgres")
+    async with ApiClient(cluster["c"].url) as api:  # fresh evidence: the window starts now
+        await api.observe("store", ok=True)
     await until(everywhere(nodes, "app", "exists"), "app back with store")
     # Nobody acts: c's observation ages out and app disappears on every node by itself.
     await until(everywhere(nodes, "app", "absent"), "app absent once evidence is stale")

@@ -37,11 +37,14 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ..core import sync
 from ..core.lib0 import decode_state_vector
+from ..core.replica import REPLICA_PREFIX
+from ..core.views import Change, RecordChange
 from ..errors import RemoteError, SphaeraError
 from .client import PeerUnavailable
 
@@ -118,6 +121,9 @@ class Gossip:
         #: url -> replica id, from the ``Sphaera-Replica`` header of its answers
         self._url_ids: dict[str, str] = {}
         self._self_urls: set[str] = set()
+        #: node.live_peers() builds every entity's view: cached until a replica entity changes
+        self._live: dict[str, str] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -126,6 +132,12 @@ class Gossip:
         if self._running:
             return
         self._running = True
+        replica = self.node.replica
+        self._unsubscribe = [
+            replica.subscribe(self._on_change),
+            replica.subscribe_records(self._on_record),
+        ]
+        self._live = None
         self._loop_task = asyncio.get_running_loop().create_task(
             self._run(), name=f"sphaera-gossip-{self.node.replica.id}"
         )
@@ -135,6 +147,9 @@ class Gossip:
     async def stop(self) -> None:
         """Stop rounds and pushes, cancelling exchanges in flight. Idempotent."""
         self._running = False
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         tasks = [task for task in (self._loop_task, self._pusher) if task is not None]
         self._loop_task = self._pusher = None
         for task in tasks:
@@ -190,11 +205,7 @@ class Gossip:
 
     async def push(self) -> list[Exchange]:
         """Send every target what it lacks; targets known to have everything are skipped."""
-        targets = self.targets()
-        results = await asyncio.gather(
-            *(self._guarded(url, peer_id, eager=True) for url, peer_id in targets.items())
-        )
-        return [result for result in results if result is not None]
+        return await self._exchange_all(list(self.targets().items()), eager=True)
 
     # -- rounds ----------------------------------------------------------------------------
 
@@ -204,29 +215,48 @@ class Gossip:
         targets = self.targets()
         fanout = min(self.node.config.fanout, len(targets))
         chosen = self._rng.sample(sorted(targets), fanout)
-        results = await asyncio.gather(
-            *(self._guarded(url, targets[url], eager=False) for url in chosen)
-        )
+        results = await self._exchange_all([(url, targets[url]) for url in chosen], eager=False)
         self.node.metrics.gossip_round_seconds.observe(time.perf_counter() - started)
-        return [result for result in results if result is not None]
+        return results
+
+    async def _exchange_all(
+        self, targets: list[tuple[str, str | None]], *, eager: bool
+    ) -> list[Exchange]:
+        """Exchange with all targets at once; a bug with one does not stop the others."""
+        results = await asyncio.gather(
+            *(self._guarded(url, peer_id, eager=eager) for url, peer_id in targets),
+            return_exceptions=True,
+        )
+        done: list[Exchange] = []
+        for (url, _), result in zip(targets, results, strict=True):
+            if isinstance(result, Exchange):
+                done.append(result)
+            elif isinstance(result, Exception):  # not a peer's failure: those are Exchanges
+                self._log.error("gossip with %s failed", url, exc_info=result)
+            elif isinstance(result, BaseException):
+                raise result
+        return done
 
     def targets(self) -> dict[str, str | None]:
-        """URL -> replica id (if known) of live peers and seeds that are not backing off."""
+        """URL -> replica id (if known) of live peers and seeds that are not backing off.
+
+        A seed that is a live peer under another URL is left out, unless that URL fails.
+        """
         node = self.node
         now = node.clock()
-        found: dict[str, str | None] = {}
-        for peer_id, url in node.live_peers().items():
-            found[url] = peer_id
-        for url in node.seeds:
-            if url not in found:
-                found[url] = self._id_for(url)
-        for url in [*self._self_urls, node.url]:
-            found.pop(url, None)
-        return {
+        skip = {*self._self_urls, node.url}
+        found: dict[str, str | None] = {
             url: peer_id
-            for url, peer_id in found.items()
-            if peer_id != node.replica.id and self._due(url, now)
+            for peer_id, url in self._live_peers().items()
+            if url not in skip and self._due(url, now)
         }
+        for url in node.seeds:
+            if url in found or url in skip or not self._due(url, now):
+                continue
+            seed_id = self._id_for(url)
+            if seed_id is None or (seed_id not in found.values() and seed_id != node.replica.id):
+                found[url] = seed_id
+        return found
 
     # -- one exchange ----------------------------------------------------------------------
 
@@ -357,11 +387,24 @@ class Gossip:
         peer_id = self._url_ids.get(url)
         if peer_id is not None:
             return peer_id
-        self.node.live_peers()  # fills the directory from the replica entities
+        self._live_peers()  # fills the directory from the replica entities
         for candidate, known_url in self.node.directory.items():
             if known_url == url:
                 return candidate
         return None
+
+    def _live_peers(self) -> dict[str, str]:
+        if self._live is None or not self._running:
+            self._live = self.node.live_peers()
+        return self._live
+
+    def _on_change(self, change: Change) -> None:
+        if change.entity.startswith(REPLICA_PREFIX):
+            self._live = None
+
+    def _on_record(self, change: RecordChange) -> None:
+        if change.kind == "entity" and change.id.startswith(REPLICA_PREFIX):
+            self._live = None
 
     def _due(self, url: str, now: float) -> bool:
         backoff = self._backoff.get(url)
