@@ -35,6 +35,7 @@ from .node import DEFAULT_MAX_BODY, DEFAULT_PORT, ConfigError, Node, NodeConfig
 __all__ = ["cli", "main"]
 
 DEFAULT_URL: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_DATA: Final = Path("sphaera-data")
 TOKEN_ENV: Final = "SPHAERA_TOKEN"
 URL_ENV: Final = "SPHAERA_URL"
 #: Exit status of a configuration that cannot work (as click's usage errors).
@@ -191,7 +192,14 @@ def client_options(function: Callable[..., None]) -> Callable[..., None]:
 @click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory of the persistent state (not available yet: use --memory).",
+    help="Directory of the persistent state (SQLite)  [default: ./sphaera-data/ID].",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="full: an acknowledged write survives power loss; normal: a process crash.",
 )
 @click.option(
     "--peer", "peers", multiple=True, metavar="URL", help="A seed peer to gossip with (repeat)."
@@ -246,6 +254,7 @@ def serve(
     port: int,
     memory: bool,
     data: Path | None,
+    durability: str,
     peers: tuple[str, ...],
     token_file: Path | None,
     gossip_interval: float,
@@ -265,8 +274,7 @@ def serve(
     """
     if memory and data is not None:
         raise BadConfig("give either --memory or --data, not both")
-    if not memory:
-        raise BadConfig("persistence (--data) is not available yet; run with --memory")
+    data_dir = None if memory else str(data if data is not None else DEFAULT_DATA / replica_id)
     for url in (*peers, *([public_url] if public_url else [])):
         if not url.startswith(("http://", "https://")):
             raise BadConfig(f"a URL must start with http:// or https://, not {url!r}")
@@ -286,6 +294,8 @@ def serve(
             tls_key=tls_key,
             public_url=public_url.rstrip("/") if public_url else None,
             liveness=liveness,
+            data_dir=data_dir,
+            durability=durability,
         )
     except SphaeraError as exc:
         raise BadConfig(str(exc)) from None
@@ -307,18 +317,19 @@ def serve(
 
 
 async def _serve(config: NodeConfig) -> None:
+    node = Node(config)  # opens (or refuses) the store
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    node = Node(config)
     try:
         async with node:
             where = node.url
             if config.public_url:
                 where += f" (bound to {config.host}:{config.port})"
-            click.echo(f"sphaera: replica {config.replica_id} listening on {where} (memory)")
+            kept = f"data in {config.data_dir}" if config.data_dir else "memory"
+            click.echo(f"sphaera: replica {config.replica_id} listening on {where} ({kept})")
             await stop.wait()
     finally:
         await node.close()  # idempotent; also cleans up after a failed start

@@ -1,5 +1,7 @@
 """Real ``python -m sphaera_crdt serve`` processes for the network tests.
 
+Processes keep their state in memory unless ``--data`` is among their arguments.
+
 Each process listens on 127.0.0.1; with ``--port 0`` the port is learnt from the line the
 command prints at startup. :class:`Processes` kills whatever it started when it closes,
 whatever happened in between.
@@ -94,6 +96,7 @@ class Processes:
         args: Iterable[str] = (),
         wait: bool = True,
     ) -> NodeProcess:
+        args = list(args)
         command = [
             sys.executable,
             "-m",
@@ -101,7 +104,7 @@ class Processes:
             "serve",
             "--id",
             name,
-            "--memory",
+            *([] if "--data" in args else ["--memory"]),
             "--host",
             "127.0.0.1",
             "--port",

@@ -17,6 +17,8 @@ from click.testing import CliRunner, Result
 from sphaera_crdt import cli as cli_module
 from sphaera_crdt.cli import cli
 from sphaera_crdt.node import Node, NodeConfig
+from sphaera_crdt.persistence import open_replica
+from sphaera_crdt.store import SQLiteStore
 
 COMMANDS = [
     "serve",
@@ -96,19 +98,19 @@ def test_bad_flags_are_usage_errors() -> None:
         assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args", [[], ["--data", "somewhere"]])
-def test_persistence_is_not_available_yet(args: list[str]) -> None:
-    result = run("serve", "--id", "a", *args)
-    assert result.exit_code == 2
-    assert error_line(result) == (
-        "sphaera: error: persistence (--data) is not available yet; run with --memory"
-    )
-
-
 def test_memory_and_data_exclude_each_other(tmp_path: Path) -> None:
     result = run("serve", "--id", "a", "--memory", "--data", str(tmp_path))
     assert result.exit_code == 2
     assert "either --memory or --data" in error_line(result)
+
+
+def test_a_foreign_data_directory_is_one_line(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    open_replica("x", store)
+    store.close()
+    result = run("serve", "--id", "a", "--port", "0", "--data", str(tmp_path))
+    assert result.exit_code == 1
+    assert "belongs to replica 'x'" in error_line(result)
 
 
 def test_non_loopback_host_needs_a_token() -> None:
@@ -225,6 +227,18 @@ def test_flags_reach_the_node_config(served: list[NodeConfig], tmp_path: Path) -
     assert config.token == "s3cret"
     assert (config.gossip_interval, config.fanout, config.max_body) == (0.5, 3, 4096)
     assert config.liveness == 7 and config.public_url == "https://a.example"
+
+
+def test_data_directory(served: list[NodeConfig], tmp_path: Path) -> None:
+    assert run("serve", "--id", "a", "--data", str(tmp_path / "a")).exit_code == 0
+    assert run("serve", "--id", "b").exit_code == 0
+    assert run("serve", "--id", "c", "--memory", "--durability", "normal").exit_code == 0
+    assert [config.data_dir for config in served] == [
+        str(tmp_path / "a"),
+        str(Path("sphaera-data") / "b"),
+        None,
+    ]
+    assert [config.durability for config in served] == ["full", "full", "normal"]
 
 
 def test_token_from_environment(served: list[NodeConfig]) -> None:

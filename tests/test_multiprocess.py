@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from procs import NodeProcess, Processes
@@ -136,6 +137,17 @@ async def test_stopped_node_leaves_and_returns(
     nodes = list(cluster.values())
     await until(everywhere(nodes, "replica:d", "exists"), "replica:d back everywhere")
     await until(everywhere([restarted], "while-away", "exists"), "restarted d caught up")
+
+
+async def test_a_node_with_data_restarts_with_its_state(procs: Processes, tmp_path: Path) -> None:
+    data = ("--data", str(tmp_path / "e"))
+    first = procs.start("e", args=data)
+    async with ApiClient(first.url) as api:
+        await api.put("kept", attrs={"n": 1})
+    assert first.stop() == 0
+    again = procs.start("e", args=data)
+    async with ApiClient(again.url) as api:
+        assert (await api.get("kept"))["attrs"] == {"n": 1}
 
 
 async def test_events_command_streams_changes(cluster: dict[str, NodeProcess]) -> None:
