@@ -8,7 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,20 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def stand_in(
+    sync_route: Callable[[web.Request], Awaitable[web.Response]],
+) -> tuple[str, web.AppRunner]:
+    """Serve ``POST /v1/sync`` with ``sync_route`` on a free port: (URL, runner to clean up)."""
+    app = web.Application()
+    app.router.add_post("/v1/sync", sync_route)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return f"http://127.0.0.1:{port}", runner
+
+
 async def test_seeded_nodes_converge(start: StartNode) -> None:
     a = await start("a")
     b = await start("b", peers=[a.url])
@@ -69,7 +83,7 @@ async def test_seeded_nodes_converge(start: StartNode) -> None:
         assert node.replica.entity("db") is not None
         assert node.replica.entity("db").attrs == {"port": 5432}  # type: ignore[union-attr]
         assert node.replica.entity("cache").attrs == {"size": 3}  # type: ignore[union-attr]
-        assert {peer for peer in node.live_peers()} == {"a", "b", "c"} - {node.replica.id}
+        assert set(node.live_peers()) == {"a", "b", "c"} - {node.replica.id}
 
 
 async def test_first_contact_learns_the_seed_and_pushes_what_it_lacks(start: StartNode) -> None:
@@ -200,15 +214,8 @@ async def test_bad_answers_change_nothing(start: StartNode) -> None:
     async def garbage(request: web.Request) -> web.Response:
         return web.Response(body=b"\x00\x07garbage", content_type="application/octet-stream")
 
-    app = web.Application()
-    app.router.add_post("/v1/sync", garbage)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    url, runner = await stand_in(garbage)
     try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        url = f"http://127.0.0.1:{port}"
         a = await start("a", peers=[url])
         state = a.replica.state_vector()
         (exchange,) = await a.gossip.round()
@@ -283,3 +290,46 @@ async def test_gossip_over_https(start: StartNode, tls_files: tuple[str, str]) -
     # One more exchange with a lets it finish the refused handshake before the test ends
     # (else asyncio may find that server-side transport unclosed at teardown).
     assert (await b.gossip.exchange(a.url)).ok
+
+
+async def front(node: Node, *, claim: str | None = None) -> tuple[str, web.AppRunner]:
+    """Another URL for ``node``'s sync route whose answers name the replica in headers.
+
+    ``claim`` replaces the replica id the answers name (to impersonate someone else).
+    """
+
+    async def sync_route(request: web.Request) -> web.Response:
+        body = await request.read()
+        answer = node.handle_sync(
+            body, request.headers.get("Sphaera-Replica"), request.headers.get("Sphaera-Url")
+        )
+        headers = {"Sphaera-Replica": claim or node.replica.id, "Sphaera-Url": node.url}
+        return web.Response(body=answer, content_type="application/octet-stream", headers=headers)
+
+    return await stand_in(sync_route)
+
+
+async def test_answer_headers_name_a_seed(start: StartNode) -> None:
+    a = await start("a")
+    alias, runner = await front(a)
+    try:
+        b = await start("b", peers=[alias])
+        (exchange,) = await b.gossip.round()
+        assert exchange.ok and exchange.peer_id == "a"
+        await settle([a, b])
+        # the seed is a, already a live peer under its own URL: one target, not two
+        assert b.gossip.targets() == {a.url: "a"}
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_seed_that_answers_as_this_node_is_dropped(start: StartNode) -> None:
+    a = await start("a")
+    alias, runner = await front(a, claim="b")
+    try:
+        b = await start("b", peers=[alias])
+        assert b.gossip.targets() == {alias: None}
+        assert await b.gossip.round() == []
+        assert b.gossip.targets() == {}
+    finally:
+        await runner.cleanup()
