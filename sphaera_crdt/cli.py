@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
@@ -93,14 +93,6 @@ def _read_token(token_file: Path | None) -> str | None:
     return token or None
 
 
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; library errors become one line and exit status 1."""
-    try:
-        return asyncio.run(coroutine)
-    except SphaeraError as exc:
-        raise Fail(str(exc)) from None
-
-
 def _json_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """Parse a JSON option; ``@FILE`` reads the JSON from a file."""
     if value is None:
@@ -123,6 +115,13 @@ def _object(value: Any, flag: str) -> dict[str, Any] | None:
     return value
 
 
+def _status_cell(status: Any) -> str:
+    """A status as rich markup, coloured by what it says."""
+    text = str(status)
+    style = _STATUS_STYLES.get(text)
+    return f"[{style}]{text}[/]" if style else text
+
+
 def _echo_json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
@@ -135,8 +134,17 @@ class Remote:
     token: str | None
     timeout: float
 
-    def api(self) -> ApiClient:
-        return ApiClient(self.url, token=self.token, timeout=self.timeout)
+    def call(self, action: Callable[[ApiClient], Awaitable[T]]) -> T:
+        """Run ``action`` with a client of the node; library errors become one line."""
+
+        async def go() -> T:
+            async with ApiClient(self.url, token=self.token, timeout=self.timeout) as api:
+                return await action(api)
+
+        try:
+            return asyncio.run(go())
+        except SphaeraError as exc:
+            raise Fail(str(exc)) from None
 
 
 def client_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -346,23 +354,16 @@ async def _serve(config: NodeConfig) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
 def entities(remote: Remote, as_json: bool) -> None:
     """List every entity the node knows, with its derived status."""
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.entities()
-
-    found = _run(go())
+    found = remote.call(lambda api: api.entities())
     if as_json:
         _echo_json({"entities": found})
         return
     table = Table("id", "kind", "status", "owner", "reason", box=None, header_style="bold")
     for entity_id, entity in sorted(found.items()):
-        status = str(entity.get("status"))
-        style = _STATUS_STYLES.get(status, "")
         table.add_row(
             entity_id,
             str(entity.get("kind") or ""),
-            f"[{style}]{status}[/]" if style else status,
+            _status_cell(entity.get("status")),
             str(entity.get("owner") or ""),
             str(entity.get("reason") or ""),
         )
@@ -374,12 +375,7 @@ def entities(remote: Remote, as_json: bool) -> None:
 @click.argument("entity_id", metavar="ID")
 def get(remote: Remote, entity_id: str) -> None:
     """Print one entity as JSON."""
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.get(entity_id)
-
-    _echo_json(_run(go()))
+    _echo_json(remote.call(lambda api: api.get(entity_id)))
 
 
 @cli.command()
@@ -401,12 +397,9 @@ def put(
 ) -> None:
     """Declare (or re-declare) an entity, stating its whole record."""
     attributes = _object(attrs, "--attrs")
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.put(entity_id, kind=kind, attrs=attributes, requires=requires)
-
-    _echo_json(_run(go()))
+    _echo_json(
+        remote.call(lambda api: api.put(entity_id, kind=kind, attrs=attributes, requires=requires))
+    )
 
 
 @cli.command()
@@ -422,12 +415,7 @@ def put(
 def patch(remote: Remote, entity_id: str, attrs: Any) -> None:
     """Merge top-level attributes into an entity."""
     attributes = _object(attrs, "--attrs") or {}
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.patch(entity_id, attributes)
-
-    _echo_json(_run(go()))
+    _echo_json(remote.call(lambda api: api.patch(entity_id, attributes)))
 
 
 @cli.command()
@@ -435,12 +423,7 @@ def patch(remote: Remote, entity_id: str, attrs: Any) -> None:
 @click.argument("entity_id", metavar="ID")
 def delete(remote: Remote, entity_id: str) -> None:
     """Retract an entity: it becomes absent on every replica."""
-
-    async def go() -> Any:
-        async with remote.api() as api:
-            return await api.delete(entity_id)
-
-    answer = _run(go())
+    answer = remote.call(lambda api: api.delete(entity_id))
     if answer is not None:
         _echo_json(answer)
 
@@ -453,12 +436,7 @@ def why(remote: Remote, entity_id: str) -> None:
 
     Prints the tree of the clauses and facts that decided it, as JSON.
     """
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.why(entity_id)
-
-    _echo_json(_run(go()))
+    _echo_json(remote.call(lambda api: api.why(entity_id)))
 
 
 @cli.command()
@@ -479,12 +457,7 @@ def observe(
     ttl: float | None,
 ) -> None:
     """Record the node's observation of SUBJECT."""
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.observe(subject, ok=ok, value=value, ttl=ttl)
-
-    _echo_json(_run(go()))
+    _echo_json(remote.call(lambda api: api.observe(subject, ok=ok, value=value, ttl=ttl)))
 
 
 @cli.command()
@@ -492,24 +465,17 @@ def observe(
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
 def replicas(remote: Remote, as_json: bool) -> None:
     """List the replicas the node knows, with their liveness."""
-
-    async def go() -> dict[str, Any]:
-        async with remote.api() as api:
-            return await api.replicas()
-
-    answer = _run(go())
+    answer = remote.call(lambda api: api.replicas())
     if as_json:
         _echo_json(answer)
         return
     me = answer.get("self")
     table = Table("replica", "url", "status", box=None, header_style="bold")
     for replica_id, info in sorted(answer.get("replicas", {}).items()):
-        status = str(info.get("status"))
-        style = _STATUS_STYLES.get(status, "")
         table.add_row(
             f"{replica_id} (self)" if replica_id == me else replica_id,
             str(info.get("url") or ""),
-            f"[{style}]{status}[/]" if style else status,
+            _status_cell(info.get("status")),
         )
     Console().print(table)
 
@@ -523,24 +489,23 @@ def events(remote: Remote, as_json: bool) -> None:
     Starts with the current status of every entity, then prints one line per change.
     """
 
-    async def go() -> None:
-        async with remote.api() as api:
-            async for name, data in api.events():
-                if as_json:
-                    click.echo(orjson.dumps({"event": name, "data": data}).decode())
-                elif name == "change" and isinstance(data, dict):
-                    click.echo(
-                        f"{data.get('entity')}: {data.get('before')} -> {data.get('after')}"
-                        f" ({data.get('reason')})"
-                    )
-                elif name == "snapshot" and isinstance(data, dict):
-                    for entity_id, entity in sorted(data.get("entities", {}).items()):
-                        click.echo(f"{entity_id}: {entity.get('status')} ({entity.get('reason')})")
-                else:
-                    click.echo(f"{name}: {orjson.dumps(data).decode()}")
+    async def stream(api: ApiClient) -> None:
+        async for name, data in api.events():
+            if as_json:
+                click.echo(orjson.dumps({"event": name, "data": data}).decode())
+            elif name == "change" and isinstance(data, dict):
+                click.echo(
+                    f"{data.get('entity')}: {data.get('before')} -> {data.get('after')}"
+                    f" ({data.get('reason')})"
+                )
+            elif name == "snapshot" and isinstance(data, dict):
+                for entity_id, entity in sorted(data.get("entities", {}).items()):
+                    click.echo(f"{entity_id}: {entity.get('status')} ({entity.get('reason')})")
+            else:
+                click.echo(f"{name}: {orjson.dumps(data).decode()}")
 
     with contextlib.suppress(KeyboardInterrupt):
-        _run(go())
+        remote.call(stream)
 
 
 @cli.command()
