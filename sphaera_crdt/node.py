@@ -159,9 +159,12 @@ class Node:
             self.store = SQLiteStore(config.data_dir, durability=config.durability)  # type: ignore[arg-type]
             try:
                 replica = open_replica(config.replica_id, self.store, clock=clock, logger=self.log)
-            except (StoreError, InvalidUpdate) as exc:
+            except StoreError:
                 self.store.close()
-                raise StoreError(f"{self.store.path}: {exc}") from exc
+                raise
+            except InvalidUpdate as exc:
+                self.store.close()
+                raise StoreError(f"{self.store.path} holds a corrupt update: {exc}") from exc
         self.replica = replica or Replica(config.replica_id, clock=clock, logger=self.log)
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
@@ -183,6 +186,18 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to (the configured one before start)."""
+        return self._bound_port() if self._runner is not None else self.config.port
+
+    async def _start(self) -> Self:
         from .net.client import PeerClient
         from .net.gossip import Gossip
         from .net.server import create_app
@@ -319,8 +334,9 @@ class Node:
     def live_peers(self) -> dict[str, str]:
         """Peers to gossip with: replica entities that exist here and have a URL."""
         peers: dict[str, str] = {}
-        for view in self.replica.entities().values():
-            if view.kind != "replica" or not view.id.startswith("replica:"):
+        for entity_id in self.replica.entity_ids("replica:"):
+            view = self.replica.entity(entity_id)
+            if view is None or view.kind != "replica":
                 continue
             peer_id = view.id.removeprefix("replica:")
             url = view.attrs.get("url")

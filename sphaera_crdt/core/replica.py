@@ -348,6 +348,14 @@ class Replica:
                 views[entity_id] = view
         return views
 
+    def entity_ids(self, prefix: str = "") -> list[str]:
+        """Ids of declared entities (retracted ones included) that start with ``prefix``."""
+        return sorted(
+            entity_id
+            for entity_id, record in self._view.records.items()
+            if entity_id.startswith(prefix) and record.declared
+        )
+
     def observations(self, subject: str | None = None) -> list[Observation]:
         """The latest observation of each observer, of one subject or of all subjects."""
         table = self._view.observations

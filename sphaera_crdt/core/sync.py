@@ -224,6 +224,10 @@ class PeerKnowledge:
             state = self.peers[replica_id] = PeerState(replica_id)
         return state
 
+    def forget(self, replica_id: str) -> None:
+        """Forget what a peer holds (it restarted empty, or went away)."""
+        self.peers.pop(replica_id, None)
+
     def learn_state(self, replica_id: str, state_vector: bytes) -> None:
         """The peer holds at least ``state_vector``."""
         known = self.peer(replica_id).known

@@ -373,7 +373,7 @@ class Gossip:
         if known is not None and not sync.covers(decode_state_vector(peer_state), known.known):
             # It holds less than it once did: restarted without its state. Start over.
             self._log.debug("peer %s holds less than before; re-learning its state", peer_id)
-            known.known.clear()
+            peers.forget(peer_id)
         peers.learn_state(peer_id, peer_state)
 
     # -- bookkeeping -----------------------------------------------------------------------

@@ -136,7 +136,11 @@ async def sync_route(request: web.Request) -> web.Response:
         node.metrics.sync_exchanges.labels(peer_id or "anonymous", "in", "error").inc()
         raise
     await _committed(node)
-    return web.Response(body=answer, content_type=OCTETS)
+    return web.Response(
+        body=answer,
+        content_type=OCTETS,
+        headers={"Sphaera-Replica": node.replica.id, "Sphaera-Url": node.url},
+    )
 
 
 async def updates_route(request: web.Request) -> web.Response:
