@@ -217,14 +217,20 @@ class DocumentAdapter:
 
     # -- reading and merging ---------------------------------------------------------------
 
-    def apply(self, update: bytes) -> list[EntryChange]:
+    def apply(
+        self, update: bytes, ranges: dict[int, tuple[int, int]] | None = None
+    ) -> list[EntryChange]:
         """Apply a peer's update; return the entries it changed in other writers' containers.
+
+        ``ranges`` are the clock ranges the update carries, known to follow on what the
+        document holds (no gap): the cached state vector then advances without a decode.
 
         Raises:
             InvalidUpdate: The bytes cannot be decoded or applied; the document is unchanged.
         """
         self._root_changes.clear()
         self._entry_changes.clear()
+        clocks = self._clocks
         self._clocks = None
         try:
             self.doc.apply_update(update)
@@ -232,6 +238,11 @@ class DocumentAdapter:
             self._root_changes.clear()
             self._entry_changes.clear()
             raise InvalidUpdate(f"cannot apply update: {exc}") from exc
+        if clocks is not None and ranges is not None:
+            for client, (_, end) in ranges.items():
+                if end > clocks.get(client, 0):
+                    clocks[client] = end
+            self._clocks = clocks
         changes = list(self._entry_changes)
         for key in self._root_changes:
             changes.extend(self._resubscribe(key))
