@@ -34,7 +34,7 @@ from pycrdt import Doc, Map, Subscription
 from ..errors import InvalidUpdate
 from .lib0 import decode_state_vector
 
-__all__ = ["MIN_ROTATE", "SEP", "DocumentAdapter", "EntryChange"]
+__all__ = ["MIN_ROTATE", "SEP", "DocumentAdapter", "EntryChange", "PanicException"]
 
 SEP: Final = "\x1f"
 ROOT: Final = "w"
