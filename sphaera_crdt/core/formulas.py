@@ -46,19 +46,44 @@ Node = tuple[Any, ...]
 
 
 def stale_from(at: float, limit: float) -> float:
-    """The first instant ``t`` at which ``t - at <= limit`` no longer holds.
+    """The first float ``t`` at which ``t - at <= limit`` no longer holds.
 
-    Computed on floats exactly as freshness is tested, so that re-evaluating at the
-    returned instant always sees the observation stale (no timer can spin on it).
+    Computed on floats exactly as freshness is tested (``t - at`` is monotonic in ``t``),
+    so re-evaluating at the returned instant sees the observation stale and one float
+    earlier sees it fresh: no timer can spin on it and none is late.
     """
-    t = at + limit
-    step = math.ulp(t) if math.isfinite(t) and t != 0 else math.ulp(limit)
-    while t - at <= limit:
-        # One ulp of ``t`` is not always enough when ``at`` is far larger; doubling the
-        # step reaches the first stale instant (or infinity) in a few dozen steps at most.
-        t += step
-        step *= 2
-    return t
+
+    def stale(t: float) -> bool:
+        return t - at > limit
+
+    guess = at + limit
+    if math.isinf(guess):
+        return guess if stale(guess) else INF
+    # Bracket the boundary: ``low`` fresh, ``high`` stale, widening by doubling steps.
+    step = math.ulp(guess) or math.ulp(limit) or 5e-324
+    low, high = guess, guess
+    if stale(guess):
+        low = guess - step
+        while stale(low):
+            step *= 2
+            low = guess - step
+    else:
+        high = guess + step
+        while not stale(high):
+            step *= 2
+            high = guess + step
+            if math.isinf(high):
+                return high
+    # Bisect down to adjacent floats.
+    while math.nextafter(low, INF) < high:
+        middle = low + (high - low) / 2
+        if middle <= low or middle >= high:
+            middle = math.nextafter(low, INF)
+        if stale(middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 @dataclass(frozen=True, slots=True)

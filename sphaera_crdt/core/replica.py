@@ -86,7 +86,11 @@ class Replica:
         self._clock = clock
         self.predicates: dict[str, Callable[..., Any]] = dict(predicates or {})
         self._log = logger or _log
-        epoch = nonce_epoch(nonce) if nonce is not None else int(clock() * 1000)
+        if nonce is None:
+            now = clock()
+            epoch: int | None = max(0, int(now * 1000)) if math.isfinite(now) else 0
+        else:
+            epoch = nonce_epoch(nonce)
         if epoch is None or epoch < 0:
             raise InvalidValue(f"nonce {nonce!r} does not end with a hex stamp epoch")
         self._epoch = epoch
