@@ -30,7 +30,26 @@ MAX_REPLICA_ID_LEN: Final = 128
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+#: Names already found valid, by limit: most calls repeat a few thousand names.
+_VALID: Final[dict[int, set[str]]] = {}
+_VALID_MAX: Final = 100_000
+
+
 def _check(kind: str, name: object, limit: int) -> str:
+    valid = _VALID.get(limit)
+    if type(name) is str and valid is not None and name in valid:
+        return name
+    _check_new(kind, name, limit)
+    if valid is None:
+        valid = _VALID[limit] = set()
+    elif len(valid) >= _VALID_MAX:
+        valid.clear()
+    assert type(name) is str
+    valid.add(name)
+    return name
+
+
+def _check_new(kind: str, name: object, limit: int) -> None:
     if type(name) is not str:
         raise InvalidIdentifier(f"{kind} must be a str, not {type(name).__name__}")
     if not name:
@@ -46,7 +65,6 @@ def _check(kind: str, name: object, limit: int) -> str:
         name.encode()
     except UnicodeEncodeError as exc:
         raise InvalidIdentifier(f"{kind} {name!r} is not valid Unicode text") from exc
-    return name
 
 
 def check_entity_id(name: object) -> str:

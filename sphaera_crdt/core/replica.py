@@ -550,6 +550,8 @@ class Replica:
     ) -> list[Change]:
         engine = self._engine
         steps = engine.step(self._clock() if now is None else now, volatile=volatile)
+        if not steps and not records and not self._outbox:
+            return []
         changes = [
             Change(
                 entity=entity_id,

@@ -117,16 +117,21 @@ class DocumentAdapter:
             own = self._new_container()
         live = self.own_entries
         self._clocks = None
-        with self.doc.transaction() as txn:
-            # The integrated map's insert skips pycrdt's per-item transaction bookkeeping,
-            # which otherwise costs more than the write itself.
+        # The integrated document's own transaction and the integrated map's insert skip
+        # pycrdt's per-call bookkeeping, which otherwise costs more than the write itself.
+        # The document has one owner and no transaction is ever open here, so nothing
+        # can be joined by mistake.
+        handle = self.doc._doc.create_transaction()
+        try:
             insert = own.integrated.insert
-            handle = txn._txn
             for key, text in entries:
                 if key in live:
                     self._dead += 1
                 live[key] = text
                 insert(handle, key, text)
+        finally:
+            handle.commit()
+            handle.drop()
         if self._dead > MIN_ROTATE and self._dead > len(live):
             self.rotate()
 
