@@ -115,8 +115,22 @@ def check_constraint(data: Any, where: str = "requires") -> Constraint:
     return data  # type: ignore[no-any-return]
 
 
-def _fail(where: str, message: str) -> InvalidConstraint:
-    return InvalidConstraint(f"{where}: {message}")
+#: Where a clause sits, built cheaply as nested pairs and rendered only for an error:
+#: a str (the root), or (parent, ".key") or (parent, index).
+Where = Any
+
+
+def _render(where: Where) -> str:
+    parts: list[str] = []
+    while type(where) is tuple:
+        where, segment = where
+        parts.append(f"[{segment}]" if type(segment) is int else segment)
+    parts.append(where)
+    return "".join(reversed(parts))
+
+
+def _fail(where: Where, message: str) -> InvalidConstraint:
+    return InvalidConstraint(f"{_render(where)}: {message}")
 
 
 def _number(value: Any) -> bool:
@@ -127,7 +141,7 @@ def _count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _check(data: Any, where: str, depth: int, budget: list[int]) -> None:
+def _check(data: Any, where: Where, depth: int, budget: list[int]) -> None:
     budget[0] -= 1
     if budget[0] < 0:
         raise _fail(where, f"more than {MAX_CONSTRAINT_NODES} clauses")
@@ -147,11 +161,11 @@ def _check(data: Any, where: str, depth: int, budget: list[int]) -> None:
     allowed = _ALLOWED_KEYS[clause]
     for key in data:
         if key not in allowed:
-            raise _fail(f"{where}.{clause}", f"unexpected key {key!r}")
-    _CHECKS[clause](data, f"{where}.{clause}", depth, budget)
+            raise _fail((where, "." + clause), f"unexpected key {key!r}")
+    _CHECKS[clause](data, (where, "." + clause), depth, budget)
 
 
-def _check_id(value: Any, where: str) -> None:
+def _check_id(value: Any, where: Where) -> None:
     try:
         names.check_entity_id(value)
     except InvalidConstraint:
@@ -160,65 +174,67 @@ def _check_id(value: Any, where: str) -> None:
         raise _fail(where, str(exc)) from exc
 
 
-def _check_exists(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_exists(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     _check_id(data["exists"], where)
 
 
-def _check_list(data: dict[str, Any], key: str, where: str, depth: int, budget: list[int]) -> None:
+def _check_list(
+    data: dict[str, Any], key: str, where: Where, depth: int, budget: list[int]
+) -> None:
     items = data[key]
     if type(items) is not list:
         raise _fail(where, f"expects a list of constraints, not {_show(items)}")
     for index, item in enumerate(items):
-        _check(item, f"{where}[{index}]", depth + 1, budget)
+        _check(item, (where, index), depth + 1, budget)
 
 
-def _check_all(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_all(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     _check_list(data, "all", where, depth, budget)
 
 
-def _check_any(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_any(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     _check_list(data, "any", where, depth, budget)
 
 
-def _check_not(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_not(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     _check(data["not"], where, depth + 1, budget)
 
 
-def _check_at_least(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_at_least(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     if not _count(data["at_least"]):
         raise _fail(where, f"expects a non-negative int, not {_show(data['at_least'])}")
     if "of" not in data:
         raise _fail(where, "needs 'of': a list of constraints")
-    _check_list(data, "of", f"{where}.of", depth, budget)
+    _check_list(data, "of", (where, ".of"), depth, budget)
 
 
-def _check_observed(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_observed(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     _check_id(data["observed"], where)
     if "within" not in data:
         raise _fail(where, "needs 'within': the freshness window in seconds")
     if not _number(data["within"]) or data["within"] < 0:
         raise _fail(
-            f"{where}.within", f"expects a non-negative number, not {_show(data['within'])}"
+            (where, ".within"), f"expects a non-negative number, not {_show(data['within'])}"
         )
     by = data.get("by", "*")
     if by not in ("*", "self"):
         if type(by) is not list or not by:
             raise _fail(
-                f"{where}.by", f'expects "*", "self" or a list of replica ids, not {_show(by)}'
+                (where, ".by"), f'expects "*", "self" or a list of replica ids, not {_show(by)}'
             )
         for index, replica_id in enumerate(by):
             try:
                 names.check_replica_id(replica_id)
             except Exception as exc:
-                raise _fail(f"{where}.by[{index}]", str(exc)) from exc
+                raise _fail(((where, ".by"), index), str(exc)) from exc
     quorum = data.get("quorum", 1)
     if not _count(quorum) or quorum < 1:
-        raise _fail(f"{where}.quorum", f"expects a positive int, not {_show(quorum)}")
+        raise _fail((where, ".quorum"), f"expects a positive int, not {_show(quorum)}")
     if type(data.get("ok", True)) is not bool:
-        raise _fail(f"{where}.ok", f"expects true or false, not {_show(data['ok'])}")
+        raise _fail((where, ".ok"), f"expects true or false, not {_show(data['ok'])}")
 
 
-def _check_attr(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_attr(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     target = data["attr"]
     if type(target) is not list or len(target) != 2 or type(target[1]) is not str:
         raise _fail(where, f'expects [ENTITY_ID, "dotted.path"], not {_show(target)}')
@@ -227,31 +243,31 @@ def _check_attr(data: dict[str, Any], where: str, depth: int, budget: list[int])
         raise _fail(where, f"path {target[1]!r} has an empty part")
     op = data.get("op")
     if op not in ATTR_OPS:
-        raise _fail(f"{where}.op", f"expects one of {sorted(ATTR_OPS)}, not {_show(op)}")
+        raise _fail((where, ".op"), f"expects one of {sorted(ATTR_OPS)}, not {_show(op)}")
     if op == "present":
         if "value" in data:
-            raise _fail(f"{where}.value", "'present' takes no value")
+            raise _fail((where, ".value"), "'present' takes no value")
         return
     if "value" not in data:
         raise _fail(where, f"op {op!r} needs a 'value'")
     value = data["value"]
     try:
-        codec.check_value(value, f"{where}.value")
+        codec.check_value(value, _render((where, ".value")))
     except InvalidValue as exc:
         raise InvalidConstraint(str(exc)) from exc
     if op == "in" and type(value) is not list:
-        raise _fail(f"{where}.value", f"'in' expects a list, not {_show(value)}")
+        raise _fail((where, ".value"), f"'in' expects a list, not {_show(value)}")
 
 
-def _check_call(data: dict[str, Any], where: str, depth: int, budget: list[int]) -> None:
+def _check_call(data: dict[str, Any], where: Where, depth: int, budget: list[int]) -> None:
     name = data["call"]
     if type(name) is not str or not name:
         raise _fail(where, f"expects a predicate name, not {_show(name)}")
     args = data.get("args", {})
     if type(args) is not dict:
-        raise _fail(f"{where}.args", f"expects an object, not {_show(args)}")
+        raise _fail((where, ".args"), f"expects an object, not {_show(args)}")
     try:
-        codec.check_value(args, f"{where}.args")
+        codec.check_value(args, _render((where, ".args")))
     except InvalidValue as exc:
         raise InvalidConstraint(str(exc)) from exc
 
@@ -261,7 +277,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_CHECKS: Final[Mapping[str, Callable[[dict[str, Any], str, int, list[int]], None]]] = {
+_CHECKS: Final[Mapping[str, Callable[[dict[str, Any], Where, int, list[int]], None]]] = {
     "exists": _check_exists,
     "all": _check_all,
     "any": _check_any,

@@ -184,10 +184,13 @@ class ExistenceEngine:
         self._dirty.clear()
         for entity in self.view.records:
             self._set_rule(entity)
-        self._split(set(self.deps), incremental=False)
+        with_edges = self._split(set(self.deps), incremental=False)
         self.status.clear()
         self.evaluator.now = now
-        order = self._topological()
+        # Entities with no exists-edges depend on no status: they go first, then the
+        # components in the order Tarjan found them (dependencies first).
+        order = [entity for entity in self.rules if entity not in self.deps]
+        order.extend(with_edges)
         for rep in order:
             for entity, value in self._solve(rep).items():
                 if value != FALSE:
@@ -357,7 +360,8 @@ class ExistenceEngine:
         region: set[str] = set(self.members.get(rep, (x,))) if rep in self.cyclic else {x}
         floor = self.level.get(rep, 0)
         reach: set[str] = set()
-        stack = [y for y in new - old if y != x]
+        # A new cycle must come back to x: with no dependents, nothing can.
+        stack = [y for y in new - old if y != x] if self.rdeps.get(x) else []
         while stack:
             node = stack.pop()
             if node in reach or self._level_of(node) < floor:
@@ -376,8 +380,11 @@ class ExistenceEngine:
             region |= back & reach
         self._split(region, incremental=True)
 
-    def _split(self, region: set[str], *, incremental: bool) -> None:
-        """Tarjan's algorithm (iterative) on the subgraph induced by ``region``."""
+    def _split(self, region: set[str], *, incremental: bool) -> list[str]:
+        """Tarjan's algorithm (iterative) on the subgraph induced by ``region``.
+
+        Returns the representatives of the components found, dependencies first.
+        """
         for node in region:
             old = self.comp.pop(node, node)
             self.members.pop(old, None)
@@ -389,7 +396,7 @@ class ExistenceEngine:
         stack: list[str] = []
         order: list[list[str]] = []
         counter = 0
-        for root in sorted(region):
+        for root in region:
             if root in index:
                 continue
             work: list[tuple[str, Iterable[str]]] = [(root, iter(self._local(root, region)))]
@@ -428,6 +435,7 @@ class ExistenceEngine:
                             break
                     order.append(component)
         raised: list[str] = []
+        reps: list[str] = []
         for component in order:  # dependencies come out first
             rep = min(component)
             if len(component) > 1:
@@ -446,12 +454,14 @@ class ExistenceEngine:
             if level:
                 self.level[rep] = level
             raised.extend(component)
+            reps.append(rep)
         if incremental:
             self._raise_levels(raised)
             self._dirty.update(region)
+        return reps
 
     def _local(self, node: str, region: set[str]) -> list[str]:
-        return sorted(dep for dep in self.deps.get(node, ()) if dep in region)
+        return [dep for dep in self.deps.get(node, ()) if dep in region]
 
     def _raise_levels(self, nodes: list[str]) -> None:
         """Keep every dependent's level above the levels of what it depends on."""
@@ -465,11 +475,6 @@ class ExistenceEngine:
                 if dep_rep != rep and self.level.get(dep_rep, 0) <= level:
                     self.level[dep_rep] = level + 1
                     stack.extend(self.members.get(dep_rep, (dependent,)))
-
-    def _topological(self) -> list[str]:
-        """Representatives of every component with a rule, dependencies first."""
-        reps = {self.comp.get(entity, entity) for entity in self.rules}
-        return sorted(reps, key=lambda rep: (self.level.get(rep, 0), rep))
 
 
 def _discard(table: dict[str, set[str]], key: str, value: str) -> None:
