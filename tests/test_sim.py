@@ -1,0 +1,252 @@
+"""The simulator: real sync path, determinism, and convergence through loss, partitions
+and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from sphaera_crdt.core import sync
+from sphaera_crdt.core.lib0 import decode_state_vector
+from sphaera_crdt.sim import Scenario, run_scenario
+from sphaera_crdt.sim import rounds as sim_rounds
+from sphaera_crdt.sim.clock import EventLoop
+from sphaera_crdt.sim.epidemic import spread, theory_rounds
+from sphaera_crdt.sim.runner import Simulation
+from sphaera_crdt.sim.strategies import NaiveFlood
+from tests.support import snapshot
+
+SMALL = {"replicas": 8, "entities": 12, "changes": 6}
+
+
+def _assert_identical(simulation: Simulation) -> None:
+    """Every replica holds the same state, records, observations and statuses."""
+    nodes = simulation.cluster.nodes
+    assert all(node.up for node in nodes)
+    first = snapshot(nodes[0].replica)[:3]
+    statuses = {e: nodes[0].replica.status(e) for e in simulation.workload.entity_ids}
+    for node in nodes[1:]:
+        assert snapshot(node.replica)[:3] == first, node.id
+        assert {e: node.replica.status(e) for e in statuses} == statuses, node.id
+
+
+# -- the real sync path --------------------------------------------------------------------
+
+
+def test_gossip_bytes_are_the_real_sync_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every byte counted is a body built by sync_request or answered by handle_sync."""
+    requests: list[int] = []
+    answers: list[int] = []
+    real_request, real_handle = sync.sync_request, sync.handle_sync
+
+    def counting_request(replica: Any, push: bytes | None = None) -> bytes:
+        body = real_request(replica, push)
+        requests.append(len(body))
+        return body
+
+    def counting_handle(replica: Any, body: bytes) -> sync.SyncResult:
+        result = real_handle(replica, body)
+        answers.append(len(result.response))
+        return result
+
+    monkeypatch.setattr(sync, "sync_request", counting_request)
+    monkeypatch.setattr(sync, "handle_sync", counting_handle)
+    simulation = Simulation(Scenario(strategy="gossip", fanout=2, **SMALL))
+    figures = simulation.run().figures
+    assert figures["converged"]
+    assert len(requests) == len(answers) > 0  # no loss: every request was answered
+    total = figures["traffic_total"]
+    assert total["bytes"] == sum(requests) + sum(answers)
+    assert total["requests"] == len(requests)
+    _assert_identical(simulation)
+
+
+def test_full_state_pushes_merge_through_handle_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[sync.MessageType]] = []
+    real_handle = sync.handle_sync
+
+    def counting_handle(replica: Any, body: bytes) -> sync.SyncResult:
+        calls.append([message.type for message in sync.decode_messages(body)])
+        return real_handle(replica, body)
+
+    monkeypatch.setattr(sync, "handle_sync", counting_handle)
+    figures = run_scenario(Scenario(strategy="full-state", **SMALL)).figures
+    assert figures["converged"]
+    assert calls and all(types == [sync.MessageType.UPDATE] for types in calls)
+
+
+def test_naive_forwards_on_update_transactions_and_skipping_known_ones_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    merged = run_scenario(Scenario(strategy="naive", **SMALL)).figures
+    original = NaiveFlood.__init__
+
+    def merging_everything(self: NaiveFlood, cluster: Any, network: Any, **_: Any) -> None:
+        original(self, cluster, network, skip_known=False)
+
+    monkeypatch.setattr(NaiveFlood, "__init__", merging_everything)
+    assert run_scenario(Scenario(strategy="naive", **SMALL)).figures == merged
+    assert merged["converged"]
+    assert merged["traffic_total"]["payload"] == merged["traffic_total"]["bytes"]
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+_PROGRAM = """
+import json, sys
+from sphaera_crdt.sim import Scenario, run_scenario
+out = [run_scenario(Scenario(strategy=name, replicas=7, entities=10, changes=5, loss=0.15,
+       duplicate=0.1, reorder=0.2, partition=2, crashes=2, trace=True, seed=int(sys.argv[1]))
+       ).figures for name in ("gossip", "gossip-rounds", "full-state", "naive")]
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+def _figures_in_subprocess(seed: int, hash_seed: str) -> str:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROGRAM, str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
+    )
+    return done.stdout
+
+
+def test_same_seed_same_json_in_any_process() -> None:
+    first = _figures_in_subprocess(3, "1")
+    assert first == _figures_in_subprocess(3, "2")  # string hashing differs, figures do not
+    assert first != _figures_in_subprocess(4, "1")
+    runs = json.loads(first)
+    assert [run["converged"] for run in runs][:3] == [True, True, True]
+
+
+# -- behaviour under loss, partitions and crashes ------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["gossip", "gossip-rounds", "full-state"])
+def test_loss_duplication_and_reordering_still_converge(strategy: str) -> None:
+    simulation = Simulation(
+        Scenario(strategy=strategy, loss=0.3, duplicate=0.2, reorder=0.3, **SMALL)
+    )
+    figures = simulation.run().figures
+    assert figures["converged"]
+    assert figures["traffic_total"]["dropped"] > 0
+    assert figures["traffic_total"]["duplicated"] > 0
+    assert figures["traffic_total"]["failed"] > 0  # lost messages time out
+    _assert_identical(simulation)
+
+
+@pytest.mark.parametrize("strategy", ["gossip", "gossip-rounds", "full-state"])
+def test_a_partition_heals_and_the_disagreement_window_is_measured(strategy: str) -> None:
+    simulation = Simulation(Scenario(strategy=strategy, partition=2, **SMALL))
+    figures = simulation.run().figures
+    assert figures["converged"]
+    window = figures["partition_window"]
+    assert window["state"] is not None and window["state"] >= 0
+    assert figures["state"]["time"] >= Scenario().partition_rounds  # not before the heal
+    _assert_identical(simulation)
+
+
+def test_naive_forwarding_never_repairs_a_partition() -> None:
+    figures = run_scenario(Scenario(strategy="naive", partition=2, **SMALL)).figures
+    assert not figures["converged"]
+    assert figures["changes_unfinished"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["gossip", "full-state"])
+def test_crashed_replicas_restart_from_their_store_or_empty_and_catch_up(strategy: str) -> None:
+    simulation = Simulation(Scenario(strategy=strategy, crashes=4, **SMALL))
+    figures = simulation.run().figures
+    assert figures["converged"]
+    nodes = simulation.cluster.nodes
+    durable = [nodes[victim] for victim in simulation.victims[::2]]
+    empty = [nodes[victim] for victim in simulation.victims[1::2]]
+    assert all(node.store is not None and node.incarnation == 2 for node in durable)
+    assert all(node.store is None and node.incarnation == 2 for node in empty)
+    _assert_identical(simulation)
+
+
+def test_a_restored_replica_keeps_its_state_and_an_empty_one_starts_with_nothing() -> None:
+    simulation = Simulation(Scenario(strategy="gossip", crashes=2, **SMALL))
+    cluster = simulation.cluster
+    durable, empty = simulation.victims
+    cluster.crash(durable)
+    cluster.crash(empty)
+    cluster.restart(durable)
+    cluster.restart(empty)
+    assert cluster.nodes[durable].replica.entity("e0") is not None
+    assert cluster.nodes[empty].replica.entity("e0") is None
+    assert decode_state_vector(cluster.nodes[empty].replica.state_vector()) == {}
+
+
+def test_statuses_flip_and_ttls_run_in_simulated_time() -> None:
+    simulation = Simulation(Scenario(strategy="gossip", replicas=4, entities=30, changes=40))
+    figures = simulation.run().figures
+    assert figures["converged"]
+    assert figures["flips"]["total"] > 0
+    replica = simulation.cluster.nodes[0].replica
+    assert replica.now() == simulation.loop.now < 60  # simulated seconds, not the wall clock
+    deadline = replica.next_deadline()
+    assert deadline is not None  # observations made by the workload age out ...
+
+    def follow(now: float) -> bool:
+        simulation.tracker.settled(now)
+        return False
+
+    simulation.loop.run(deadline + 1, follow)
+    assert simulation.tracker.status.agreed  # ... on every replica at the same instant
+
+
+# -- parts ---------------------------------------------------------------------------------
+
+
+def test_the_event_loop_orders_by_time_then_by_scheduling() -> None:
+    loop = EventLoop()
+    seen: list[str] = []
+    loop.at(2.0, seen.append, "late")
+    loop.at(1.0, seen.append, "first")
+    loop.at(1.0, seen.append, "second")
+    loop.later(0.5, seen.append, "early")
+    assert loop.run(1.5) is False
+    assert seen == ["early", "first", "second"] and loop.now == 1.5
+    assert loop.run(10.0, lambda now: True) is True
+    assert seen[-1] == "late" and loop.now == 2.0
+
+
+def test_the_ideal_epidemic_follows_the_theory() -> None:
+    rng = random.Random(1)
+    push = [spread(200, 1, 1, rng, mode="push").rounds for _ in range(30)]
+    pull = [spread(200, 1, 1, rng, mode="push-pull").rounds for _ in range(30)]
+    assert sum(pull) < sum(push)
+    assert abs(sum(pull) / 30 - theory_rounds(200, "push-pull")) < 3
+    assert abs(sum(push) / 30 - theory_rounds(200, "push")) < 3
+    lossy = [spread(200, 1, 1, rng, loss=0.5).rounds for _ in range(30)]
+    assert sum(lossy) > sum(pull)
+
+
+def test_round_constants_match_the_node() -> None:
+    from sphaera_crdt.net import client, gossip
+
+    assert sim_rounds.DEBOUNCE == gossip.DEBOUNCE
+    assert sim_rounds.BACKOFF_INTERVALS == gossip.BACKOFF_INTERVALS
+    assert sim_rounds.MAX_BACKOFF == gossip.MAX_BACKOFF
+    for interval in (0.1, 0.5, 1.0, 3.0):
+        assert sim_rounds.peer_timeout(interval) == client.peer_timeout(interval)
+
+
+def test_scenarios_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        Scenario(strategy="telepathy")
+    with pytest.raises(ValueError, match="two replicas"):
+        Scenario(replicas=1)
+    with pytest.raises(ValueError, match="two groups"):
+        Scenario(partition=1)

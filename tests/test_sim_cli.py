@@ -1,0 +1,60 @@
+"""`sphaera bench convergence` end to end at tiny sizes: tables, JSON, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sphaera_crdt.cli import cli
+from sphaera_crdt.sim.goals import GOALS
+
+
+def test_bench_convergence_writes_json_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "convergence",
+            "--replicas", "4,10",
+            "--fanout", "1,2",
+            "--loss", "0,0.2",
+            "--partition", "0,2",
+            "--changes", "3",
+            "--entities", "8",
+            "--trials", "1",
+            "--ideal-trials", "5",
+            "--jobs", "1",
+            "--seed", "5",
+            "--out", str(out),
+        ],
+        prog_name="sphaera",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for title in ("Rounds to agreement", "Bytes", "Goals", "Wall seconds"):
+        assert title in result.output
+    document = json.loads((out / "convergence.json").read_text())
+    assert document["sweep"]["replicas"] == [4, 10]
+    strategies = {run["scenario"]["strategy"] for run in document["runs"]}
+    assert strategies == {"gossip", "gossip-rounds", "full-state", "naive"}
+    assert {check["goal"] for check in document["goals"]} >= {"rounds", "bytes per change"}
+    assert {check["goal"] for check in document["goals"]} <= set(GOALS)
+    assert all(check["passed"] in (True, False, None) for check in document["goals"])
+    assert {item["replicas"] for item in document["ideal"]} == {4, 10}
+    timings = json.loads((out / "timings.json").read_text())
+    assert len(timings["runs"]) == len(document["runs"])
+    for name in ("rounds_vs_n", "bytes_vs_n", "agreement", "agreement_partition"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_bench_convergence_refuses_unknown_strategies(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "convergence", "--strategies", "gossip,smoke", "--out", str(tmp_path)],
+        prog_name="sphaera",
+    )
+    assert result.exit_code == 2
+    assert "smoke" in result.output
