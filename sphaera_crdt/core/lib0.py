@@ -20,6 +20,8 @@ MAX_CLOCK: Final = 2**32 - 1
 
 def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
     """Read one lib0 varuint at *pos*; return ``(value, next position)``."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1
     value = 0
     shift = 0
     while True:

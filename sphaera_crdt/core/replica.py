@@ -28,7 +28,7 @@ from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
 from .formulas import FALSE, TRUE, UNKNOWN
-from .lib0 import decode_state_vector, encode_state_vector
+from .lib0 import decode_state_vector
 from .records import (
     ABSENT_ATTR,
     SEP,
@@ -378,7 +378,11 @@ class Replica:
         Yrs writes clients in hash order; here they are sorted, so that two replicas
         holding the same state give equal bytes.
         """
-        return encode_state_vector(decode_state_vector(self._doc.state_vector()))
+        return self._doc.canonical_state()
+
+    def clocks(self) -> dict[int, int]:
+        """The state vector as ``{client: clock}`` (a cached view: do not modify it)."""
+        return self._doc.clocks()
 
     def delta(self, since: bytes | None = None) -> bytes:
         """A Yrs v1 update holding everything that a peer at state vector ``since`` lacks.

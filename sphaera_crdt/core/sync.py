@@ -158,16 +158,18 @@ def handle_sync(replica: Replica, body: bytes) -> SyncResult:
     messages = decode_messages(body)
     peer_state: bytes | None = None
     updates: list[bytes] = []
+    peer_clocks: dict[int, int] | None = None
     for message in messages:
         if message.type is MessageType.STEP1:
-            decode_state_vector(message.payload)
+            peer_clocks = decode_state_vector(message.payload)
             peer_state = message.payload
         else:
             updates.append(message.payload)
     changes = merge_update(replica, updates)
     reply = []
     if peer_state is not None:
-        reply.append(SyncMessage(type=MessageType.STEP2, payload=delta_for(replica, peer_state)))
+        payload = delta_for(replica, peer_state, peer_clocks)
+        reply.append(SyncMessage(type=MessageType.STEP2, payload=payload))
     reply.append(SyncMessage(type=MessageType.STEP1, payload=replica.state_vector()))
     return SyncResult(
         response=encode_messages(reply), peer_state=peer_state, changes=changes, bytes_in=len(body)
@@ -187,14 +189,17 @@ def covers(have: dict[int, int], want: dict[int, int]) -> bool:
     return all(have.get(client, 0) >= clock for client, clock in want.items())
 
 
-def delta_for(replica: Replica, peer_state: bytes) -> bytes:
+def delta_for(
+    replica: Replica, peer_state: bytes, peer_clocks: dict[int, int] | None = None
+) -> bytes:
     """What a peer at ``peer_state`` lacks; :data:`EMPTY_UPDATE` if it lacks nothing.
 
     In this project's document layout every change inserts items, so a peer whose state
     vector covers ours lacks nothing (Yrs would otherwise resend the whole delete set).
     """
-    mine = decode_state_vector(replica.state_vector())
-    if covers(decode_state_vector(peer_state), mine):
+    if peer_clocks is None:
+        peer_clocks = decode_state_vector(peer_state)
+    if covers(peer_clocks, replica.clocks()):
         return EMPTY_UPDATE
     return replica.delta(peer_state)
 
@@ -243,6 +248,6 @@ class PeerKnowledge:
     def pending(self, replica: Replica, replica_id: str) -> bytes | None:
         """The delta the peer lacks by what we know of it, or ``None`` if nothing."""
         known = self.peer(replica_id).known
-        if covers(known, decode_state_vector(replica.state_vector())):
+        if covers(known, replica.clocks()):
             return None
         return replica.delta(encode_state_vector(known))

@@ -32,7 +32,7 @@ from typing import Any, Final
 from pycrdt import Doc, Map, Subscription
 
 from ..errors import InvalidUpdate
-from .lib0 import decode_state_vector
+from .lib0 import decode_state_vector, encode_state_vector
 
 __all__ = ["MIN_ROTATE", "SEP", "DocumentAdapter", "EntryChange", "PanicException"]
 
@@ -105,6 +105,8 @@ class DocumentAdapter:
         self._subs: dict[str, tuple[Map[Any], Subscription]] = {}
         self._root_sub = self._root.integrated.observe(self._on_root)
         self._clocks: dict[int, int] | None = None
+        self._canonical: tuple[dict[int, int], bytes] | None = None
+        self._dirty_sv = False
         self._rotator: Doc[Any] = Doc()
         self._rotator_root: Map[Any] = self._rotator.get(ROOT, type=Map)
 
@@ -248,6 +250,7 @@ class DocumentAdapter:
                 if end > clocks.get(client, 0):
                     clocks[client] = end
             self._clocks = clocks
+            self._dirty_sv = True
         changes = list(self._entry_changes)
         for key in self._root_changes:
             changes.extend(self._resubscribe(key))
@@ -360,6 +363,14 @@ class DocumentAdapter:
         if self._clocks is None:
             self._clocks = decode_state_vector(self.doc.get_state())
         return self._clocks
+
+    def canonical_state(self) -> bytes:
+        """The state vector encoded with clients in order (cached with :meth:`clocks`)."""
+        clocks = self.clocks()
+        if self._canonical is None or self._canonical[0] is not clocks or self._dirty_sv:
+            self._canonical = (clocks, encode_state_vector(clocks))
+            self._dirty_sv = False
+        return self._canonical[1]
 
     def delta(self, since: bytes | None) -> bytes:
         """What a peer at ``since`` lacks, without the delete set.
