@@ -158,6 +158,8 @@ class AgreementTracker:
         self._ready: list[int] = []
         #: flips are recorded from this time on (the workload's start)
         self.counting_from: float | None = None
+        #: (time, replica) of every restart (its statuses are derived afresh, without events)
+        self.restarts: list[tuple[float, int]] = []
         #: (time, replica, entity) of every status change while counting
         self.flips: list[tuple[float, int, str]] = []
         self.state = _Agreement(agreed=True, since=0.0)
@@ -280,6 +282,7 @@ class AgreementTracker:
             return
         self.up[node] = True
         self.down -= 1
+        self.restarts.append((self._clock(), node))
         self.svs[node] = sv
         self._totals[node] = sum(sv.values())
         self.statuses[node] = {
@@ -353,3 +356,19 @@ class AgreementTracker:
             key = (node, entity)
             per[key] = per.get(key, 0) + 1
         return total, max(per.values(), default=0)
+
+    def final_view_times(self, start: float, until: float) -> list[float]:
+        """When each replica's statuses last changed up to ``until`` (at least ``start``).
+
+        If every replica agrees on every status at ``until``, each replica has held those
+        final statuses since its time in this list: sorted, it is the curve of status
+        agreement over time, next to the state agreement of :attr:`series`.
+        """
+        last = [start] * self.size
+        for when, node, _ in self.flips:
+            if when <= until and when > last[node]:
+                last[node] = when
+        for when, node in self.restarts:
+            if when <= until and when > last[node]:
+                last[node] = when
+        return sorted(last)

@@ -33,6 +33,7 @@ from .clock import EventLoop
 
 __all__ = ["LinkModel", "Network", "Partition", "Traffic"]
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkModel:
     """How messages travel: seconds of latency and probabilities of mishaps."""

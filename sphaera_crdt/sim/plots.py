@@ -5,9 +5,11 @@ status agreement against state agreement over time.
   measured in the same sweep, and (in the fanout-1 panels) the theory for fanout 1:
   push-pull ``log3 N + ln ln N``, push ``log2 N + ln N``. One panel per fanout and loss.
 * ``bytes_vs_n*.png``: bytes sent until identical state, per strategy (log scales).
-* ``agreement*.png``: for the largest N, the fraction of replicas holding the full state
-  and the fraction of entities whose status every replica agrees on, against rounds since
-  the changes, one panel per strategy (``agreement_partition*.png`` with a partition).
+* ``agreement*.png``: for the largest N, against rounds since the changes, one panel per
+  strategy (``agreement_partition*.png`` with a partition): the fraction of replicas
+  holding every change (state agreement), the fraction of replicas whose statuses are
+  already the final ones (status agreement) and the fraction of (replica, change) pairs
+  delivered.
 
 With several entity or change counts in one sweep, each combination gets its own files
 (suffix ``_E<entities>_C<changes>``).
@@ -193,7 +195,7 @@ def _agreement(runs: list[dict[str, Any]], path: Path) -> Path:
         chosen.setdefault(scenario["strategy"], run)
     strategies = [name for name in STRATEGIES if name in chosen]
     figure, axes = plt.subplots(
-        1, len(strategies), figsize=(3.4 * len(strategies), 2.8), squeeze=False, sharey=True
+        1, len(strategies), figsize=(3.4 * len(strategies), 3.2), squeeze=False, sharey=True
     )
     for ax, strategy in zip(axes[0], strategies, strict=True):
         run = chosen[strategy]
@@ -207,8 +209,21 @@ def _agreement(runs: list[dict[str, Any]], path: Path) -> Path:
             linewidth=0.8,
             label="changes delivered",
         )
-        ax.step(times, [point[1] for point in trace], where="post", label="replicas at full state")
-        ax.step(times, [point[2] for point in trace], where="post", label="entities agreed")
+        ax.step(
+            times,
+            [point[1] for point in trace],
+            where="post",
+            color="tab:blue",
+            label="state: replicas holding every change",
+        )
+        view = run["figures"].get("final_view_trace") or []
+        ax.step(
+            [point[0] for point in view],
+            [point[1] for point in view],
+            where="post",
+            color="tab:orange",
+            label="status: replicas with their final statuses",
+        )
         scenario = run["scenario"]
         extra = f", {scenario['partition']} groups" if scenario["partition"] else ""
         ax.set_title(
@@ -220,8 +235,8 @@ def _agreement(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylim(-0.05, 1.05)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("fraction agreeing", fontsize=8)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("fraction", fontsize=8)
+    _legend(figure, axes)
     return _save(figure, path)
 
 
@@ -255,12 +270,13 @@ def _legend(figure: Any, axes: Any) -> None:
         fontsize=7,
         frameon=False,
     )
-    figure.tight_layout(rect=(0, 0.08 + 0.02 * (len(handles) > 4), 1, 1))
+    rows = len(axes)
+    figure.tight_layout(rect=(0, (0.08 + 0.03 * (len(handles) > 4)) / rows**0.5, 1, 1))
 
 
 def _save(figure: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
     return path

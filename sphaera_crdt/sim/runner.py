@@ -309,6 +309,14 @@ class Simulation:
                     if sample.time >= start
                 ]
             )
+            if status_at is not None:
+                times = tracker.final_view_times(start, status_at)
+                figures["final_view_trace"] = _thin(
+                    [
+                        [round((time - start) / interval, DIGITS), round((rank + 1) / size, DIGITS)]
+                        for rank, time in enumerate(times)
+                    ]
+                )
         return figures
 
 
