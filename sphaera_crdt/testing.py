@@ -44,8 +44,9 @@ from typing import Final
 
 from .core import Change, Replica
 from .core.lib0 import decode_state_vector, encode_state_vector
+from .store.memory import MemoryStore
 
-__all__ = ["Cluster", "ConvergenceError", "Message", "PumpReport"]
+__all__ = ["Cluster", "ConvergenceError", "MemoryStore", "Message", "PumpReport"]
 
 #: Default bound on the rounds ``pump(rounds=None)`` may take before giving up.
 MAX_ROUNDS: Final = 10_000

@@ -5,8 +5,8 @@ update of the whole state) and an append-only log of the updates committed since
 replays ``snapshot + log`` in order. Every implementation passes the same contract suite
 (``tests/store_contract.py``).
 
-Stores are synchronous and used from one thread at a time; the node runs them in a worker
-thread and batches appends (group commit).
+Stores are synchronous; the node calls them from one worker thread and batches appends
+(group commit). ``stats()`` may also be called from another thread meanwhile.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class StoreStats:
 
 class Store(Protocol):
     """One replica's durable state."""
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for messages: a file path, or ``"memory"``."""
+        ...
 
     def load(self, replica_id: str) -> Saved | None:
         """The saved state, or ``None`` if the store is new.

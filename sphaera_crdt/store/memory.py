@@ -16,6 +16,22 @@ class MemoryStore:
         self._log: list[bytes] = []
         self._closed = False
 
+    def reopened(self) -> MemoryStore:
+        """A new store holding what this one holds now, as a file is opened again.
+
+        It works on a closed store too: a test "restarts" a replica from the same data,
+        or takes what was committed at some instant as a crash would leave it.
+        """
+        store = MemoryStore()
+        store._replica_id = self._replica_id
+        store._snapshot = self._snapshot
+        store._log = list(self._log)
+        return store
+
+    @property
+    def location(self) -> str:
+        return "memory"
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the memory store is closed")

@@ -1,30 +1,46 @@
 """A replica's durable state in one embedded SQLite database (WAL journal).
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
-    meta(key, value)      replica_id
-    snapshot(id = 1, data) the compacted state: one Yrs update
-    log(seq, data)        updates committed since the snapshot, in order
+    meta(key, value)            replica_id
+    snapshot(id = 1, data, crc) the compacted state: one Yrs update
+    log(seq, data, crc)         updates committed since the snapshot, in order
 
-``PRAGMA application_id`` marks the file as this project's and ``PRAGMA user_version``
-counts the named migrations applied. Opening refuses, with a message naming the file, a
-database of another replica, of a newer schema, of another application, a corrupt file, or
-a write-ahead log whose database is missing: each would otherwise give a silently empty or
-diverging replica.
+``crc`` is the CRC-32 of ``data``, checked on every load (rows written before migration
+0002 have none). ``PRAGMA application_id`` marks the file as this project's and
+``PRAGMA user_version`` counts the named migrations applied. Opening refuses, with a
+message naming the file, a database of another replica, of a newer schema, of another
+application, a corrupt file, a write-ahead log whose database is missing, or a database
+another process has open (``replica.sqlite3.lock``): each would otherwise give a silently
+empty or diverging replica, or lose updates.
 
 ``durability="full"`` is SQLite ``synchronous=FULL``: a committed append survives power
 loss. ``"normal"`` is ``synchronous=NORMAL``: it survives a crash of the process, and a
 power loss may drop the last appends (peers send them again).
+
+Disk use follows the state, not its history: compaction deletes the log and the old
+snapshot before it inserts the new one (which reuses their pages), ``auto_vacuum=FULL``
+gives freed pages back to the file system, and the write-ahead log is emptied after each
+compaction and checkpointed whenever it outgrows a quarter of the snapshot (or
+:data:`MIN_WAL_PAGES`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+import sys
+import threading
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal
+from typing import IO, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 from .base import Saved, StoreError, StoreStats
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -32,6 +48,8 @@ DB_NAME: Final = "replica.sqlite3"
 #: "SPHR"
 APPLICATION_ID: Final = 0x53504852
 Durability = Literal["full", "normal"]
+#: The write-ahead log is checkpointed (and truncated) at this many pages at least.
+MIN_WAL_PAGES: Final = 64
 
 #: Named migrations, applied in order; ``user_version`` is how many have been applied.
 MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
@@ -43,8 +61,37 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
         """,
     ),
+    (
+        # SQLite checks its pages' structure, not their content: a flipped bit in an update
+        # (or a truncated file, read as zeros) would otherwise load as a different state.
+        "0002_checksums",
+        """
+        ALTER TABLE snapshot ADD COLUMN crc INTEGER;
+        ALTER TABLE log ADD COLUMN crc INTEGER;
+        """,
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _serialised(
+    method: Callable[Concatenate[SQLiteStore, P], R],
+) -> Callable[Concatenate[SQLiteStore, P], R]:
+    """Run the method under the store's lock.
+
+    The node uses the store from its worker thread, but anyone may ask for ``stats()``
+    from the event loop meanwhile; one connection must not interleave two statements
+    (a checkpoint fails while another thread's query is open).
+    """
+
+    @functools.wraps(method)
+    def locked(self: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class SQLiteStore:
@@ -64,29 +111,55 @@ class SQLiteStore:
         self.directory = Path(directory)
         self.path = self.directory / DB_NAME
         self.durability = durability
+        self._closed = True
+        self._initialised = False
+        self._mutex = threading.RLock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        self._lock = _lock(self.path)
+        try:
+            self._check_wal()
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            self._lock.close()
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        except StoreError:
+            self._lock.close()
+            raise
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._release()
+            raise StoreError(f"{self.path} is not a usable database: {exc}") from exc
+        except StoreError:
+            self._release()
+            raise
+        self._closed = False
+
+    def _check_wal(self) -> None:
         wal = self.path.with_name(DB_NAME + "-wal")
-        if not self.path.exists() and wal.exists() and wal.stat().st_size > 0:
+        if not wal.exists() or wal.stat().st_size == 0:
+            return
+        # SQLite would take a log without its database for a new, empty one (and an empty
+        # file for a database without tables): the replica would silently start empty.
+        if not self.path.exists() or self.path.stat().st_size == 0:
             raise StoreError(
                 f"{wal} exists without its database {self.path}: refusing to start with a "
                 "write-ahead log whose database is missing (restore the database or remove "
                 "the log)"
             )
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            self._setup()
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise StoreError(f"{self.path} is not a usable database: {exc}") from exc
-        except StoreError:
-            self._db.close()
-            raise
-        self._closed = False
+
+    def _release(self) -> None:
+        self._db.close()
+        self._lock.close()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def _setup(self) -> None:
         db = self._db
@@ -100,6 +173,10 @@ class SQLiteStore:
                 f"{self.path} has schema version {version}; this version of sphaera_crdt "
                 f"knows up to {SCHEMA_VERSION}"
             )
+        if not tables:
+            # Compaction frees the log's pages: give them back to the file system at once
+            # rather than keep the file at its largest size forever.
+            db.execute("PRAGMA auto_vacuum=FULL")
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: cannot use the WAL journal (got {mode})")
@@ -115,13 +192,28 @@ class SQLiteStore:
                 db.execute(f"PRAGMA user_version={number}")
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"{self.path}: migration {name} failed: {exc}") from exc
+        self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        row = db.execute("SELECT length(data) FROM snapshot WHERE id = 1").fetchone()
+        self._bound_wal(int(row[0]) if row else 0)
+
+    def _bound_wal(self, snapshot_bytes: int) -> None:
+        """Keep the write-ahead log below a quarter of the snapshot (or a small minimum).
+
+        SQLite checkpoints the log every ``wal_autocheckpoint`` pages and, with
+        ``journal_size_limit``, truncates it when it starts over; its default of 1000
+        pages (4 MB) would be many times the state of a small replica.
+        """
+        pages = max(MIN_WAL_PAGES, snapshot_bytes // 4 // self._page_size)
+        self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        self._db.execute(f"PRAGMA journal_size_limit={pages * self._page_size}")
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"{self.path} is closed")
 
+    @_serialised
     def load(self, replica_id: str) -> Saved | None:
         self._check_open()
         try:
@@ -134,15 +226,24 @@ class SQLiteStore:
                     f"{self.path} belongs to replica {owner!r}, not {replica_id!r}: a database "
                     "copied to another node id would make two replicas write as one"
                 )
-            snapshot = self._db.execute("SELECT data FROM snapshot WHERE id = 1").fetchone()
+            snapshot = self._db.execute("SELECT data, crc FROM snapshot WHERE id = 1").fetchone()
             if snapshot is None:
                 raise StoreError(f"{self.path} is incomplete: it has no snapshot")
+            self._verify("the snapshot", *snapshot)
             updates = [snapshot[0]]
-            updates.extend(row[0] for row in self._db.execute("SELECT data FROM log ORDER BY seq"))
+            for seq, data, crc in self._db.execute("SELECT seq, data, crc FROM log ORDER BY seq"):
+                self._verify(f"log entry {seq}", data, crc)
+                updates.append(data)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be read: {exc}") from exc
         return Saved(replica_id=replica_id, updates=updates)
 
+    def _verify(self, what: str, data: object, crc: int | None) -> None:
+        # Rows written before migration 0002 have no checksum.
+        if type(data) is not bytes or (crc is not None and zlib.crc32(data) != crc):
+            raise StoreError(f"{self.path} is corrupt: {what} does not match its checksum")
+
+    @_serialised
     def initialise(self, replica_id: str, snapshot: bytes) -> None:
         self._check_open()
         try:
@@ -153,37 +254,69 @@ class SQLiteStore:
             self._db.execute(
                 "INSERT INTO meta (key, value) VALUES ('replica_id', ?)", (replica_id,)
             )
-            self._db.execute("INSERT INTO snapshot (id, data) VALUES (1, ?)", (snapshot,))
+            self._db.execute(
+                "INSERT INTO snapshot (id, data, crc) VALUES (1, ?, ?)",
+                (snapshot, zlib.crc32(snapshot)),
+            )
             self._db.execute("COMMIT")
+            self._initialised = True
         except sqlite3.Error as exc:
             self._rollback()
             raise StoreError(f"{self.path}: cannot initialise: {exc}") from exc
 
+    def _check_initialised(self, doing: str) -> None:
+        if not self._initialised:
+            try:
+                found = self._db.execute("SELECT count(*) FROM meta").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path} cannot be read: {exc}") from exc
+            if not found:
+                raise StoreError(f"{self.path}: {doing} a store that was never initialised")
+            self._initialised = True
+
+    @_serialised
     def append(self, updates: list[bytes]) -> None:
         self._check_open()
+        self._check_initialised("append to")
         if not updates:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO log (data) VALUES (?)", [(u,) for u in updates])
+            self._db.executemany(
+                "INSERT INTO log (data, crc) VALUES (?, ?)",
+                [(update, zlib.crc32(update)) for update in updates],
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             raise StoreError(f"{self.path}: cannot append: {exc}") from exc
 
+    @_serialised
     def compact(self, snapshot: bytes) -> None:
         self._check_open()
+        self._check_initialised("compact")
         try:
+            # Delete first: the new snapshot then reuses the pages of the old one and of
+            # the log (an UPDATE would write it beside the old one, doubling the file).
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE snapshot SET data = ? WHERE id = 1", (snapshot,))
             self._db.execute("DELETE FROM log")
+            self._db.execute("DELETE FROM snapshot")
+            self._db.execute(
+                "INSERT INTO snapshot (id, data, crc) VALUES (1, ?, ?)",
+                (snapshot, zlib.crc32(snapshot)),
+            )
             self._db.execute("COMMIT")
-            # Give the WAL's pages back so the files stay bounded under churn.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             self._rollback()
             raise StoreError(f"{self.path}: cannot compact: {exc}") from exc
+        try:
+            # Empty the write-ahead log, which holds the whole snapshot now.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._bound_wal(len(snapshot))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot reclaim space after compacting: {exc}") from exc
 
+    @_serialised
     def stats(self) -> StoreStats:
         self._check_open()
         count, size = self._db.execute(
@@ -202,16 +335,40 @@ class SQLiteStore:
             file_bytes=files,
         )
 
+    @_serialised
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``"ok"`` when sound)."""
         self._check_open()
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
+    @_serialised
     def close(self) -> None:
-        if not getattr(self, "_closed", True):
+        if not self._closed:
             self._closed = True
-            self._db.close()
+            self._release()
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``<database>.lock`` until the returned file is closed.
+
+    Two processes serving one database would each compact away the other's appends.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        handle = open(lock_path, "ab")  # closed by the store
+    except OSError as exc:
+        raise StoreError(f"cannot open {lock_path}: {exc}") from exc
+    if sys.platform != "win32":
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise StoreError(
+                f"{path} is in use by another process (it holds {lock_path}): two nodes "
+                "must never share a data directory"
+            ) from exc
+    return handle
