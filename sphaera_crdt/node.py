@@ -34,7 +34,7 @@ from .core import sync
 from .core.constraints import observed
 from .core.replica import Replica
 from .core.views import Change, RecordChange, Status
-from .errors import InputError, InvalidUpdate, RemoteError
+from .errors import InputError, RemoteError
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
 from .persistence import Persistence, open_replica
@@ -162,9 +162,6 @@ class Node:
             except StoreError:
                 self.store.close()
                 raise
-            except InvalidUpdate as exc:
-                self.store.close()
-                raise StoreError(f"{self.store.path} holds a corrupt update: {exc}") from exc
         self.replica = replica or Replica(config.replica_id, clock=clock, logger=self.log)
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
