@@ -210,7 +210,15 @@ class Node:
         self._unsubscribe.append(self.replica.subscribe(self._on_change))
         self._unsubscribe.append(self.replica.subscribe_records(self._on_record))
         app = create_app(self)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # aiohttp's keep-alive timer also runs from the moment a connection opens and
+        # closes one that has not completed a request head by then: with read_timeout it
+        # is the deadline on request headers (the server puts one on bodies).
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=self.config.read_timeout,
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.config.host, self.config.port, ssl_context=self._ssl_context()
