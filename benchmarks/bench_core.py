@@ -53,18 +53,16 @@ import argparse
 import gc
 import itertools
 import json
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+from benchenv import environment
 from pycrdt import Doc, Map
 
 from sphaera_crdt import Replica
@@ -675,31 +673,6 @@ def report(figures: Sequence[Figure]) -> str:
                 f"{d['raw_fresh_state_bytes']:,} B fresh ({d['raw_growth_ratio']:.1f}x)"
             )
     return "\n".join(lines)
-
-
-def git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def environment() -> dict[str, Any]:
-    changes = git("status", "--porcelain", "--", "sphaera_crdt")
-    return {
-        "python": platform.python_version(),
-        "pycrdt": metadata.version("pycrdt"),
-        "platform": platform.platform(),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "package_modified": None if changes is None else bool(changes),
-    }
 
 
 SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (

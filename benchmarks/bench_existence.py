@@ -80,7 +80,6 @@ import math
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import deque
@@ -89,6 +88,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
+
+from benchenv import git
 
 from sphaera_crdt import Replica, all_of, any_of, at_least, attr, exists, not_, observed
 from sphaera_crdt.core.existence import ExistenceEngine
@@ -657,21 +658,6 @@ def report(results: list[dict[str, Any]]) -> str:
         )
     )
     return "\n".join(lines)
-
-
-def git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def default_reps(size: int) -> int:

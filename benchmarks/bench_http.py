@@ -83,7 +83,6 @@ import functools
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import re
@@ -102,6 +101,7 @@ from typing import IO, Any, Final
 
 import aiohttp
 from aiohttp import web
+from benchenv import environment
 from prometheus_client.parser import text_string_to_metric_families
 
 from sphaera_crdt import Replica
@@ -1172,33 +1172,6 @@ def _short(filename: str) -> str:
     return filename
 
 
-def git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def environment() -> dict[str, Any]:
-    changes = git("status", "--porcelain", "--", "sphaera_crdt")
-    return {
-        "python": platform.python_version(),
-        "aiohttp": metadata.version("aiohttp"),
-        "pycrdt": metadata.version("pycrdt"),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "package_modified": None if changes is None else bool(changes),
-    }
-
-
 async def run(scale: Scale, sections: Sequence[str], procs: Processes) -> list[Figure]:
     rng = random.Random(2024)
     figures: list[Figure] = []
@@ -1269,7 +1242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = QUICK if args.quick else FULL
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    env = environment(aiohttp=metadata.version("aiohttp"), cpus=os.cpu_count())
     modified = " (package has uncommitted changes)" if env["package_modified"] else ""
     print(
         f"sphaera_crdt HTTP benchmark: {'quick' if args.quick else 'full'} scale, medians of "

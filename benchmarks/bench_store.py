@@ -50,20 +50,19 @@ import asyncio
 import gc
 import json
 import math
-import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
+
+from benchenv import environment
 
 from sphaera_crdt import Replica
 from sphaera_crdt.persistence import DEFAULT_COMPACT_COUNT, Persistence, open_replica
@@ -505,32 +504,6 @@ def report(figures: Sequence[Figure]) -> str:
     return "\n".join(lines)
 
 
-def git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def environment() -> dict[str, Any]:
-    changes = git("status", "--porcelain", "--", "sphaera_crdt")
-    return {
-        "python": platform.python_version(),
-        "pycrdt": metadata.version("pycrdt"),
-        "sqlite": sqlite3.sqlite_version,
-        "platform": platform.platform(),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "package_modified": None if changes is None else bool(changes),
-    }
-
-
 SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
     bench_writes,
     bench_restart,
@@ -544,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
-    env = environment()
+    env = environment(sqlite=sqlite3.sqlite_version)
     modified = " (package has uncommitted changes)" if env["package_modified"] else ""
     print(
         f"sphaera_crdt store benchmark: {'quick' if args.quick else 'full'} scale, "
