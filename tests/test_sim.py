@@ -250,3 +250,55 @@ def test_scenarios_refuse_nonsense() -> None:
         Scenario(replicas=1)
     with pytest.raises(ValueError, match="two groups"):
         Scenario(partition=1)
+
+
+def _row(strategy: str, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "strategy": strategy,
+        "replicas": 100,
+        "fanout": None if strategy == "naive" else 2,
+        "loss": 0.0,
+        "partition": 0,
+        "crashes": 0,
+        "entities": 20,
+        "changes": 10,
+        "trials": 3,
+        "converged": 3,
+        "state_rounds": {"count": 3, "mean": 5.0, "p50": 5, "p99": 6, "max": 6},
+        "payload_ratio_to_state": 1.05,
+        "payload_ratio": 1.2,
+        "envelope_per_message": 100.0,
+        "raw_diff_per_change": 80.0,
+        "bytes_to_state": 1000.0,
+        "bytes_episode": 1500.0,
+    }
+    row.update(values)
+    return row
+
+
+def test_goals_pass_miss_and_refuse_to_judge_without_a_yardstick() -> None:
+    from sphaera_crdt.sim.goals import evaluate_goals
+
+    ideal = [
+        {
+            "replicas": 100,
+            "fanout": 2,
+            "loss": 0.0,
+            "rumors": 10,
+            "push-pull": {"rounds": {"mean": 4.5, "p99": 5}},
+        }
+    ]
+    summary = [
+        _row("gossip"),
+        _row("gossip-rounds", state_rounds={"count": 3, "mean": 6.0, "p99": 8}),
+        _row("naive", bytes_to_state=900.0, bytes_episode=2000.0),
+    ]
+    checks = {(c["goal"], c["where"]["strategy"]): c for c in evaluate_goals(summary, ideal)}
+    assert checks["rounds", "gossip"]["passed"] is True  # 5.0 <= 5.625 and 6 <= 7
+    assert checks["rounds", "gossip-rounds"]["passed"] is False  # 6.0 > 5.625
+    assert checks["bytes per change", "gossip"]["passed"] is True
+    assert checks["vs naive", "gossip"]["passed"] is False  # 900 / 1000 < 1 until agreement
+    summary[2]["converged"] = 2
+    checks = {(c["goal"], c["where"]["strategy"]): c for c in evaluate_goals(summary, ideal)}
+    assert checks["vs naive", "gossip"]["passed"] is None
+    assert "did not converge" in checks["vs naive", "gossip"]["note"]

@@ -62,7 +62,7 @@ def run_convergence(
 
         if profiler is not None:
             profiler.enable()
-        result = run_sweep(sweep, jobs=1 if profiler is not None else jobs, on_done=done)
+        result = run_sweep(sweep, jobs=jobs, in_process=profiler is not None, on_done=done)
         if profiler is not None:
             profiler.disable()
     write_json(out / "convergence.json", result.document)

@@ -199,28 +199,38 @@ def run_sweep(
     sweep: Sweep,
     *,
     jobs: int = 1,
+    in_process: bool = False,
     on_done: Callable[[Job, float], None] | None = None,
 ) -> SweepResult:
     """Run every scenario and ideal epidemic of ``sweep``.
 
+    Every run gets a fresh worker process: a :class:`~sphaera_crdt.Replica` is never
+    freed once built (its pycrdt observers, held by the Rust document, point back at it,
+    a cycle the garbage collector cannot see), so one process running many scenarios
+    would keep every replica of every run.
+
     Args:
         sweep: The grid.
-        jobs: Worker processes (1 runs everything in this process).
+        jobs: Worker processes at a time.
+        in_process: Run everything in this process instead (for profiling small sweeps).
         on_done: Called with each finished job and its wall time, in completion order.
     """
     work: list[Job] = [*sweep.scenarios(), *sweep.ideal_jobs()]
     work.sort(key=_cost, reverse=True)
     started = time.perf_counter()
     done: list[tuple[Job, dict[str, Any], int, float]] = []
-    if jobs <= 1:
+    if in_process:
         for job in work:
             outcome = _run(job)
             done.append(outcome)
             if on_done is not None:
                 on_done(job, outcome[3])
     else:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=max(1, jobs), mp_context=context, max_tasks_per_child=1
+        ) as pool:
             futures = [pool.submit(_run, job) for job in work]
             for future in concurrent.futures.as_completed(futures):
                 outcome = future.result()
