@@ -667,7 +667,7 @@ def bench() -> None:
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Directory for convergence.json, timings.json and the PNG plots.",
+    help="Directory for the JSON files and the PNG plots.",
 )
 @click.option("--no-plots", is_flag=True, help="Write JSON only.")
 @click.option(
@@ -699,8 +699,9 @@ def convergence(
     epidemic on simulated replicas: rounds and time to identical state and to status
     agreement, bytes, messages, status flips, the window after a partition heals.
 
-    Writes OUT/convergence.json (every figure; identical for one seed), OUT/timings.json
-    (wall-clock run times) and PNG plots, prints the tables and the goals.
+    Writes OUT/convergence.json (every figure of every run; identical for one seed),
+    OUT/summary.json (the same without the runs), OUT/timings.json (wall-clock run times)
+    and PNG plots, and prints the tables and the goals.
     """
     from .sim import bench
 

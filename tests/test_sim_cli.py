@@ -43,6 +43,8 @@ def test_bench_convergence_writes_json_and_plots(tmp_path: Path) -> None:
     assert {check["goal"] for check in document["goals"]} <= set(GOALS)
     assert all(check["passed"] in (True, False, None) for check in document["goals"])
     assert {item["replicas"] for item in document["ideal"]} == {4, 10}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == {key: value for key, value in document.items() if key != "runs"}
     timings = json.loads((out / "timings.json").read_text())
     assert len(timings["runs"]) == len(document["runs"])
     for name in ("rounds_vs_n", "bytes_vs_n", "agreement", "agreement_partition"):

@@ -20,9 +20,14 @@ from .sweep import IdealJob, Sweep, SweepResult, run_sweep
 __all__ = ["Sweep", "run_convergence", "write_json"]
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any, *, compact: bool = False) -> None:
     """Write ``value`` as stable JSON (sorted keys), so equal results give equal files."""
-    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    text = (
+        json.dumps(value, sort_keys=True, separators=(",", ":"))
+        if compact
+        else json.dumps(value, indent=1, sort_keys=True)
+    )
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def _label(job: Scenario | IdealJob) -> str:
@@ -43,7 +48,10 @@ def run_convergence(
     profile: Path | None,
     console: Console,
 ) -> SweepResult:
-    """Run ``sweep``; write ``convergence.json``, ``timings.json`` and plots into ``out``."""
+    """Run ``sweep`` and write into ``out``: ``convergence.json`` (every figure of every
+    run, compact), ``summary.json`` (the same without the runs: summary, goals, ideal
+    epidemic), ``timings.json`` (wall-clock times, the one part that differs between two
+    sweeps of one seed) and the plots."""
     out.mkdir(parents=True, exist_ok=True)
     total = len(sweep.scenarios()) + len(sweep.ideal_jobs())
     profiler = cProfile.Profile() if profile is not None else None
@@ -65,7 +73,9 @@ def run_convergence(
         result = run_sweep(sweep, jobs=jobs, in_process=profiler is not None, on_done=done)
         if profiler is not None:
             profiler.disable()
-    write_json(out / "convergence.json", result.document)
+    write_json(out / "convergence.json", result.document, compact=True)
+    summary = {key: value for key, value in result.document.items() if key != "runs"}
+    write_json(out / "summary.json", summary)
     write_json(out / "timings.json", result.timings)
     console.print(rounds_table(result.document))
     console.print(bytes_table(result.document))
@@ -79,5 +89,5 @@ def run_convergence(
     if plots:
         for path in write_plots(result.document, out):
             console.print(f"wrote {path}")
-    console.print(f"wrote {out / 'convergence.json'} and {out / 'timings.json'}")
+    console.print(f"wrote convergence.json, summary.json and timings.json in {out}")
     return result

@@ -145,26 +145,25 @@ class ProjectGossip:
     def _receive(self, index: int, peer: int, answer: bytes, push: bytes | None) -> bytes | None:
         """Merge an answer and learn from it (``Gossip._send`` and ``Gossip._learn``)."""
         node = self.cluster.nodes[index]
-        states: list[bytes] = []
+        states: list[tuple[bytes, dict[int, int]]] = []  # decoded once: checked and used
         updates: list[bytes] = []
         for message in sync.decode_messages(answer):
             if message.type is sync.MessageType.STEP1:
-                decode_state_vector(message.payload)
-                states.append(message.payload)
+                states.append((message.payload, decode_state_vector(message.payload)))
             else:
                 updates.append(message.payload)
         if any(update != sync.EMPTY_UPDATE for update in updates):
             sync.merge_update(node.replica, updates)
             self.cluster.touched(index)
-        peer_state = states[-1] if states else None
         peer_id = self.cluster.nodes[peer].id
         knowledge = self.knowledge[index]
-        if peer_state is None:
+        if not states:
             if push is not None:
                 knowledge.learn_update(peer_id, push)
             return None
+        peer_state, decoded = states[-1]
         known = knowledge.peers.get(peer_id)
-        if known is not None and not sync.covers(decode_state_vector(peer_state), known.known):
+        if known is not None and not sync.covers(decoded, known.known):
             knowledge.forget(peer_id)  # it restarted without its state: start over
         knowledge.learn_state(peer_id, peer_state)
         return peer_state
