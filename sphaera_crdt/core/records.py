@@ -9,11 +9,22 @@ Entry keys (inside a writer's container, parts joined by the unit separator ``\\
     e <entity> a <attr>     one top-level attribute
     s <subject>             this writer's observation of <subject>: [ok, value, at, ttl]
 
-Entry text is ``<stamp offset in hex><marker><payload>``, the offset counted from the
-epoch in the writer's nonce (which keeps stamps short); marker ``:`` for a JSON payload,
-``!`` for a removed attribute (no payload). For every logical key the entry with the greatest
-``(stamp, replica id, nonce)`` wins; stamps are hybrid logical clocks, so a write made after
-another was seen always wins, and concurrent writes resolve the same way everywhere.
+Entry text is ``<stamp><payload>``. The stamp is the entry's hybrid logical clock as an
+offset from the epoch in the writer's nonce (which keeps it short), written in base 64 with
+the digits :data:`DIGITS`, most significant first, after a ``~`` if negative. No digit can
+begin a payload, so no separator is needed. The payload is one of::
+
+    !           a removed attribute
+    t f n       true, false, null
+    '<text>     a string, verbatim
+    <json>      any other value, as compact JSON text
+
+For every logical key the entry with the greatest ``(stamp, replica id, nonce)`` wins;
+stamps are hybrid logical clocks, so a write made after another was seen always wins, and
+concurrent writes resolve the same way everywhere.
+
+Texts of the first layout, ``<offset in hex>:<json>`` and ``<offset in hex>!``, are read as
+well: they begin with a hex digit or ``-``, which no stamp of this layout does.
 
 Everything here tolerates garbage: entries that arrive malformed from a peer are counted
 and ignored, never raised.
@@ -34,10 +45,14 @@ __all__ = [
     "Entry",
     "MergedView",
     "Order",
+    "decode_payload",
+    "encode_payload",
     "make_entry",
     "nonce_epoch",
+    "observation_payload",
     "removed_entry",
     "restamp",
+    "stamp_text",
 ]
 
 SEP: Final = "\x1f"
@@ -50,24 +65,109 @@ Changed = tuple[str, str | None, str]
 ABSENT_ATTR: Final = object()
 
 FIELDS: Final = frozenset({"k", "q", "o", "x"})
-_ENTRY_HEAD: Final = re.compile(r"(-?[0-9a-f]{1,16})([:!])")
+
+#: The 64 digits of a stamp, in order of value: none is a hex digit, ``-`` or ``~``, and
+#: none can begin a payload.
+DIGITS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZghijklmopqrsuvwxyz#$%&()*+,./;<=>?@^_|"
+#: Marks a negative stamp offset (an entry older than its writer's epoch).
+NEGATIVE: Final = "~"
+REMOVED: Final = "!"
+STRING: Final = "'"
+_LITERALS: Final[dict[str, Any]] = {"t": True, "f": False, "n": None}
+_DIGIT_VALUE: Final = {digit: value for value, digit in enumerate(DIGITS)}
+_STAMP: Final = re.compile(f"{NEGATIVE}?[{re.escape(DIGITS)}]{{1,11}}")
+#: The first layout's head: an offset in hex, then ``:`` (JSON follows) or ``!``.
+_HEX_HEAD: Final = re.compile(r"(-?[0-9a-f]{1,16})([:!])")
 
 
 #: A local write, encoded and decoded at once: (key, text, stamp, value, payload).
 Entry = tuple[str, str, int, Any, str]
 
 
-def make_entry(
-    key: str, stamp: int, epoch: int, value: Any, where: str, *, checked: bool = False
-) -> Entry:
+#: Every offset below 4096 in the fewest digits, and in exactly two.
+_SHORT: Final = [DIGITS[value] for value in range(64)] + [
+    DIGITS[high] + DIGITS[low] for high in range(1, 64) for low in range(64)
+]
+_PAIR: Final = [high + low for high in DIGITS for low in DIGITS]
+
+
+def stamp_text(offset: int) -> str:
+    """A stamp offset in this layout's digits, most significant first, no leading zero."""
+    if offset < 0:
+        return NEGATIVE + stamp_text(-offset)
+    if offset < 4096:
+        return _SHORT[offset]
+    if offset < 1 << 24:
+        return _SHORT[offset >> 12] + _PAIR[offset & 4095]
+    if offset < 1 << 36:  # about two years of milliseconds
+        return _SHORT[offset >> 24] + _PAIR[offset >> 12 & 4095] + _PAIR[offset & 4095]
+    text = _PAIR[offset & 4095]
+    offset >>= 12
+    while offset >= 4096:
+        text = _PAIR[offset & 4095] + text
+        offset >>= 12
+    return _SHORT[offset] + text
+
+
+def encode_payload(value: object, where: str = "value") -> str:
+    """The payload of a value (see the module's docstring).
+
+    Raises:
+        InvalidValue: The value would not round-trip with its exact type.
+    """
+    kind = type(value)
+    if kind is str:
+        assert isinstance(value, str)
+        if not value.isascii():
+            codec.check_text(value, where)
+        return STRING + value
+    if kind is bool:
+        return "t" if value else "f"
+    if value is None:
+        return "n"
+    if kind is int:
+        assert isinstance(value, int)
+        return codec.int_text(value, where)
+    if kind is float:
+        assert isinstance(value, float)
+        return codec.float_text(value, where)
+    return codec.dumps(value, where)
+
+
+def decode_payload(payload: str) -> Any:
+    """The value of a payload; raises ``ValueError`` if it is malformed."""
+    if payload[:1] == STRING:
+        return payload[1:]
+    literal = _LITERALS.get(payload, payload)
+    if literal is not payload:
+        return literal
+    return codec.loads(payload)
+
+
+def observation_payload(ok: bool, value: Any, at: float, ttl: float | None) -> str:
+    """The payload of an observation: JSON text ``[ok, value, at, ttl]``.
+
+    ``ok``, ``at`` and ``ttl`` are those of a valid :class:`Observation` (a bool and finite
+    numbers of bounded size, whose ``repr`` is their JSON text).
+
+    Raises:
+        InvalidValue: ``value`` would not round-trip with its exact type.
+    """
+    return (
+        f"[{'true' if ok else 'false'},{codec.json_text(value)},{at!r},"
+        f"{'null' if ttl is None else repr(ttl)}]"
+    )
+
+
+def make_entry(key: str, stamp: int, epoch: int, value: Any, where: str) -> Entry:
     """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
-    payload = (codec.dumps_checked if checked else codec.dumps)(value, where)
-    return key, f"{stamp - epoch:x}:{payload}", stamp, value, payload
+    payload = encode_payload(value, where)
+    return key, stamp_text(stamp - epoch) + payload, stamp, value, payload
 
 
 def removed_entry(key: str, stamp: int, epoch: int) -> Entry:
     """An entry that removes an attribute."""
-    return key, f"{stamp - epoch:x}!", stamp, ABSENT_ATTR, ""
+    return key, stamp_text(stamp - epoch) + REMOVED, stamp, ABSENT_ATTR, ""
 
 
 def nonce_epoch(nonce: str) -> int | None:
@@ -81,29 +181,52 @@ def nonce_epoch(nonce: str) -> int | None:
         return None
 
 
-def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str] | None:
-    """Return ``(stamp, value, payload)`` or ``None`` if the text is malformed."""
-    head = _ENTRY_HEAD.match(text)
+def split_entry(text: str, epoch: int = 0) -> tuple[int, str] | None:
+    """``(stamp, payload)`` of an entry in either layout; ``None`` if it has no stamp.
+
+    A removed attribute's payload is ``"!"``.
+    """
+    head = _STAMP.match(text)
+    if head is not None:
+        digits = head.group()
+        negative = digits[0] == NEGATIVE
+        offset = 0
+        value = _DIGIT_VALUE
+        for digit in digits[1:] if negative else digits:
+            offset = offset * 64 + value[digit]
+        return epoch + (-offset if negative else offset), text[head.end() :]
+    head = _HEX_HEAD.match(text)
     if head is None:
         return None
     stamp = epoch + int(head.group(1), 16)
-    marker = head.group(2)
-    payload = text[head.end() :]
-    if marker == "!":
-        return (stamp, ABSENT_ATTR, "") if not payload else None
+    if head.group(2) == REMOVED:
+        return stamp, REMOVED + text[head.end() :]
+    return stamp, text[head.end() :]
+
+
+def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str] | None:
+    """Return ``(stamp, value, payload)`` or ``None`` if the text is malformed."""
+    split = split_entry(text, epoch)
+    if split is None:
+        return None
+    stamp, payload = split
+    if payload == REMOVED:
+        return stamp, ABSENT_ATTR, ""
+    if not payload:
+        return None
     try:
-        return stamp, codec.loads(payload), payload
+        return stamp, decode_payload(payload), payload
     except (ValueError, RecursionError):
         return None
 
 
 def restamp(text: str, epoch: int, new_epoch: int) -> tuple[int, str] | None:
     """``(stamp, text)`` of an entry re-encoded against another epoch (``None`` if malformed)."""
-    head = _ENTRY_HEAD.match(text)
-    if head is None:
+    split = split_entry(text, epoch)
+    if split is None:
         return None
-    stamp = epoch + int(head.group(1), 16)
-    return stamp, f"{stamp - new_epoch:x}{text[head.end(1) :]}"
+    stamp, payload = split
+    return stamp, stamp_text(stamp - new_epoch) + payload
 
 
 def fresh_copy(value: Any, payload: str) -> Any:
@@ -228,47 +351,65 @@ class MergedView:
 
     def _apply_field(self, entity: str, name: str, winner: Winner) -> Changed | None:
         if name in FIELDS:
-            table_name = "fields"
-        elif name.startswith("a" + SEP) and len(name) > 2:
-            table_name = "attrs"
-            name = name[2:]
-        else:
-            self.malformed += 1
-            return None
-        if winner.value is ABSENT_ATTR and table_name == "fields":
-            self.malformed += 1
-            return None
+            if winner.value is ABSENT_ATTR:
+                self.malformed += 1
+                return None
+            record = self.records.get(entity)
+            if record is None:
+                record = self.records[entity] = EntityRecord(entity, {}, {})
+            current = record.fields.get(name)
+            if current is None:
+                self.size += 1
+            elif current.order >= winner.order:
+                return None
+            record.fields[name] = winner
+            return entity, None, name
+        if name.startswith("a" + SEP) and len(name) > 2:
+            return (entity, None, "a") if self.apply_attr(entity, name[2:], winner) else None
+        self.malformed += 1
+        return None
+
+    def apply_attr(self, entity: str, name: str, winner: Winner) -> bool:
+        """Merge one attribute entry whose stamp is already counted; whether it won."""
         record = self.records.get(entity)
         if record is None:
             record = self.records[entity] = EntityRecord(entity, {}, {})
-        table = record.fields if table_name == "fields" else record.attrs
-        current = table.get(name)
+        attrs = record.attrs
+        current = attrs.get(name)
         if current is None:
             self.size += 1
         elif current.order >= winner.order:
-            return None
-        table[name] = winner
-        return entity, None, "a" if table_name == "attrs" else name
+            return False
+        attrs[name] = winner
+        return True
 
     def _apply_observation(
         self, observer: str, subject: str, order: Order, value: Any, payload: str
     ) -> Changed | None:
-        if type(value) is Observation:  # a local write hands over the checked observation
-            observation = value
-        else:
-            try:
-                ok, data, at, ttl = value
-                observation = Observation(
-                    observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
-                )
-            except (TypeError, ValueError):
-                self.malformed += 1
-                return None
-        by_observer = self.observations.setdefault(subject, {})
+        try:
+            ok, data, at, ttl = value
+            observation = Observation(
+                observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
+            )
+        except (TypeError, ValueError):
+            self.malformed += 1
+            return None
+        if self.apply_observation(subject, order, observation, payload):
+            return subject, observer, ""
+        return None
+
+    def apply_observation(
+        self, subject: str, order: Order, observation: Observation, payload: str
+    ) -> bool:
+        """Merge one observation whose stamp is already counted; whether it won."""
+        by_observer = self.observations.get(subject)
+        if by_observer is None:
+            by_observer = self.observations[subject] = {}
+        observer = observation.observer
         current = by_observer.get(observer)
         if current is None:
             self.size += 1
         elif current.order >= order:
-            return None
+            return False
         by_observer[observer] = ObservationWinner(order, observation, payload)
-        return subject, observer, ""
+        return True

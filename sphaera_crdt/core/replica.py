@@ -23,7 +23,7 @@ from typing import Any, Final
 import pycrdt
 
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
-from . import codec, names, updates
+from . import names, updates
 from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
@@ -35,10 +35,14 @@ from .records import (
     EntityRecord,
     Entry,
     MergedView,
+    Winner,
+    encode_payload,
     make_entry,
     nonce_epoch,
+    observation_payload,
     removed_entry,
     restamp,
+    stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
 from .ydoc import DocumentAdapter, PanicException, split_writer_key
@@ -219,21 +223,21 @@ class Replica:
             raise InvalidValue(f"kind of {entity_id!r} must be a str or None")
         attrs = self._check_attrs(entity_id, attrs or {})
         requires = self._check_requires(entity_id, requires)
-        for key, value in attrs.items():
-            codec.check_value(value, f"attrs.{key}")
+        payloads = {key: _attr_payload(key, value) for key, value in attrs.items()}
+        # Stamp after every value was encoded, so a refused declaration changes nothing.
         stamp = self._next_stamp()
         epoch = self._epoch
         base = f"e{SEP}{entity_id}{SEP}"
         entries = [
-            make_entry(base + "k", stamp, epoch, kind, "kind", checked=True),
+            make_entry(base + "k", stamp, epoch, kind, "kind"),
             make_entry(base + "q", stamp, epoch, requires, "requires"),
-            make_entry(base + "o", stamp, epoch, self.id, "owner", checked=True),
-            make_entry(base + "x", stamp, epoch, False, "retracted", checked=True),
+            make_entry(base + "o", stamp, epoch, self.id, "owner"),
+            make_entry(base + "x", stamp, epoch, False, "retracted"),
         ]
+        head = stamp_text(stamp - epoch)
         for key, value in attrs.items():
-            entries.append(
-                make_entry(f"{base}a{SEP}{key}", stamp, epoch, value, f"attrs.{key}", checked=True)
-            )
+            payload = payloads[key]
+            entries.append((f"{base}a{SEP}{key}", head + payload, stamp, value, payload))
         record = self._view.records.get(entity_id)
         if record is not None:
             for key, winner in record.attrs.items():
@@ -254,19 +258,43 @@ class Replica:
             UnknownEntity: The entity was never declared on this replica.
         """
         self._declared(entity_id)
-        attrs = self._check_attrs(entity_id, attrs)
+        if type(attrs) is not dict:
+            attrs = self._check_attrs(entity_id, attrs)
+        check_key = names.check_attr_key
+        encoded = []
         for key, value in attrs.items():
-            codec.check_value(value, f"attrs.{key}")
-        # Stamp after every value passed its check, so a refused update changes nothing.
-        stamp = self._next_stamp()
-        epoch = self._epoch
+            check_key(key)
+            try:
+                encoded.append((key, value, encode_payload(value)))
+            except InvalidValue:
+                encode_payload(value, f"attrs.{key}")  # raises again, naming the attribute
+                raise
+        if not encoded:
+            return
+        # Stamp after every value was encoded, so a refused update changes nothing.
+        now = self._clock()
+        stamp = self._next_stamp(now)
+        head = stamp_text(stamp - self._epoch)
         base = f"e{SEP}{entity_id}{SEP}a{SEP}"
-        self._write(
-            [
-                make_entry(base + key, stamp, epoch, value, "", checked=True)
-                for key, value in attrs.items()
-            ]
-        )
+        doc = self._doc
+        if len(encoded) == 1:
+            doc.write_one(base + encoded[0][0], head + encoded[0][2])
+        else:
+            doc.write([(base + key, head + payload) for key, _, payload in encoded])
+        view = self._view
+        if stamp > view.max_stamp:
+            view.max_stamp = stamp
+        order = (stamp, self.id, doc.nonce)
+        records: list[RecordChange] = []
+        changed = False
+        for key, value, payload in encoded:
+            if view.apply_attr(entity_id, key, Winner(order, value, payload)):
+                changed = True
+        if changed:
+            self._engine.record_changed(entity_id, "a")
+            if self._record_subscribers:
+                records.append(RecordChange(kind="entity", id=entity_id, local=True))
+        self._finish(records, now=now)
 
     def retract(self, entity_id: str) -> None:
         """Retract an entity: it becomes ``absent`` everywhere once this write arrives.
@@ -277,7 +305,7 @@ class Replica:
         self._declared(entity_id)
         key = f"e{SEP}{entity_id}{SEP}x"
         stamp = self._next_stamp()
-        self._write([make_entry(key, stamp, self._epoch, True, "retracted", checked=True)])
+        self._write([make_entry(key, stamp, self._epoch, True, "retracted")])
 
     def observe(
         self, subject: str, *, ok: bool = True, value: Any = None, ttl: float | None = None
@@ -294,12 +322,22 @@ class Replica:
         observation = Observation(
             observer=self.id, subject=subject, ok=ok, value=value, at=at, ttl=ttl
         )
-        codec.check_value(value)
+        payload = observation_payload(ok, value, at, ttl)
+        # The observation's time is the clock's reading: the step below runs at it too.
         stamp = self._next_stamp(at)
-        key, text, _, _, payload = make_entry(
-            f"s{SEP}{subject}", stamp, self._epoch, [ok, value, at, ttl], "value", checked=True
-        )
-        self._write([(key, text, stamp, observation, payload)])
+        self._doc.write_one(f"s{SEP}{subject}", stamp_text(stamp - self._epoch) + payload)
+        view = self._view
+        if stamp > view.max_stamp:
+            view.max_stamp = stamp
+        records: list[RecordChange] = []
+        order = (stamp, self.id, self._doc.nonce)
+        if view.apply_observation(subject, order, observation, payload):
+            self._engine.observation_changed(subject)
+            if self._record_subscribers:
+                records.append(
+                    RecordChange(kind="observation", id=subject, observer=self.id, local=True)
+                )
+        self._finish(records, now=at)
         return observation
 
     # -- reading ---------------------------------------------------------------------------
@@ -611,6 +649,14 @@ class Replica:
         if requires is None:
             return None
         return check_constraint(requires, f"requires of {entity_id!r}")
+
+
+def _attr_payload(key: str, value: Any) -> str:
+    try:
+        return encode_payload(value)
+    except InvalidValue:
+        encode_payload(value, f"attrs.{key}")  # raises again, naming the attribute
+        raise
 
 
 def _subscribe(table: list[Any], callback: Callable[[Any], object]) -> Callable[[], None]:

@@ -56,6 +56,24 @@ class RecordChange:
             raise ValueError("an observation change names its observer, an entity change not")
 
 
+#: Ints a time or ttl may be: their floats and ``repr`` are exact and quick.
+_INT_LIMIT = 2**63
+
+
+def _finite(number: object) -> bool:
+    """Whether ``number`` is a finite float, or an int within :data:`_INT_LIMIT`."""
+    kind = type(number)
+    if kind is float:
+        return math.isfinite(number)  # type: ignore[arg-type]
+    return kind is int and -_INT_LIMIT < number < _INT_LIMIT  # type: ignore[operator]
+
+
+def _show(number: object) -> str:
+    if type(number) is int and not -_INT_LIMIT < number < _INT_LIMIT:
+        return "an int beyond +-2**63"
+    return repr(number)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Observation:
     """What ``observer`` saw of ``subject`` at time ``at`` (seconds, the observer's clock)."""
@@ -70,12 +88,12 @@ class Observation:
     def __post_init__(self) -> None:
         if type(self.ok) is not bool:
             raise InvalidValue(f"observation ok must be a bool, not {type(self.ok).__name__}")
-        if type(self.at) not in (int, float) or not math.isfinite(self.at):
-            raise InvalidValue(f"observation time must be a finite number, not {self.at!r}")
-        if self.ttl is not None and (
-            type(self.ttl) not in (int, float) or not math.isfinite(self.ttl) or self.ttl < 0
-        ):
-            raise InvalidValue(f"observation ttl must be a non-negative number, not {self.ttl!r}")
+        if not _finite(self.at):
+            raise InvalidValue(f"observation time must be a finite number, not {_show(self.at)}")
+        if self.ttl is not None and (not _finite(self.ttl) or self.ttl < 0):
+            raise InvalidValue(
+                f"observation ttl must be a non-negative number, not {_show(self.ttl)}"
+            )
 
     def fresh(self, now: float, within: float | None = None) -> bool:
         """Whether this observation still counts at ``now`` (within ``within`` and its ttl)."""

@@ -40,8 +40,11 @@ SEP: Final = "\x1f"
 ROOT: Final = "w"
 #: The value that replaces a retired container.
 RETIRED: Final = ""
-#: A container is rotated once it holds more overwritten entries than this and than live ones.
+#: A container is rotated once it holds more overwritten entries than this and than
+#: :data:`ROTATE_FACTOR` times its live ones: a rotation rewrites every live entry, so the
+#: factor trades write cost (one extra insert per write at 1) against tombstones kept.
 MIN_ROTATE: Final = 32
+ROTATE_FACTOR: Final = 2
 #: The document is rebuilt once more items than this (and than the live entries it holds)
 #: were collected since the last rebuild.
 MIN_RELOAD: Final = 4096
@@ -134,7 +137,26 @@ class DocumentAdapter:
         finally:
             handle.commit()
             handle.drop()
-        if self._dead > MIN_ROTATE and self._dead > len(live):
+        if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
+            self.rotate()
+
+    def write_one(self, key: str, text: str) -> None:
+        """:meth:`write` of a single entry."""
+        own = self._own
+        if own is None:
+            own = self._new_container()
+        live = self.own_entries
+        self._clocks = None
+        if key in live:
+            self._dead += 1
+        live[key] = text
+        handle = self.doc._doc.create_transaction()
+        try:
+            own.integrated.insert(handle, key, text)
+        finally:
+            handle.commit()
+            handle.drop()
+        if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
             self.rotate()
 
     def rotate(self) -> None:
