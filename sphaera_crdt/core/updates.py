@@ -161,51 +161,111 @@ def _id(reader: _Reader) -> tuple[int, int]:
     return client, clock
 
 
+def _uint(data: bytes, pos: int) -> tuple[int, int]:
+    """A varuint at ``pos`` and the position after it."""
+    value = 0
+    shift = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise InvalidUpdate("truncated update")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 70:
+            raise InvalidUpdate("varuint longer than 70 bits in update")
+
+
 def shape(update: bytes) -> UpdateShape:
     """Read the structure of a v1 update (not its delete set).
 
     Raises:
         InvalidUpdate: The bytes are not a well-formed v1 update.
     """
+    # The walk reads varuints inline when they take one byte (most do): a call per
+    # varuint would cost more than the rest of a merge.
     reader = _Reader(update)
+    data = update
     ranges: dict[int, tuple[int, int]] = {}
     refs: set[tuple[int, int]] = set()
     parents: set[tuple[int, int]] = set()
     types: set[tuple[int, int]] = set()
-    for _ in range(reader.uint()):
-        count = reader.uint()
-        client = reader.uint()
-        start = clock = reader.uint()
-        for _ in range(count):
-            info = reader.data[reader.pos] if reader.pos < reader.end else -1
-            if info < 0:
-                raise InvalidUpdate("truncated update struct")
-            reader.pos += 1
-            ref = info & 0x1F
-            if ref in (_GC, _SKIP):
-                clock += reader.uint()
-                continue
-            if info & 0x80:
-                refs.add(_id(reader))
-            if info & 0x40:
-                refs.add(_id(reader))
-            if not info & 0xC0:
-                if reader.uint() == 1:
-                    reader.string()
-                else:
-                    parent = _id(reader)
-                    refs.add(parent)
-                    parents.add(parent)
-                if info & 0x20:
-                    reader.string()
-            if ref == 7:
-                types.add((client, clock))
-            clock += _content_length(reader, ref)
+    try:
+        clients, pos = _uint(data, 0)
+        for _ in range(clients):
+            count, pos = _uint(data, pos)
+            client, pos = _uint(data, pos)
+            start, pos = _uint(data, pos)
+            clock = start
+            for _ in range(count):
+                info = data[pos]
+                pos += 1
+                ref = info & 0x1F
+                if ref == _GC or ref == _SKIP:
+                    length = data[pos]
+                    if length < 0x80:
+                        pos += 1
+                    else:
+                        length, pos = _uint(data, pos)
+                    clock += length
+                    continue
+                if info & 0x80:
+                    item_client, pos = _uint(data, pos)
+                    item_clock = data[pos]
+                    if item_clock < 0x80:
+                        pos += 1
+                    else:
+                        item_clock, pos = _uint(data, pos)
+                    refs.add((item_client, item_clock))
+                if info & 0x40:
+                    item_client, pos = _uint(data, pos)
+                    item_clock = data[pos]
+                    if item_clock < 0x80:
+                        pos += 1
+                    else:
+                        item_clock, pos = _uint(data, pos)
+                    refs.add((item_client, item_clock))
+                if not info & 0xC0:
+                    reader.pos = pos
+                    if reader.uint() == 1:
+                        reader.string()
+                    else:
+                        parent = _id(reader)
+                        refs.add(parent)
+                        parents.add(parent)
+                    if info & 0x20:
+                        reader.string()
+                    pos = reader.pos
+                if ref == 7:
+                    types.add((client, clock))
+                if ref == 8 and data[pos] == 1 and data[pos + 1] == 119:
+                    # the common case: one string value (every entry of this layout)
+                    length = data[pos + 2]
+                    if length < 0x80:
+                        pos += 3 + length
+                    else:
+                        length, pos = _uint(data, pos + 2)
+                        pos += length
+                    clock += 1
+                    continue
+                reader.pos = pos
+                clock += _content_length(reader, ref)
+                pos = reader.pos
+            if client > MAX_CLIENT or clock > MAX_CLOCK:
+                raise InvalidUpdate(f"update struct {client}:{clock} is out of range")
+            if count:
+                first, last = ranges.get(client, (start, clock))
+                ranges[client] = (min(first, start), max(last, clock))
+    except IndexError:
+        raise InvalidUpdate("truncated update") from None
+    if pos > len(data):
+        raise InvalidUpdate("update field runs past the end")
+    for client, clock in refs:
         if client > MAX_CLIENT or clock > MAX_CLOCK:
-            raise InvalidUpdate(f"update struct {client}:{clock} is out of range")
-        if count:
-            first, last = ranges.get(client, (start, clock))
-            ranges[client] = (min(first, start), max(last, clock))
+            raise InvalidUpdate(f"update refers to item {client}:{clock}, out of range")
     return UpdateShape(
         ranges=ranges, refs=frozenset(refs), parents=frozenset(parents), types=frozenset(types)
     )
