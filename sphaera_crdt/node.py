@@ -363,7 +363,7 @@ class Node:
         started = time.perf_counter()
         result = sync.handle_sync(self.replica, body)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
-        label = peer_id or "anonymous"
+        label = self.metrics.peer(peer_id)
         self.metrics.bytes_in.labels(label).inc(len(body))
         self.metrics.bytes_out.labels(label).inc(len(result.response))
         self.metrics.sync_exchanges.labels(label, "in", "ok").inc()
@@ -383,7 +383,7 @@ class Node:
         started = time.perf_counter()
         changes = self.replica.merge(body)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
-        label = peer_id or "anonymous"
+        label = self.metrics.peer(peer_id)
         self.metrics.bytes_in.labels(label).inc(len(body))
         if peer_id:
             self.peers.learn_update(peer_id, body)

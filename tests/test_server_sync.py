@@ -7,6 +7,7 @@ holding the node's entities, and the node ends up holding what the doc wrote.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import generate_latest
 from pycrdt import (
     Decoder,
     Doc,
@@ -29,6 +31,7 @@ from pycrdt import (
 
 from sphaera_crdt import Replica, Status
 from sphaera_crdt.core.lib0 import decode_state_vector
+from sphaera_crdt.net.metrics import MAX_PEER_LABELS
 from sphaera_crdt.net.server import create_app
 from sphaera_crdt.node import Node, NodeConfig
 
@@ -211,3 +214,20 @@ async def test_sync_counts_bytes_and_exchanges(client: Client, node: Node) -> No
     assert f'sphaera_sync_bytes_sent_total{{peer="q"}} {float(len(answer))}' in text
     assert 'sphaera_sync_exchanges_total{direction="in",outcome="ok",peer="q"} 1.0' in text
     assert 'sphaera_sync_exchanges_total{direction="in",outcome="error",peer="q"} 1.0' in text
+
+
+async def test_metric_labels_name_a_bounded_number_of_peers(node: Node) -> None:
+    body = frame(YSyncMessageType.SYNC_STEP1, Doc().get_state())
+    callers = [f"caller-{index}" for index in range(MAX_PEER_LABELS + 40)]
+    for caller in callers:
+        node.handle_sync(body, caller, None)
+    node.handle_sync(body, None, None)
+    exposition = generate_latest(node.metrics.registry).decode()
+    labels = set(re.findall(r'sphaera_sync_bytes_received_total\{peer="([^"]+)"\}', exposition))
+    assert labels == {*callers[:MAX_PEER_LABELS], "other", "anonymous"}
+    # Every exchange is still counted.
+    counted = re.findall(
+        r'sphaera_sync_exchanges_total\{direction="in",outcome="ok",peer="[^"]+"\} (\S+)',
+        exposition,
+    )
+    assert sum(float(count) for count in counted) == len(callers) + 1

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["NodeMetrics"]
+__all__ = ["MAX_PEER_LABELS", "NodeMetrics"]
+
+#: Peers named in metric labels; further peers are counted together as ``"other"``, so a
+#: caller that invents peer ids cannot grow the registry without bound.
+MAX_PEER_LABELS = 256
 
 
 class NodeMetrics:
     """The metrics a node exports on ``GET /metrics``."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_peer_labels: int = MAX_PEER_LABELS) -> None:
+        self._peer_labels: set[str] = set()
+        self._max_peer_labels = max_peer_labels
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.sync_exchanges = Counter(
@@ -62,3 +68,14 @@ class NodeMetrics:
             ["status"],
             registry=r,
         )
+
+    def peer(self, peer: str | None) -> str:
+        """The label value for a peer: its id or URL while labels are left, else ``"other"``."""
+        if not peer:
+            return "anonymous"
+        if peer in self._peer_labels:
+            return peer
+        if len(self._peer_labels) >= self._max_peer_labels:
+            return "other"
+        self._peer_labels.add(peer)
+        return peer

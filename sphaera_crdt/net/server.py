@@ -133,7 +133,7 @@ async def sync_route(request: web.Request) -> web.Response:
     try:
         answer = node.handle_sync(body, peer_id, peer_url)
     except RemoteError:
-        node.metrics.sync_exchanges.labels(peer_id or "anonymous", "in", "error").inc()
+        node.metrics.sync_exchanges.labels(node.metrics.peer(peer_id), "in", "error").inc()
         raise
     await _committed(node)
     return web.Response(
