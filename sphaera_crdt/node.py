@@ -326,8 +326,15 @@ class Node:
             self.directory[replica_id] = url.rstrip("/")
 
     def observe_peer(self, replica_id: str) -> None:
-        """A successful exchange with a peer is an observation of it (rate limited)."""
+        """A successful exchange with a peer is an observation of it (rate limited).
+
+        Only declared replicas are observed: an id a caller merely claims in a header would
+        otherwise leave an entry in the replicated state for every id ever claimed.
+        """
         if replica_id == self.replica.id:
+            return
+        declared = self.replica.entity(f"replica:{replica_id}")
+        if declared is None or declared.kind != "replica":
             return
         now = self.clock()
         window = self.config.liveness_window

@@ -83,27 +83,33 @@ def sync_types(messages: list[bytes]) -> list[YSyncMessageType]:
     return [YSyncMessageType(message[1]) for message in messages]
 
 
-def write_entity(
-    doc: Doc[Any], writer: str, entity_id: str, kind: str, attrs: dict[str, Any]
-) -> None:
-    """Write an entity the way a replica lays it out (one container per writer)."""
+def write_entities(doc: Doc[Any], writer: str, entities: dict[str, tuple[str, Any]]) -> None:
+    """Write ``{entity id: (kind, attrs)}`` the way a replica lays entities out (one
+    container per writer), in the first entry layout (stamps in hex, then ``:``)."""
     stamp = f"{int(_clock() * 1000) + 5:x}:"
-    base = f"e{SEP}{entity_id}{SEP}"
-    entries = {
-        base + "k": stamp + orjson.dumps(kind).decode(),
-        base + "q": stamp + "null",
-        base + "o": stamp + orjson.dumps(writer).decode(),
-        base + "x": stamp + "false",
-    }
-    for key, value in attrs.items():
-        entries[f"{base}a{SEP}{key}"] = stamp + orjson.dumps(value).decode()
+    entries = {}
+    for entity_id, (kind, attrs) in entities.items():
+        base = f"e{SEP}{entity_id}{SEP}"
+        entries[base + "k"] = stamp + orjson.dumps(kind).decode()
+        entries[base + "q"] = stamp + "null"
+        entries[base + "o"] = stamp + orjson.dumps(writer).decode()
+        entries[base + "x"] = stamp + "false"
+        for key, value in attrs.items():
+            entries[f"{base}a{SEP}{key}"] = stamp + orjson.dumps(value).decode()
     root = doc.get("w", type=Map)
     root[f"{writer}{SEP}d0c"] = Map(entries)
 
 
 async def test_a_bare_pycrdt_doc_syncs_over_http(client: Client, node: Node) -> None:
     doc: Doc[Any] = Doc()
-    write_entity(doc, "bare", "from-doc", "widget", {"color": "blue", "size": 3})
+    write_entities(
+        doc,
+        "bare",
+        {
+            "from-doc": ("widget", {"color": "blue", "size": 3}),
+            "replica:bare": ("replica", {}),  # it declares itself, so it is observed
+        },
+    )
     headers = {**OCTETS, "Sphaera-Replica": "bare", "Sphaera-Url": "http://127.0.0.1:1/"}
 
     # Round 1: the doc sends its state vector; the node answers STEP2 (what the doc
@@ -140,7 +146,7 @@ async def test_a_bare_pycrdt_doc_syncs_over_http(client: Client, node: Node) -> 
     # ... and the doc holds the node's entities: a replica built from it sees them.
     reader = Replica("reader", clock=_clock)
     reader.merge(doc.get_update())
-    assert {"db", "api", "replica:a", "from-doc"} <= set(reader.entities())
+    assert {"db", "api", "replica:a", "from-doc", "replica:bare"} <= set(reader.entities())
     assert reader.entity("db") is not None
     assert reader.entity("db").attrs == {"port": 5432}  # type: ignore[union-attr]
     # A successful exchange with a named peer is an observation of it.
@@ -231,3 +237,5 @@ async def test_metric_labels_name_a_bounded_number_of_peers(node: Node) -> None:
         exposition,
     )
     assert sum(float(count) for count in counted) == len(callers) + 1
+    # Ids that callers only claim, without declaring a replica, are not observed.
+    assert not any(o.subject.startswith("replica:caller-") for o in node.replica.observations())
