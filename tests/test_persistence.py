@@ -12,6 +12,7 @@ never older (an acknowledged write lost), never a state that never was.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import tempfile
 import time
@@ -410,9 +411,12 @@ async def test_disk_stays_bounded_under_heartbeat_churn(tmp_path: Path) -> None:
                 log_bound = ratio_bytes + stats.snapshot_bytes
                 assert stats.log_bytes <= log_bound
                 # The database holds the snapshot and the log (SQLite gives freed pages
-                # back); the write-ahead log stays within its floor.
-                wal_bound = (MIN_WAL_PAGES + 16) * 4096
+                # back); the write-ahead log stays within its floor, and the shared
+                # memory file at its 32 KB.
+                wal_bound = (MIN_WAL_PAGES + 16) * 4096 + 32 * 1024
                 assert stats.file_bytes <= 1.2 * (stats.snapshot_bytes + log_bound) + wal_bound
+                wal = tmp_path / (DB_NAME + "-wal")
+                assert wal.stat().st_size <= (MIN_WAL_PAGES + 16) * (4096 + 24) + 32
     assert persistence.compactions >= 25
     # Bounded: the files stop growing once compaction keeps up, so the second half of the
     # run is hardly bigger than the first.
@@ -442,14 +446,38 @@ async def test_the_log_is_compacted_once_it_outweighs_half_the_snapshot() -> Non
 def test_compaction_reuses_the_pages_of_the_old_snapshot(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path, durability="normal")
     size = 300_000
-    store.initialise("a", bytes(size))
+    noise = random.Random(5)  # incompressible snapshots: stored as they are
+    store.initialise("a", noise.randbytes(size))
     try:
         for round_ in range(6):
             store.append([bytes([round_]) * 90 for _ in range(300)])
-            store.compact(bytes([round_]) * (size + 1000 * round_))
+            store.compact(noise.randbytes(size + 1000 * round_))
             # The old snapshot and the log are gone from the file, not just unused, and
             # the write-ahead log is empty.
             assert store.stats().file_bytes <= size + 1000 * round_ + 32 * 4096
+    finally:
+        store.close()
+
+
+def test_snapshots_and_large_updates_are_stored_compressed(tmp_path: Path) -> None:
+    replica = Replica("a")
+    for index in range(2000):
+        replica.declare(f"svc-{index:05d}", kind="service", attrs={"port": 8000 + index})
+    state = replica.delta()
+    heartbeat = b"h" * 100
+    store = SQLiteStore(tmp_path, durability="normal")
+    try:
+        store.initialise("a", b"\x00\x00")
+        store.append([heartbeat, state])
+        store.compact(state)
+        stats = store.stats()
+        assert (stats.snapshot_bytes, stats.log_bytes) == (len(state), 0)
+        # Database, write-ahead log and shared memory together: a Yrs state shrinks
+        # several times over.
+        assert stats.file_bytes < len(state) / 2
+        store.append([heartbeat])
+        saved = store.load("a")
+        assert saved is not None and saved.updates == [state, heartbeat]
     finally:
         store.close()
 

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,39 @@ def flipped_byte_in_an_update(tmp_path: Path) -> Broken:
     return Broken(path.parent, "a", path, "does not match its checksum")
 
 
+def compressed_database(tmp_path: Path) -> Path:
+    """A sound database whose snapshot is stored compressed; returns its path."""
+    path = make_database(tmp_path / "a", entities=60)
+    open_directory(path.parent, "a")  # restoring compacts: the snapshot holds the entities
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT codec FROM snapshot").fetchone()[0] == "zlib"
+    db.close()
+    return path
+
+
+def flipped_byte_in_a_compressed_snapshot(tmp_path: Path) -> Broken:
+    path = compressed_database(tmp_path)
+    with sqlite3.connect(path) as db:
+        stored = db.execute("SELECT data FROM snapshot").fetchone()[0]
+    db.close()
+    data = bytearray(path.read_bytes())
+    where = data.index(stored[100:140]) + 5
+    data[where] ^= 0x01
+    path.write_bytes(bytes(data))
+    return Broken(path.parent, "a", path, "the snapshot does not match its checksum")
+
+
+def rewritten_snapshot(tmp_path: Path, change: str, says: str) -> Broken:
+    """A snapshot row changed behind the store's back, with a checksum that matches."""
+    path = compressed_database(tmp_path)
+    with sqlite3.connect(path) as db:
+        db.create_function("crc32", 1, zlib.crc32)
+        db.execute(f"UPDATE snapshot SET {change}")
+        db.execute("UPDATE snapshot SET crc = crc32(data)")
+    db.close()
+    return Broken(path.parent, "a", path, says)
+
+
 def truncated_file(tmp_path: Path) -> Broken:
     path = make_database(tmp_path / "a", entities=300)
     data = path.read_bytes()
@@ -135,6 +169,16 @@ CASES: dict[str, Callable[[Path], Broken]] = {
     "newer schema": newer_schema,
     "garbage file": garbage_file,
     "flipped byte in an update": flipped_byte_in_an_update,
+    "flipped byte in a compressed snapshot": flipped_byte_in_a_compressed_snapshot,
+    "snapshot that does not decompress": lambda tmp_path: rewritten_snapshot(
+        tmp_path, "data = substr(data, 1, length(data) / 2)", "cannot be decompressed"
+    ),
+    "snapshot of another size": lambda tmp_path: rewritten_snapshot(
+        tmp_path, "size = size + 1", r"the snapshot holds \d+ bytes, not \d+"
+    ),
+    "snapshot of an unknown codec": lambda tmp_path: rewritten_snapshot(
+        tmp_path, "codec = 'lz4'", "the snapshot has codec 'lz4'"
+    ),
     "truncated file": truncated_file,
     "foreign sqlite database": foreign_sqlite,
     "another application's database": other_application,
@@ -209,6 +253,53 @@ def test_an_older_schema_is_migrated(tmp_path: Path) -> None:
         columns = {row[1] for row in db.execute("PRAGMA table_info(log)")}
     db.close()
     assert "crc" in columns
+
+
+def test_a_version_2_database_is_migrated_and_keeps_its_log_in_order(tmp_path: Path) -> None:
+    """Version 2 stores every update as it is and numbers the log with AUTOINCREMENT."""
+    replica = Replica("a")
+    updates: list[bytes] = []
+    replica.on_update(updates.append)
+    snapshot = replica.delta()
+    for index in range(40):
+        replica.declare(f"svc-{index}", attrs={"text": "x" * (index * 40)})
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        for _, script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO meta VALUES ('replica_id', 'a')")
+        db.execute(
+            "INSERT INTO snapshot (id, data, crc) VALUES (1, ?, ?)",
+            (snapshot, zlib.crc32(snapshot)),
+        )
+        db.executemany(
+            "INSERT INTO log (data, crc) VALUES (?, ?)",
+            [(update, zlib.crc32(update)) for update in updates],
+        )
+    db.close()
+    store = SQLiteStore(tmp_path)
+    try:
+        saved = store.load("a")
+        assert saved is not None
+        assert saved.updates == [snapshot, *updates]
+        stats = store.stats()
+        assert (stats.log_count, stats.log_bytes) == (len(updates), sum(map(len, updates)))
+        # New appends go after the migrated ones, and large ones are compressed.
+        store.append([b"y" * 4000])
+        saved = store.load("a")
+        assert saved is not None and saved.updates[-1] == b"y" * 4000
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        log_sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'log'").fetchone()[0]
+        assert "AUTOINCREMENT" not in log_sql.upper()
+        last = db.execute("SELECT codec, size, length(data) FROM log ORDER BY seq DESC").fetchone()
+        assert last[:2] == ("zlib", 4000) and last[2] < 100
+    db.close()
 
 
 def test_one_directory_is_one_process(tmp_path: Path) -> None:

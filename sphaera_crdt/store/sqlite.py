@@ -1,18 +1,24 @@
 """A replica's durable state in one embedded SQLite database (WAL journal).
 
-Layout (schema version 2)::
+Layout (schema version 3)::
 
-    meta(key, value)            replica_id
-    snapshot(id = 1, data, crc) the compacted state: one Yrs update
-    log(seq, data, crc)         updates committed since the snapshot, in order
+    meta(key, value)                          replica_id
+    snapshot(id = 1, data, crc, codec, size)  the compacted state: one Yrs update
+    log(seq, data, crc, codec, size)          updates committed since the snapshot, in order
 
-``crc`` is the CRC-32 of ``data``, checked on every load (rows written before migration
-0002 have none). ``PRAGMA application_id`` marks the file as this project's and
-``PRAGMA user_version`` counts the named migrations applied. Opening refuses, with a
-message naming the file, a database of another replica, of a newer schema, of another
-application, a corrupt file, a write-ahead log whose database is missing, or a database
-another process has open (``replica.sqlite3.lock``): each would otherwise give a silently
-empty or diverging replica, or lose updates.
+``crc`` is the CRC-32 of ``data`` as stored, checked on every load (rows written before
+migration 0002 have none). Updates of :data:`COMPRESS_FROM` bytes or more (the snapshot,
+a rotation of the replica's container, a peer's state merged at once) are stored
+zlib-compressed, ``codec = 'zlib'``, unless that would not make them smaller (a Yrs update
+of a whole state shrinks about sevenfold); ``size`` is then the update's own length.
+Small updates, such as heartbeats, are stored as they are.
+
+``PRAGMA application_id`` marks the file as this project's and ``PRAGMA user_version``
+counts the named migrations applied. Opening refuses, with a message naming the file, a
+database of another replica, of a newer schema, of another application, a corrupt file,
+a write-ahead log whose database is missing, or a database another process has open
+(``replica.sqlite3.lock``): each would otherwise give a silently empty or diverging
+replica, or lose updates.
 
 ``durability="full"`` is SQLite ``synchronous=FULL``: a committed append survives power
 loss. ``"normal"`` is ``synchronous=NORMAL``: it survives a crash of the process, and a
@@ -21,8 +27,10 @@ power loss may drop the last appends (peers send them again).
 Disk use follows the state, not its history: compaction deletes the log and the old
 snapshot before it inserts the new one (which reuses their pages), ``auto_vacuum=FULL``
 gives freed pages back to the file system, and the write-ahead log is emptied after each
-compaction and checkpointed whenever it outgrows a quarter of the snapshot (or
-:data:`MIN_WAL_PAGES`).
+compaction and checkpointed (and truncated) whenever it outgrows a quarter of the stored
+snapshot, or :data:`MIN_WAL_PAGES`. An append writes one page to the write-ahead log (the
+log table has no ``AUTOINCREMENT`` counter to update beside it), so a small write-ahead
+log still holds many commits between checkpoints.
 """
 
 from __future__ import annotations
@@ -42,14 +50,23 @@ from .base import Saved, StoreError, StoreStats
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["APPLICATION_ID", "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = [
+    "APPLICATION_ID",
+    "DB_NAME",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQLiteStore",
+    "footprint",
+]
 
 DB_NAME: Final = "replica.sqlite3"
 #: "SPHR"
 APPLICATION_ID: Final = 0x53504852
 Durability = Literal["full", "normal"]
 #: The write-ahead log is checkpointed (and truncated) at this many pages at least.
-MIN_WAL_PAGES: Final = 64
+MIN_WAL_PAGES: Final = 16
+#: zlib level of stored updates: the fastest; higher levels save a few percent more.
+ZLIB_LEVEL: Final = 1
 
 #: Named migrations, applied in order; ``user_version`` is how many have been applied.
 MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
@@ -70,7 +87,29 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         ALTER TABLE log ADD COLUMN crc INTEGER;
         """,
     ),
+    (
+        # codec NULL: data is the update itself; 'zlib': compressed. size: the update's
+        # length (NULL: that of data). The log is rebuilt without AUTOINCREMENT, which
+        # updates sqlite_sequence on every insert: a second page written to the
+        # write-ahead log per append. Sequence numbers only order the log, which
+        # compaction empties, so reusing them afterwards is harmless.
+        "0003_compression",
+        """
+        ALTER TABLE snapshot ADD COLUMN codec TEXT;
+        ALTER TABLE snapshot ADD COLUMN size INTEGER;
+        CREATE TABLE log_0003 (
+            seq INTEGER PRIMARY KEY, data BLOB NOT NULL, crc INTEGER, codec TEXT, size INTEGER
+        );
+        INSERT INTO log_0003 (seq, data, crc) SELECT seq, data, crc FROM log;
+        DROP TABLE log;
+        ALTER TABLE log_0003 RENAME TO log;
+        """,
+    ),
 )
+#: Codecs a stored update may use (``None``: stored as it is).
+CODECS: Final = (None, "zlib")
+#: Updates shorter than this are stored as they are (a heartbeat's is about 100 bytes).
+COMPRESS_FROM: Final = 512
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -198,14 +237,14 @@ class SQLiteStore:
         row = db.execute("SELECT length(data) FROM snapshot WHERE id = 1").fetchone()
         self._bound_wal(int(row[0]) if row else 0)
 
-    def _bound_wal(self, snapshot_bytes: int) -> None:
-        """Keep the write-ahead log below a quarter of the snapshot (or a small minimum).
+    def _bound_wal(self, stored_bytes: int) -> None:
+        """Keep the write-ahead log below a quarter of the stored snapshot (or a minimum).
 
         SQLite checkpoints the log every ``wal_autocheckpoint`` pages and, with
         ``journal_size_limit``, truncates it when it starts over; its default of 1000
         pages (4 MB) would be many times the state of a small replica.
         """
-        pages = max(MIN_WAL_PAGES, snapshot_bytes // 4 // self._page_size)
+        pages = max(MIN_WAL_PAGES, stored_bytes // 4 // self._page_size)
         self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
         self._db.execute(f"PRAGMA journal_size_limit={pages * self._page_size}")
 
@@ -226,26 +265,47 @@ class SQLiteStore:
                     f"{self.path} belongs to replica {owner!r}, not {replica_id!r}: a database "
                     "copied to another node id would make two replicas write as one"
                 )
-            snapshot = self._db.execute("SELECT data, crc FROM snapshot WHERE id = 1").fetchone()
+            snapshot = self._db.execute(
+                "SELECT data, crc, codec, size FROM snapshot WHERE id = 1"
+            ).fetchone()
             if snapshot is None:
                 raise StoreError(f"{self.path} is incomplete: it has no snapshot")
-            self._verify("the snapshot", *snapshot)
-            updates = [snapshot[0]]
-            for seq, data, crc in self._db.execute("SELECT seq, data, crc FROM log ORDER BY seq"):
-                self._verify(f"log entry {seq}", data, crc)
-                updates.append(data)
+            updates = [self._decode("the snapshot", *snapshot)]
+            for seq, *row in self._db.execute(
+                "SELECT seq, data, crc, codec, size FROM log ORDER BY seq"
+            ):
+                updates.append(self._decode(f"log entry {seq}", *row))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be read: {exc}") from exc
         return Saved(replica_id=replica_id, updates=updates)
 
-    def _verify(self, what: str, data: object, crc: int | None) -> None:
-        # Rows written before migration 0002 have no checksum.
+    def _decode(self, what: str, data: object, crc: object, codec: object, size: object) -> bytes:
+        """An update from its stored row, checked against its checksum and size.
+
+        Rows written before migration 0002 have no checksum, and before 0003 no codec.
+        """
         if type(data) is not bytes or (crc is not None and zlib.crc32(data) != crc):
             raise StoreError(f"{self.path} is corrupt: {what} does not match its checksum")
+        if codec not in CODECS or not (size is None or type(size) is int):
+            raise StoreError(f"{self.path} is corrupt: {what} has codec {codec!r}, size {size!r}")
+        update = data
+        if codec == "zlib":
+            try:
+                update = zlib.decompress(data)
+            except zlib.error as exc:
+                raise StoreError(
+                    f"{self.path} is corrupt: {what} cannot be decompressed: {exc}"
+                ) from exc
+        if size is not None and len(update) != size:
+            raise StoreError(
+                f"{self.path} is corrupt: {what} holds {len(update)} bytes, not {size}"
+            )
+        return update
 
     @_serialised
     def initialise(self, replica_id: str, snapshot: bytes) -> None:
         self._check_open()
+        row = _row(snapshot)
         try:
             self._db.execute("BEGIN IMMEDIATE")
             if self._db.execute("SELECT count(*) FROM meta").fetchone()[0]:
@@ -254,10 +314,7 @@ class SQLiteStore:
             self._db.execute(
                 "INSERT INTO meta (key, value) VALUES ('replica_id', ?)", (replica_id,)
             )
-            self._db.execute(
-                "INSERT INTO snapshot (id, data, crc) VALUES (1, ?, ?)",
-                (snapshot, zlib.crc32(snapshot)),
-            )
+            self._db.execute(_INSERT_SNAPSHOT, row)
             self._db.execute("COMMIT")
             self._initialised = True
         except sqlite3.Error as exc:
@@ -280,11 +337,11 @@ class SQLiteStore:
         self._check_initialised("append to")
         if not updates:
             return
+        rows = [_row(update) for update in updates]
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO log (data, crc) VALUES (?, ?)",
-                [(update, zlib.crc32(update)) for update in updates],
+                "INSERT INTO log (data, crc, codec, size) VALUES (?, ?, ?, ?)", rows
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -295,16 +352,14 @@ class SQLiteStore:
     def compact(self, snapshot: bytes) -> None:
         self._check_open()
         self._check_initialised("compact")
+        row = _row(snapshot)
         try:
             # Delete first: the new snapshot then reuses the pages of the old one and of
             # the log (an UPDATE would write it beside the old one, doubling the file).
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM log")
             self._db.execute("DELETE FROM snapshot")
-            self._db.execute(
-                "INSERT INTO snapshot (id, data, crc) VALUES (1, ?, ?)",
-                (snapshot, zlib.crc32(snapshot)),
-            )
+            self._db.execute(_INSERT_SNAPSHOT, row)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -312,7 +367,7 @@ class SQLiteStore:
         try:
             # Empty the write-ahead log, which holds the whole snapshot now.
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            self._bound_wal(len(snapshot))
+            self._bound_wal(len(row[0]))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot reclaim space after compacting: {exc}") from exc
 
@@ -320,19 +375,16 @@ class SQLiteStore:
     def stats(self) -> StoreStats:
         self._check_open()
         count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(data)), 0) FROM log"
+            "SELECT count(*), coalesce(sum(coalesce(size, length(data))), 0) FROM log"
         ).fetchone()
-        row = self._db.execute("SELECT length(data) FROM snapshot WHERE id = 1").fetchone()
-        files = sum(
-            path.stat().st_size
-            for path in (self.path, self.path.with_name(DB_NAME + "-wal"))
-            if path.exists()
-        )
+        row = self._db.execute(
+            "SELECT coalesce(size, length(data)) FROM snapshot WHERE id = 1"
+        ).fetchone()
         return StoreStats(
             log_count=int(count),
             log_bytes=int(size),
             snapshot_bytes=int(row[0]) if row else 0,
-            file_bytes=files,
+            file_bytes=footprint(self.path),
         )
 
     @_serialised
@@ -350,6 +402,34 @@ class SQLiteStore:
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+
+
+_INSERT_SNAPSHOT: Final = "INSERT INTO snapshot (id, data, crc, codec, size) VALUES (1, ?, ?, ?, ?)"
+
+
+def _row(update: bytes) -> tuple[bytes, int, str | None, int | None]:
+    """An update's stored form: ``(data, crc, codec, size)``.
+
+    Updates of :data:`COMPRESS_FROM` bytes or more (snapshots, rotations, merges of a
+    peer's state) are compressed unless that does not make them smaller. Compressing a
+    large state takes a while: callers do it before their transaction begins.
+    """
+    if len(update) >= COMPRESS_FROM:
+        packed = zlib.compress(update, ZLIB_LEVEL)
+        if len(packed) < len(update):
+            return packed, zlib.crc32(packed), "zlib", len(update)
+    return update, zlib.crc32(update), None, None
+
+
+def footprint(path: Path) -> int:
+    """Bytes on disk of a database: the file, its write-ahead log and its shared memory."""
+    total = 0
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        try:
+            total += path.with_name(name).stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def _lock(path: Path) -> IO[bytes]:
