@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from store_contract import Clock, replica_state
 
 from sphaera_crdt import Replica
+from sphaera_crdt.core import ydoc
 from sphaera_crdt.persistence import (
     DEFAULT_COMPACT_RATIO,
     MIN_RATIO_BYTES,
@@ -510,3 +511,35 @@ async def test_close_finishes_a_compaction_under_way_and_is_idempotent() -> None
     await persistence.close()
     assert persistence.compactions == 1
     assert store.reopened().stats().log_count == 0
+
+
+# -- restoring retires the earlier container ---------------------------------------------
+
+
+def test_restore_retires_a_large_earlier_container_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The earlier incarnation's container is emptied batch by batch, then retired: the
+    restored replica and a peer that merges it agree, and nothing of it stays live."""
+    monkeypatch.setattr(ydoc, "DROP_BATCH", 7)
+    clock = Clock()
+    before = Replica("a", clock=clock)
+    for index in range(40):
+        before.declare(f"svc-{index}", attrs={"port": index})
+        before.observe(f"svc-{index}", value=index)
+    peer = Replica("b", clock=clock)
+    peer.merge(before.delta())
+    old = before.nonce
+    restored = Replica.restore("a", [before.delta()], clock=clock)
+    assert restored.nonce != old
+    assert replica_state(restored) == replica_state(before)
+    containers = restored._doc._root
+    assert containers.get(f"a\x1f{old}") == ""
+    assert len(containers.get(f"a\x1f{restored.nonce}")) == len(before._doc.own_entries)
+    peer.merge(restored.delta(peer.state_vector()))
+    restored.merge(peer.delta(restored.state_vector()))
+    assert peer._doc._root.get(f"a\x1f{old}") == ""
+    assert replica_state(peer) == replica_state(restored)
+    assert peer.entity("svc-39") is not None
+    # The state holds the live entries once, not the retired ones beside them.
+    assert len(restored.delta()) < 1.3 * len(before.delta())

@@ -48,6 +48,8 @@ ROTATE_FACTOR: Final = 2
 #: The document is rebuilt once more items than this (and than the live entries it holds)
 #: were collected since the last rebuild.
 MIN_RELOAD: Final = 4096
+#: Entries removed per transaction when a container is retired (see :meth:`drop_containers`).
+DROP_BATCH: Final = 1000
 
 #: (writer key, entry key, entry text) seen on a merge.
 EntryChange = tuple[str, str, str]
@@ -199,16 +201,35 @@ class DocumentAdapter:
         A retired key is overwritten with an empty string rather than deleted: the
         overwrite deletes the container wherever it is integrated, so the deletion travels
         with deltas that carry no delete set (see :meth:`delta`).
+
+        The entries are removed first, :data:`DROP_BATCH` per transaction: Yrs deletes a
+        container's entries in hash order, and keeps a transaction's deletions in a sorted
+        vector, so deleting a large container in one go takes time quadratic in its size
+        (10 s for 600,000 entries). The result is the same. Each batch is a transaction:
+        call this before anything subscribes to the document's updates (restoring does).
         """
         keys = [key for key in keys if key != self.key and key in self._root]
         if not keys:
             return
         self._clocks = None
+        for key in keys:
+            old = self._subs.pop(key, None)
+            if old is not None:
+                old[1].drop()
+            container = self._root.get(key)
+            if isinstance(container, Map):
+                entries = list(container.keys())
+                remove = container.integrated.remove
+                for start in range(0, len(entries), DROP_BATCH):
+                    handle = self.doc._doc.create_transaction()
+                    try:
+                        for entry in entries[start : start + DROP_BATCH]:
+                            remove(handle, entry)
+                    finally:
+                        handle.commit()
+                        handle.drop()
         with self.doc.transaction():
             for key in keys:
-                old = self._subs.pop(key, None)
-                if old is not None:
-                    old[1].drop()
                 self._root[key] = RETIRED
 
     def reload(self) -> None:
@@ -347,7 +368,15 @@ class DocumentAdapter:
         if not isinstance(container, Map):
             return
         self._subs[key] = (container, container.integrated.observe(self._entry_observer(key)))
-        for entry_key, text in container.items():
+        # Read in one transaction: pycrdt's items() opens one per entry, three times slower.
+        with self.doc.transaction() as txn:
+            handle = txn._txn
+            get = container.integrated.get
+            entries = [
+                (entry_key, get(handle, entry_key))
+                for entry_key in container.integrated.keys(handle)
+            ]
+        for entry_key, text in entries:
             if type(text) is str:
                 yield key, entry_key, text
 
