@@ -8,9 +8,9 @@ write awaits :meth:`Persistence.flush` first: it returns once everything recorde
 call is committed.
 
 Compaction runs in the same writer task, between appends: when the log passes a count or
-size threshold, or outweighs half the snapshot, the replica's whole state is encoded (on
-the event loop, where the document lives) and the store replaces its snapshot and log by
-it in one transaction. The encoding includes every update recorded so far, and the worker
+size threshold, or outweighs a quarter of the snapshot, the replica's whole state is
+encoded (on the event loop, where the document lives) and the store replaces its snapshot
+and log by it in one transaction. The encoding includes every update recorded so far, and the worker
 thread runs store calls in the order they were made, so updates recorded meanwhile are
 appended after the new snapshot and nothing is ever lost; an update may appear in both the
 snapshot and the log, which is harmless because updates are idempotent.
@@ -36,8 +36,9 @@ __all__ = ["Persistence", "open_replica"]
 
 DEFAULT_COMPACT_COUNT: Final = 10_000
 DEFAULT_COMPACT_BYTES: Final = 16 * 1024 * 1024
-#: Compact once the log outweighs this fraction of the snapshot...
-DEFAULT_COMPACT_RATIO: Final = 0.5
+#: Compact once the log outweighs this fraction of the snapshot (the update, before the
+#: store compresses it)...
+DEFAULT_COMPACT_RATIO: Final = 0.25
 #: ...unless it is smaller than this (a small replica would compact at every write).
 MIN_RATIO_BYTES: Final = 64 * 1024
 T = TypeVar("T")
@@ -87,7 +88,9 @@ class Persistence:
         compact_ratio: ...or more bytes than this fraction of the snapshot (and at least
             :data:`MIN_RATIO_BYTES`). The store then holds at most ``1 + compact_ratio``
             times the state, however long the history, and each compaction (which costs
-            the size of the state) is paid for by that many bytes of appends.
+            the size of the state) is paid for by that many bytes of appends. Snapshots
+            are stored compressed and heartbeats are not, so the log is most of the disk
+            use of a small replica: a quarter keeps it well below the state's size.
     """
 
     def __init__(

@@ -63,8 +63,10 @@ DB_NAME: Final = "replica.sqlite3"
 #: "SPHR"
 APPLICATION_ID: Final = 0x53504852
 Durability = Literal["full", "normal"]
-#: The write-ahead log is checkpointed (and truncated) at this many pages at least.
-MIN_WAL_PAGES: Final = 16
+#: The write-ahead log is checkpointed (and truncated) at this many pages at least: about
+#: as many commits of one writer, each of which costs two fsyncs at ``synchronous=NORMAL``
+#: (fewer pages make acknowledged writes slower when fsync is slow).
+MIN_WAL_PAGES: Final = 32
 #: zlib level of stored updates: the fastest; higher levels save a few percent more.
 ZLIB_LEVEL: Final = 1
 
