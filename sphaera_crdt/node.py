@@ -31,6 +31,7 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from .core import sync
+from .core.gossip import GossipPlanner
 from .core.constraints import observed
 from .core.replica import Replica
 from .core.views import Change, RecordChange, Status
@@ -168,6 +169,8 @@ class Node:
         self.metrics = NodeMetrics()
         self.events = EventHub()
         self.peers = sync.PeerKnowledge()
+        #: the gossip's decisions (what to send, what answers teach), shared with the server
+        self.planner = GossipPlanner(self.replica, self.peers)
         #: replica id -> URL, from seeds, sync headers and replica entities
         self.directory: dict[str, str] = {}
         self.seeds: tuple[str, ...] = tuple(url.rstrip("/") for url in config.peers)
@@ -368,7 +371,7 @@ class Node:
             RemoteError: The body is malformed; nothing changed.
         """
         started = time.perf_counter()
-        result = sync.handle_sync(self.replica, body)
+        result = self.planner.answer(body, peer_id)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
         label = self.metrics.peer(peer_id)
         self.metrics.bytes_in.labels(label).inc(len(body))
@@ -376,8 +379,6 @@ class Node:
         self.metrics.sync_exchanges.labels(label, "in", "ok").inc()
         if peer_id:
             self.note_peer(peer_id, peer_url)
-            if result.peer_state is not None:
-                self.peers.learn_state(peer_id, result.peer_state)
             self.observe_peer(peer_id)
         return result.response
 
@@ -410,9 +411,7 @@ class Node:
         self._wake.set()
 
     def _on_record(self, change: RecordChange) -> None:
-        self._wake.set()
-        if change.local and self.gossip is not None:
-            self.gossip.push_soon()
+        self._wake.set()  # local changes start gossip's eager pushes by themselves
 
     async def _timer(self) -> None:
         """Tick the replica at its next deadline (and re-arm whenever something changed)."""

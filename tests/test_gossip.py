@@ -92,10 +92,15 @@ async def test_first_contact_learns_the_seed_and_pushes_what_it_lacks(start: Sta
     b.replica.declare("x", attrs={"n": 1})
     await b.gossip.flush()
     (exchange,) = await b.gossip.round()
+    # a pull (STEP1 only: b knows nothing of a), then exactly what a's answer showed missing
     assert exchange.ok and exchange.peer_id == "a"
+    assert exchange.requests == 2 and exchange.pushed
     assert a.replica.entity("x") is not None
     assert b.peers.pending(b.replica, "a") is None
-    assert a.peers.pending(a.replica, "b") is None
+    # the push carried no state vector: a learned from the update what b holds of its own
+    known = a.peers.peers["b"].known
+    clocks = b.replica.clocks()
+    assert all(known[client] == clocks[client] for client in b.replica.writer_clients)
     assert b.directory["a"] == a.url and a.directory["b"] == b.url
     assert a.replica.exists("replica:b") and b.replica.exists("replica:a")
 

@@ -45,7 +45,7 @@ from .records import (
     stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
-from .ydoc import DocumentAdapter, PanicException, split_writer_key
+from .ydoc import DocumentAdapter, Identities, PanicException, split_writer_key
 
 __all__ = ["Clock", "Replica"]
 
@@ -73,6 +73,8 @@ class Replica:
             a store that restores a replica passes the one it had.
         client_id: The Yrs client id (random by default). Never reuse one with restored state.
         declare_self: Declare ``replica:<id>`` at construction (default true).
+        identities: Draws the nonce and the Yrs client ids not given (random by default);
+            a seeded source makes a replica's bytes repeatable.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Replica:
         nonce: str | None = None,
         client_id: int | None = None,
         declare_self: bool = True,
+        identities: Identities | None = None,
     ) -> None:
         self.id: Final = names.check_replica_id(replica_id)
         self._clock = clock
@@ -105,6 +108,7 @@ class Replica:
             epoch=epoch,
             client_id=client_id,
             live_hint=lambda: self._view.size,
+            identities=identities,
         )
         # Stamps never go below the epoch, so offsets written in entries stay positive.
         self._stamp = epoch - 1
@@ -130,13 +134,14 @@ class Replica:
         predicates: Mapping[str, Callable[..., Any]] | None = None,
         logger: logging.Logger | None = None,
         declare_self: bool = True,
+        identities: Identities | None = None,
     ) -> Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
         The replica gets a fresh Yrs client id (reusing one with restored state makes
         replicas diverge silently) and a fresh container: the entries of its earlier
         containers are copied into it, and the old containers are dropped. Every status is
-        then derived from scratch.
+        then derived from scratch. ``identities`` draws the new client ids and nonce.
 
         Raises:
             InvalidUpdate: A saved update cannot be applied.
@@ -147,6 +152,7 @@ class Replica:
             predicates=predicates,
             logger=logger,
             declare_self=False,
+            identities=identities,
         )
         view = replica._view
         mine: dict[str, tuple[int, str]] = {}
@@ -194,6 +200,12 @@ class Replica:
     def client_id(self) -> int:
         """The Yrs client id of this replica's document."""
         return int(self._doc.doc.client_id)
+
+    @property
+    def writer_clients(self) -> tuple[int, int]:
+        """Every Yrs client id this replica writes with: its document's and its root writer's
+        (which creates its containers). Its local changes are the items of these clients."""
+        return self._doc.writer_clients
 
     def now(self) -> float:
         """The replica's clock."""

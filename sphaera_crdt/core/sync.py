@@ -8,7 +8,8 @@ A sync body is y-protocols SYNC messages back to back, exactly as pycrdt's
 One HTTP round trip is a push-pull: the caller sends STEP1 (its state vector) and,
 optionally, an UPDATE with what it believes the callee lacks; the callee merges the update
 and answers STEP2 (what the caller lacks, per the caller's state vector) then STEP1 (its own
-state vector). A bare pycrdt client that answers the callee's STEP1 with
+state vector). A body without STEP1 is a push alone: the callee merges it and answers
+its STEP1 only. A bare pycrdt client that answers the callee's STEP1 with
 ``handle_sync_message`` sends a STEP2 back, which the callee merges like an UPDATE.
 
 :class:`PeerKnowledge` remembers, per peer, the newest state vector it is known to hold, so
@@ -17,7 +18,7 @@ that pushes carry only what a peer lacks and nothing is echoed back to where it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
@@ -25,6 +26,7 @@ from typing import Final
 import pycrdt
 
 from ..errors import InvalidUpdate, RemoteError
+from .updates import shape
 from .lib0 import decode_state_vector, encode_state_vector, read_varuint, write_varuint
 from .replica import Replica
 from .views import Change
@@ -145,10 +147,16 @@ class SyncResult:
     peer_state: bytes | None
     changes: list[Change] = field(default_factory=list)
     bytes_in: int = 0
+    #: the UPDATE and STEP2 messages the request carried (merged)
+    pushed: list[SyncMessage] = field(default_factory=list)
 
 
-def handle_sync(replica: Replica, body: bytes) -> SyncResult:
+def handle_sync(
+    replica: Replica, body: bytes, *, assume: Mapping[int, tuple[int, int]] | None = None
+) -> SyncResult:
     """Answer a sync request: merge what it carries, reply STEP2 + STEP1.
+
+    ``assume`` is passed on to :func:`delta_for` for the STEP2.
 
     Raises:
         InvalidMessage: The body is malformed.
@@ -157,30 +165,49 @@ def handle_sync(replica: Replica, body: bytes) -> SyncResult:
     """
     messages = decode_messages(body)
     peer_state: bytes | None = None
-    updates: list[bytes] = []
+    pushed: list[SyncMessage] = []
     peer_clocks: dict[int, int] | None = None
     for message in messages:
         if message.type is MessageType.STEP1:
             peer_clocks = decode_state_vector(message.payload)
             peer_state = message.payload
         else:
-            updates.append(message.payload)
-    changes = merge_update(replica, updates)
+            pushed.append(message)
+    changes = merge_update(replica, [message.payload for message in pushed])
     reply = []
     if peer_state is not None:
-        payload = delta_for(replica, peer_state, peer_clocks)
+        payload = delta_for(replica, peer_state, peer_clocks, assume)
         reply.append(SyncMessage(type=MessageType.STEP2, payload=payload))
     reply.append(SyncMessage(type=MessageType.STEP1, payload=replica.state_vector()))
     return SyncResult(
-        response=encode_messages(reply), peer_state=peer_state, changes=changes, bytes_in=len(body)
+        response=encode_messages(reply),
+        peer_state=peer_state,
+        changes=changes,
+        bytes_in=len(body),
+        pushed=pushed,
     )
 
 
-def sync_request(replica: Replica, push: bytes | None = None) -> bytes:
-    """The body a caller sends: STEP1 with its state vector, then an UPDATE if it pushes one."""
-    messages = [SyncMessage(type=MessageType.STEP1, payload=replica.state_vector())]
+def sync_request(
+    replica: Replica, push: bytes | None = None, *, pull: bool = True, reply: bool = False
+) -> bytes:
+    """The body a caller sends: STEP1 with its state vector, then an UPDATE if it pushes one.
+
+    With ``pull=False`` the body is the update alone (a push that asks for nothing back):
+    the callee then answers with its STEP1 only. With ``reply=True`` the update goes as a
+    STEP2, the answer to the STEP1 the callee sent earlier (the callee merges both alike).
+
+    Raises:
+        ValueError: ``pull=False`` without anything to push (the body would be empty).
+    """
+    if not pull and (push is None or push == EMPTY_UPDATE):
+        raise ValueError("a push-only request needs an update to push")
+    messages = []
+    if pull:
+        messages.append(SyncMessage(type=MessageType.STEP1, payload=replica.state_vector()))
     if push is not None and push != EMPTY_UPDATE:
-        messages.append(SyncMessage(type=MessageType.UPDATE, payload=push))
+        kind = MessageType.STEP2 if reply else MessageType.UPDATE
+        messages.append(SyncMessage(type=kind, payload=push))
     return encode_messages(messages)
 
 
@@ -190,15 +217,33 @@ def covers(have: dict[int, int], want: dict[int, int]) -> bool:
 
 
 def delta_for(
-    replica: Replica, peer_state: bytes, peer_clocks: dict[int, int] | None = None
+    replica: Replica,
+    peer_state: bytes,
+    peer_clocks: dict[int, int] | None = None,
+    assume: Mapping[int, tuple[int, int]] | None = None,
 ) -> bytes:
     """What a peer at ``peer_state`` lacks; :data:`EMPTY_UPDATE` if it lacks nothing.
 
     In this project's document layout every change inserts items, so a peer whose state
     vector covers ours lacks nothing (Yrs would otherwise resend the whole delete set).
+
+    ``assume`` maps clients to clock ranges ``(start, end)`` the peer is taken to receive
+    by other means: where the peer holds a client's items up to ``start``, the delta leaves
+    out that client's items up to ``end``.
     """
     if peer_clocks is None:
         peer_clocks = decode_state_vector(peer_state)
+    if assume:
+        raised: dict[int, int] | None = None
+        for client, (start, end) in assume.items():
+            have = peer_clocks.get(client, 0)
+            if start <= have < end:
+                if raised is None:
+                    raised = dict(peer_clocks)
+                raised[client] = end
+        if raised is not None:
+            peer_clocks = raised
+            peer_state = encode_state_vector(raised)
     if covers(peer_clocks, replica.clocks()):
         return EMPTY_UPDATE
     return replica.delta(peer_state)
@@ -241,9 +286,23 @@ class PeerKnowledge:
                 known[client] = clock
 
     def learn_update(self, replica_id: str, update: bytes) -> None:
-        """The peer holds everything in ``update`` (it sent or acknowledged it)."""
-        if update != EMPTY_UPDATE:
-            self.learn_state(replica_id, pycrdt.get_state(update))
+        """The peer holds every item of ``update`` and what precedes them (it sent them).
+
+        The peer's clock of each client is at least the end of the range the update
+        carries for it. (``pycrdt.get_state(update)`` would not do: it names only the
+        clients whose structs an update carries from clock 0, so it learns nothing from an
+        incremental update.)
+
+        Raises:
+            InvalidUpdate: The bytes are not a well-formed update; nothing is learned.
+        """
+        if update == EMPTY_UPDATE:
+            return
+        ranges = shape(update).ranges
+        known = self.peer(replica_id).known
+        for client, (_, end) in ranges.items():
+            if end > known.get(client, 0):
+                known[client] = end
 
     def pending(self, replica: Replica, replica_id: str) -> bytes | None:
         """The delta the peer lacks by what we know of it, or ``None`` if nothing."""

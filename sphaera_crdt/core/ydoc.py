@@ -20,21 +20,35 @@ bounded by the live data (plus a small constant per rotation), not by history.
 Change detection: pycrdt's high-level events build every field eagerly and cost several
 times a write, so the adapter subscribes with the integrated (low-level) map observers
 and only reads ``event.keys``. The replica's own container is never observed: only this
-replica writes it, so local writes pay nothing for observation.
+replica writes it, so local writes pay nothing for observation. The observers append to
+plain lists and never refer to the adapter: the Rust document holds them where Python's
+collector cannot see, so an observer that pointed back at the adapter would keep the
+adapter, its document and its replica alive for ever.
+
+Identities: the document's Yrs client id, the root writer's and the container nonce are
+random by default; an :class:`Identities` source (a seeded one in the simulator) draws
+them instead.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pycrdt import Doc, Map, Subscription
 
 from ..errors import InvalidUpdate
 from .lib0 import decode_state_vector, encode_state_vector
 
-__all__ = ["MIN_ROTATE", "SEP", "DocumentAdapter", "EntryChange", "PanicException"]
+__all__ = [
+    "MIN_ROTATE",
+    "SEP",
+    "DocumentAdapter",
+    "EntryChange",
+    "Identities",
+    "PanicException",
+]
 
 SEP: Final = "\x1f"
 ROOT: Final = "w"
@@ -60,6 +74,16 @@ except ImportError:  # pragma: no cover - pyo3 registers the module once pycrdt 
     PanicException = BaseException
 
 
+class Identities(Protocol):
+    """Where a document's random identities come from (the default is the OS's randomness)."""
+
+    def client_id(self) -> int:
+        """A fresh Yrs client id: a positive integer below 2**53, never handed out before."""
+
+    def nonce(self, epoch: int) -> str:
+        """A fresh container nonce ending with ``.<epoch in hex>``."""
+
+
 def writer_key(replica_id: str, nonce: str) -> str:
     return f"{replica_id}{SEP}{nonce}"
 
@@ -80,6 +104,8 @@ class DocumentAdapter:
             digits and ``epoch``, the stamp from which entry stamps are counted.
         epoch: See ``nonce``.
         client_id: Yrs client id; random by default. Never reuse one with restored state.
+        identities: Draws the nonce, the client id and the root writer's client id when
+            they are not given (random by default).
     """
 
     def __init__(
@@ -90,14 +116,21 @@ class DocumentAdapter:
         epoch: int = 0,
         client_id: int | None = None,
         live_hint: Callable[[], int] | None = None,
+        identities: Identities | None = None,
     ):
-        self.nonce = nonce or f"{secrets.token_hex(6)}.{epoch:x}"
+        if not nonce:
+            nonce = (
+                f"{secrets.token_hex(6)}.{epoch:x}" if identities is None else identities.nonce(epoch)
+            )
+        self.nonce = nonce
         self._live_hint = live_hint or (lambda: len(self.own_entries))
         #: items turned into GC ranges since the document was last rebuilt
         self._gc_debt = 0
         self.reloads = 0
         self._update_callbacks: dict[int, tuple[Callable[[bytes], None], Subscription]] = {}
         self.key = writer_key(replica_id, self.nonce)
+        if client_id is None and identities is not None:
+            client_id = identities.client_id()
         self.doc: Doc[Any] = Doc(client_id=client_id)
         self._root: Map[Any] = self.doc.get(ROOT, type=Map)
         self._own: Map[str] | None = None
@@ -108,11 +141,13 @@ class DocumentAdapter:
         self._root_changes: list[str] = []
         self._entry_changes: list[EntryChange] = []
         self._subs: dict[str, tuple[Map[Any], Subscription]] = {}
-        self._root_sub = self._root.integrated.observe(self._on_root)
+        self._root_sub = self._root.integrated.observe(_root_observer(self._root_changes))
         self._clocks: dict[int, int] | None = None
         self._canonical: tuple[dict[int, int], bytes] | None = None
         self._dirty_sv = False
-        self._rotator: Doc[Any] = Doc()
+        self._rotator: Doc[Any] = Doc(
+            client_id=None if identities is None else identities.client_id()
+        )
         self._rotator_root: Map[Any] = self._rotator.get(ROOT, type=Map)
 
     # -- writing ---------------------------------------------------------------------------
@@ -252,7 +287,7 @@ class DocumentAdapter:
             self._update_callbacks[token] = (callback, self._observe_updates(doc, callback))
         self.doc = doc
         self._root = doc.get(ROOT, type=Map)
-        self._root_sub = self._root.integrated.observe(self._on_root)
+        self._root_sub = self._root.integrated.observe(_root_observer(self._root_changes))
         own = self._root.get(self.key)
         self._own = own if isinstance(own, Map) else None
         self._subs = {}
@@ -381,7 +416,7 @@ class DocumentAdapter:
                 yield key, entry_key, text
 
     def _entry_observer(self, writer: str) -> Callable[[Any], None]:
-        append = self._entry_changes.append
+        append = self._entry_changes.append  # the list, never the adapter (see above)
 
         def on_change(event: Any) -> None:
             for entry_key, change in event.keys.items():
@@ -391,10 +426,10 @@ class DocumentAdapter:
 
         return on_change
 
-    def _on_root(self, event: Any) -> None:
-        for key, change in event.keys.items():
-            if change.get("action") != "delete":
-                self._root_changes.append(key)
+    @property
+    def writer_clients(self) -> tuple[int, int]:
+        """The Yrs client ids this adapter writes with: its document's and the root writer's."""
+        return int(self.doc.client_id), int(self._rotator.client_id)
 
     def containers(self) -> list[str]:
         """Writer keys of every container in the document."""
@@ -439,3 +474,15 @@ class DocumentAdapter:
         if len(deletions) > 1 and update.endswith(deletions):
             return update[: -len(deletions)] + b"\x00"
         return update
+
+
+def _root_observer(changes: list[str]) -> Callable[[Any], None]:
+    """Collects the root keys a transaction set into ``changes`` (the list, not the adapter)."""
+    append = changes.append
+
+    def on_root(event: Any) -> None:
+        for key, change in event.keys.items():
+            if change.get("action") != "delete":
+                append(key)
+
+    return on_root

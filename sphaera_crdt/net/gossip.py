@@ -1,48 +1,54 @@
-"""Gossip: eager pushes after local changes, and periodic push-pull rounds.
+"""Gossip over HTTP: eager pushes after local changes, and periodic push-pull rounds.
 
-Theory of operation
--------------------
-Every exchange is one ``POST /v1/sync`` round trip: we send STEP1 (our state vector) and,
-when the peer lacks something, an UPDATE; the peer merges it and answers STEP2 (what we
-lack) and STEP1 (its state vector after the merge). What a peer holds is tracked in the
-node's :class:`~sphaera_crdt.core.sync.PeerKnowledge`, so an UPDATE is always a delta
-against the peer's last known state vector: never a raw per-transaction update, never
-something the peer sent us or already told us it has (no echo).
+Every decision (what a request carries, what an answer teaches, when to push, which peers
+a round contacts, how long a failing peer waits) is made by the sans-IO
+:mod:`sphaera_crdt.core.gossip`, whose docstring explains the protocol; this module drives
+it with asyncio and the node's :class:`~sphaera_crdt.net.client.PeerClient`, and adds
+what only a node has: peers found by URL, metrics and logs.
 
-* **Eager push.** Node calls :meth:`Gossip.push_soon` after every local change. Changes
-  within :data:`DEBOUNCE` seconds are batched into one push, which sends each target the
-  delta it lacks; a target known to have everything gets no request at all.
-* **Rounds.** Every ``gossip_interval`` seconds, :meth:`Gossip.round` exchanges with
-  ``fanout`` random targets, pushing what they lack and pulling what we lack. An idle
-  round carries state vectors (and headers) only.
+* **Eager push.** A local change (:func:`~sphaera_crdt.core.gossip.pushes_eagerly`) starts
+  a push after :data:`DEBOUNCE` seconds: every target gets this node's own changes since
+  the previous push that it is not known to hold, in a request that pulls nothing; a
+  target known to hold them gets no request at all.
+* **Rounds.** Every ``gossip_interval`` seconds a round starts, whatever exchanges of
+  earlier rounds are still in flight: it pulls from ``fanout`` random targets (not
+  backing off, no exchange in flight) and pushes each exactly what its answer shows it
+  lacks. An idle round carries state vectors (and headers) only.
 * **Targets** are the live peers (``replica:<id>`` entities that exist here) and the seeds
   (``--peer`` URLs), which stay candidates whatever the merged state says. A URL that
   failed is skipped for a while, the delay doubling per failure (capped); seeds are
   thereby retried with exponential backoff, and dead peers stop costing timeouts until
   their entity ages out and they drop out of gossip by themselves.
-* **First contact.** With a peer we know nothing of (a seed, a freshly discovered or a
-  restarted peer), the first request is STEP1 only; the peer's answering STEP1 tells us
-  exactly what it lacks, which a follow-up request pushes. A peer whose state vector shows
-  less than we believed it had (it restarted without its state) is forgotten and
-  re-learned the same way.
+* **First contact.** A round with a peer we know nothing of (a seed, a freshly discovered
+  or a restarted peer) is no different: its answer tells exactly what it lacks.
 
-The replica is touched only between awaits, so no pycrdt transaction is ever held across
-one. A failing peer costs a log line and a metric, never the loop.
+Exchanges with one URL never overlap (a lock per URL). The replica is touched only
+between awaits, so no pycrdt transaction is ever held across one. A failing peer costs a
+log line and a metric, never the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from ..core import sync
-from ..core.lib0 import decode_state_vector
+from ..core.gossip import (
+    BACKOFF_INTERVALS,
+    DEBOUNCE,
+    MAX_BACKOFF,
+    Backoff,
+    GossipPlanner,
+    PeerExchange,
+    PushSchedule,
+    Request,
+    choose,
+    pushes_eagerly,
+)
 from ..core.replica import REPLICA_PREFIX
 from ..core.views import Change, RecordChange
 from ..errors import RemoteError, SphaeraError
@@ -51,14 +57,7 @@ from .client import PeerUnavailable
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["DEBOUNCE", "Exchange", "Gossip"]
-
-#: Seconds local changes are gathered before one push carries them all.
-DEBOUNCE: Final = 0.005
-#: A failing URL is retried after at most this many gossip intervals ...
-BACKOFF_INTERVALS: Final = 16
-#: ... and at most this many seconds.
-MAX_BACKOFF: Final = 30.0
+__all__ = ["BACKOFF_INTERVALS", "DEBOUNCE", "MAX_BACKOFF", "Exchange", "Gossip"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +68,7 @@ class Exchange:
         url: The peer's base URL.
         peer_id: Its replica id, if known (from the answer's header or the directory).
         ok: Whether every request succeeded.
-        requests: Requests sent (a first contact takes two when the peer lacks something).
+        requests: Requests sent (a round takes two when the peer lacks something).
         sent: Request body bytes.
         received: Answer body bytes.
         pushed: Whether an UPDATE was sent.
@@ -84,12 +83,6 @@ class Exchange:
     received: int = 0
     pushed: bool = False
     error: str | None = None
-
-
-@dataclass(slots=True)
-class _Backoff:
-    failures: int = 0
-    retry_at: float = -math.inf
 
 
 class _SelfContact(SphaeraError):
@@ -109,14 +102,16 @@ class Gossip:
         self, node: Node, *, rng: random.Random | None = None, debounce: float = DEBOUNCE
     ) -> None:
         self.node = node
+        self.planner: GossipPlanner = node.planner
         self._rng = rng or random.Random()
         self._debounce = debounce
         self._log = node.log.getChild("gossip")
         self._running = False
         self._loop_task: asyncio.Task[None] | None = None
         self._pusher: asyncio.Task[None] | None = None
-        self._dirty = False
-        self._backoff: dict[str, _Backoff] = {}
+        self._rounds: set[asyncio.Task[list[Exchange]]] = set()
+        self._schedule = PushSchedule()
+        self._backoff: Backoff[str] = Backoff()
         self._locks: dict[str, asyncio.Lock] = {}
         #: url -> replica id, from the ``Sphaera-Replica`` header of its answers
         self._url_ids: dict[str, str] = {}
@@ -141,7 +136,7 @@ class Gossip:
         self._loop_task = asyncio.get_running_loop().create_task(
             self._run(), name=f"sphaera-gossip-{self.node.replica.id}"
         )
-        if self._dirty:
+        if self._schedule.dirty:
             self.push_soon()
 
     async def stop(self) -> None:
@@ -150,8 +145,12 @@ class Gossip:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
-        tasks = [task for task in (self._loop_task, self._pusher) if task is not None]
+        tasks: list[asyncio.Task[object]] = [
+            task for task in (self._loop_task, self._pusher, *self._rounds) if task is not None
+        ]
         self._loop_task = self._pusher = None
+        self._rounds.clear()
+        self._schedule.stopped()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -165,33 +164,42 @@ class Gossip:
         await asyncio.sleep(self._rng.uniform(interval / 2, interval))
         while True:
             started = loop.time()
-            try:
-                await self.round()
-            except Exception:  # a bug, not a peer's failure: report it and keep gossiping
-                self._log.exception("gossip round failed")
+            # A round runs on its own: exchanges still in flight (a lost answer waits for
+            # its deadline) never hold the next round back.
+            task = loop.create_task(self._logged_round(), name="sphaera-round")
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def _logged_round(self) -> list[Exchange]:
+        try:
+            return await self.round()
+        except Exception:  # a bug, not a peer's failure: report it and keep gossiping
+            self._log.exception("gossip round failed")
+            return []
 
     # -- eager push ------------------------------------------------------------------------
 
     def push_soon(self) -> None:
         """Push local changes to every target shortly (changes in a burst go in one push)."""
-        self._dirty = True
-        if not self._running or (self._pusher is not None and not self._pusher.done()):
+        if not self._schedule.request() or not self._running:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the node's loop: the next round carries it
             return
+        self._schedule.started()
         self._pusher = loop.create_task(self._push_later(), name="sphaera-push")
 
     async def _push_later(self) -> None:
-        while self._dirty:
+        again = True
+        while again:
             await asyncio.sleep(self._debounce)
-            self._dirty = False
             try:
                 await self.push()
             except Exception:  # a bug, not a peer's failure
                 self._log.exception("gossip push failed")
+            again = self._schedule.end()
 
     @property
     def pushing(self) -> bool:
@@ -204,31 +212,51 @@ class Gossip:
             await asyncio.wait([task])
 
     async def push(self) -> list[Exchange]:
-        """Send every target what it lacks; targets known to have everything are skipped."""
-        return await self._exchange_all(list(self.targets().items()), eager=True)
+        """Send every target this node's changes since the previous push that it is not
+        known to hold; targets known to hold them are skipped."""
+        self._schedule.begin()
+        since = self.planner.begin_push()
+        targets = list(self.targets().items())
+        return await self._exchange_all(
+            [(url, peer_id, lambda peer: self.planner.push(peer, since)) for url, peer_id in targets]
+        )
 
     # -- rounds ----------------------------------------------------------------------------
 
     async def round(self) -> list[Exchange]:
-        """One push-pull round with ``fanout`` random targets."""
+        """One push-pull round with ``fanout`` random targets that have no exchange in
+        flight."""
         started = time.perf_counter()
+        self.planner.begin_round()
         targets = self.targets()
-        fanout = min(self.node.config.fanout, len(targets))
-        chosen = self._rng.sample(sorted(targets), fanout)
-        results = await self._exchange_all([(url, targets[url]) for url in chosen], eager=False)
+        urls = sorted(targets)
+        chosen = choose(
+            self._rng,
+            self.node.config.fanout,
+            len(urls),
+            urls.__getitem__,
+            lambda url: not self._busy(url),
+        )
+        results = await self._exchange_all(
+            [(url, targets[url], self.planner.round) for url in chosen]
+        )
         self.node.metrics.gossip_round_seconds.observe(time.perf_counter() - started)
         return results
 
+    def _busy(self, url: str) -> bool:
+        lock = self._locks.get(url)
+        return lock is not None and lock.locked()
+
     async def _exchange_all(
-        self, targets: list[tuple[str, str | None]], *, eager: bool
+        self, targets: list[tuple[str, str | None, Callable[[str | None], PeerExchange]]]
     ) -> list[Exchange]:
         """Exchange with all targets at once; a bug with one does not stop the others."""
         results = await asyncio.gather(
-            *(self._guarded(url, peer_id, eager=eager) for url, peer_id in targets),
+            *(self._guarded(url, peer_id, plan) for url, peer_id, plan in targets),
             return_exceptions=True,
         )
         done: list[Exchange] = []
-        for (url, _), result in zip(targets, results, strict=True):
+        for (url, _, _), result in zip(targets, results, strict=True):
             if isinstance(result, Exchange):
                 done.append(result)
             elif isinstance(result, Exception):  # not a peer's failure: those are Exchanges
@@ -245,13 +273,14 @@ class Gossip:
         node = self.node
         now = node.clock()
         skip = {*self._self_urls, node.url}
+        due = self._backoff.due
         found: dict[str, str | None] = {
             url: peer_id
             for peer_id, url in self._live_peers().items()
-            if url not in skip and self._due(url, now)
+            if url not in skip and due(url, now)
         }
         for url in node.seeds:
-            if url in found or url in skip or not self._due(url, now):
+            if url in found or url in skip or not due(url, now):
                 continue
             seed_id = self._id_for(url)
             if seed_id is None or (seed_id not in found.values() and seed_id != node.replica.id):
@@ -261,7 +290,7 @@ class Gossip:
     # -- one exchange ----------------------------------------------------------------------
 
     async def exchange(self, url: str, peer_id: str | None = None) -> Exchange:
-        """Push-pull with one peer now, whatever its backoff.
+        """Push-pull with one peer now (a round's exchange), whatever its backoff.
 
         Raises:
             PeerUnavailable: The peer could not be reached or refused.
@@ -269,16 +298,18 @@ class Gossip:
         """
         url = url.rstrip("/")
         try:
-            result = await self._exchange(url, peer_id, eager=False)
+            result = await self._exchange(url, peer_id, self.planner.round)
         except _SelfContact:
             return Exchange(url=url, peer_id=self.node.replica.id, ok=False, error="this node")
-        assert result is not None  # only eager exchanges are skipped
+        assert result is not None  # only eager pushes are skipped
         return result
 
-    async def _guarded(self, url: str, peer_id: str | None, *, eager: bool) -> Exchange | None:
+    async def _guarded(
+        self, url: str, peer_id: str | None, plan: Callable[[str | None], PeerExchange]
+    ) -> Exchange | None:
         """:meth:`_exchange` with failures turned into backoff, logs and metrics."""
         try:
-            result = await self._exchange(url, peer_id, eager=eager)
+            result = await self._exchange(url, peer_id, plan)
         except (PeerUnavailable, RemoteError) as exc:
             self._failed(url, peer_id, exc)
             return Exchange(url=url, peer_id=peer_id, ok=False, error=str(exc))
@@ -288,47 +319,48 @@ class Gossip:
             self._succeeded(url, result.peer_id)
         return result
 
-    async def _exchange(self, url: str, peer_id: str | None, *, eager: bool) -> Exchange | None:
+    async def _exchange(
+        self, url: str, peer_id: str | None, plan: Callable[[str | None], PeerExchange]
+    ) -> Exchange | None:
+        """Run one planned exchange: its requests in turn, each answer merged and learned.
+
+        Returns:
+            What was done, or ``None`` if the plan sent nothing (an eager push to a peer
+            that holds everything).
+        """
         lock = self._locks.setdefault(url, asyncio.Lock())
         async with lock:
             if peer_id is None:
                 peer_id = self._id_for(url)
-            push: bytes | None = None
-            known = False
-            if peer_id is not None and self._knows(peer_id):
-                known = True
-                push = self.node.peers.pending(self.node.replica, peer_id)
-            if eager and known and push is None:
+            exchange = plan(peer_id)
+            request = exchange.start()
+            if request is None:
                 return None
-            sent, received, peer_id, peer_state = await self._send(url, peer_id, push)
-            requests, pushed = 1, push is not None
-            if peer_state is not None:
-                lacking = sync.delta_for(self.node.replica, peer_state)
-                if lacking != sync.EMPTY_UPDATE:
-                    more_sent, more_received, peer_id, _ = await self._send(url, peer_id, lacking)
-                    sent, received = sent + more_sent, received + more_received
-                    requests, pushed = 2, True
+            sent = received = 0
+            while request is not None:
+                size, answer_size, request = await self._send(url, exchange, request)
+                sent, received = sent + size, received + answer_size
             return Exchange(
                 url=url,
-                peer_id=peer_id,
+                peer_id=exchange.peer_id,
                 ok=True,
-                requests=requests,
+                requests=exchange.requests,
                 sent=sent,
                 received=received,
-                pushed=pushed,
+                pushed=exchange.pushed,
             )
 
     async def _send(
-        self, url: str, peer_id: str | None, push: bytes | None
-    ) -> tuple[int, int, str | None, bytes | None]:
-        """One request; merge the answer and learn from it.
+        self, url: str, exchange: PeerExchange, request: Request
+    ) -> tuple[int, int, Request | None]:
+        """Send one request; merge the answer and learn from it.
 
         Returns:
-            Bytes sent, bytes received, the peer's id and its announced state vector.
+            Bytes sent, bytes received and the exchange's next request.
         """
         node = self.node
-        body = sync.sync_request(node.replica, push)
-        label = peer_id or url
+        body = request.body
+        label = exchange.peer_id or url
         try:
             answer = await node.client.sync(url, body)
         except (PeerUnavailable, RemoteError):
@@ -339,48 +371,28 @@ class Gossip:
             if answer.replica_id == node.replica.id:
                 self._self_urls.add(url)
                 raise _SelfContact(url)
-            peer_id = answer.replica_id
-            self._url_ids[url] = peer_id
-        label = peer_id or url
+            self._url_ids[url] = answer.replica_id
+        label = answer.replica_id or label
         node.metrics.bytes_out.labels(label).inc(len(body))
         node.metrics.bytes_in.labels(label).inc(len(answer.body))
+        merged_before = exchange.merge_seconds
         try:
-            states, updates = _parse_answer(answer.body)
-            started = time.perf_counter()
-            sync.merge_update(node.replica, updates)
-            node.metrics.merge_seconds.observe(time.perf_counter() - started)
+            # a seed without the header: its replica entity may tell, once merged
+            follow = exchange.answered(
+                answer.body, answer.replica_id, identify=lambda: self._id_for(url)
+            )
         except RemoteError:
             node.metrics.sync_exchanges.labels(label, "out", "error").inc()
             raise
+        if exchange.merge_seconds > merged_before:
+            node.metrics.merge_seconds.observe(exchange.merge_seconds - merged_before)
         node.metrics.sync_exchanges.labels(label, "out", "ok").inc()
-        peer_state = states[-1] if states else None
-        if peer_id is None:  # a seed without the header: its replica entity may tell now
-            peer_id = self._id_for(url)
-        if peer_id is not None:
-            self._learn(peer_id, peer_state, push)
-            node.note_peer(peer_id, answer.url or url)
-            node.observe_peer(peer_id)
-        return len(body), len(answer.body), peer_id, peer_state
-
-    def _learn(self, peer_id: str, peer_state: bytes | None, push: bytes | None) -> None:
-        """Update what we know ``peer_id`` holds from its answer."""
-        peers = self.node.peers
-        if peer_state is None:  # a server that does not announce its state has our push
-            if push is not None:
-                peers.learn_update(peer_id, push)
-            return
-        known = peers.peers.get(peer_id)
-        if known is not None and not sync.covers(decode_state_vector(peer_state), known.known):
-            # It holds less than it once did: restarted without its state. Start over.
-            self._log.debug("peer %s holds less than before; re-learning its state", peer_id)
-            peers.forget(peer_id)
-        peers.learn_state(peer_id, peer_state)
+        if exchange.peer_id is not None:
+            node.note_peer(exchange.peer_id, answer.url or url)
+            node.observe_peer(exchange.peer_id)
+        return len(body), len(answer.body), follow
 
     # -- bookkeeping -----------------------------------------------------------------------
-
-    def _knows(self, peer_id: str) -> bool:
-        state = self.node.peers.peers.get(peer_id)
-        return state is not None and bool(state.known)
 
     def _id_for(self, url: str) -> str | None:
         """The replica id at ``url``: from its answers, else from the replica entities."""
@@ -405,43 +417,18 @@ class Gossip:
     def _on_record(self, change: RecordChange) -> None:
         if change.kind == "entity" and change.id.startswith(REPLICA_PREFIX):
             self._live = None
-
-    def _due(self, url: str, now: float) -> bool:
-        backoff = self._backoff.get(url)
-        return backoff is None or now >= backoff.retry_at
+        if pushes_eagerly(change):
+            self.push_soon()
 
     def _failed(self, url: str, peer_id: str | None, exc: Exception) -> None:
-        backoff = self._backoff.setdefault(url, _Backoff())
-        backoff.failures += 1
-        interval = self.node.config.gossip_interval
-        cap = max(interval, min(MAX_BACKOFF, BACKOFF_INTERVALS * interval))
-        delay = min(cap, interval * 2 ** min(backoff.failures - 1, 32))
-        backoff.retry_at = self.node.clock() + delay
+        failures = self._backoff.failed(url, self.node.clock(), self.node.config.gossip_interval)
         who = peer_id or url  # the error names the URL
-        if backoff.failures == 1 or isinstance(exc, RemoteError):
+        if failures == 1 or isinstance(exc, RemoteError):
             self._log.warning("gossip with %s failed: %s; retrying with backoff", who, exc)
         else:
-            self._log.debug("gossip with %s failed again (%d): %s", who, backoff.failures, exc)
+            self._log.debug("gossip with %s failed again (%d): %s", who, failures, exc)
 
     def _succeeded(self, url: str, peer_id: str | None) -> None:
-        backoff = self._backoff.pop(url, None)
-        if backoff is not None:
+        if self._backoff.succeeded(url):
             who = f"{peer_id} ({url})" if peer_id else url
             self._log.info("gossip with %s works again", who)
-
-
-def _parse_answer(body: bytes) -> tuple[list[bytes], list[bytes]]:
-    """A sync answer's state vectors (checked) and updates.
-
-    Raises:
-        RemoteError: The answer is not well-formed sync messages.
-    """
-    states: list[bytes] = []
-    updates: list[bytes] = []
-    for message in sync.decode_messages(body):
-        if message.type is sync.MessageType.STEP1:
-            decode_state_vector(message.payload)
-            states.append(message.payload)
-        else:
-            updates.append(message.payload)
-    return states, updates

@@ -109,8 +109,13 @@ class SimCluster:
     # -- the replicas ----------------------------------------------------------------------
 
     def _restore(self, replica_id: str, updates: list[bytes]) -> Replica:
-        with self.identities.documents():
-            return Replica.restore(replica_id, updates, clock=self.loop.clock, declare_self=False)
+        return Replica.restore(
+            replica_id,
+            updates,
+            clock=self.loop.clock,
+            declare_self=False,
+            identities=self.identities,
+        )
 
     def _subscribe(self, node: SimNode) -> None:
         tracker = self.tracker
@@ -195,14 +200,9 @@ class SimCluster:
             node.replica = self._restore(node.id, node.store)
             node.store[:] = [node.replica.delta()]  # the snapshot a restart compacts to
         else:
-            with self.identities.documents():
-                node.replica = Replica(
-                    node.id,
-                    clock=self.loop.clock,
-                    nonce=self.identities.nonce(int(self.loop.now * 1000)),
-                    client_id=self.identities.client_id(),
-                    declare_self=False,
-                )
+            node.replica = Replica(
+                node.id, clock=self.loop.clock, declare_self=False, identities=self.identities
+            )
         node.up = True
         node.incarnation += 1
         node.sv = decode_state_vector(node.replica.state_vector())

@@ -1,22 +1,16 @@
-"""The project's gossip, driven by the simulated clock: the real sync bodies, merges and
-per-peer knowledge of :mod:`sphaera_crdt.core.sync`.
+"""The project's gossip on the simulator: the decisions of :mod:`sphaera_crdt.core.gossip`
+(the ones a node makes), carried by the simulated network.
 
-What one exchange does mirrors ``Gossip._exchange``, ``Gossip._send`` and ``Gossip._learn``
-(:mod:`sphaera_crdt.net.gossip`) and, on the answering side, ``Node.handle_sync``:
+Each replica has a :class:`~sphaera_crdt.core.gossip.GossipPlanner`, as a node's
+:class:`~sphaera_crdt.net.gossip.Gossip` has. An exchange is a
+:class:`~sphaera_crdt.core.gossip.PeerExchange`: its requests are sent over the network in
+turn, the callee answers with :func:`sphaera_crdt.core.gossip.answer` (what a node's
+``POST /v1/sync`` route does), and the caller hands each answer back to the exchange, which
+merges it, learns from it and says what to send next. Eager pushes start on the record
+changes :func:`~sphaera_crdt.core.gossip.pushes_eagerly` selects, as in a node.
 
-1. The caller sends ``sync.sync_request(replica, push)``: STEP1 (its state vector) and,
-   if it knows what the peer holds and the peer lacks something, an UPDATE with
-   ``PeerKnowledge.pending`` (a delta against the peer's last known state vector). An
-   eager push to a peer known to lack nothing sends nothing at all.
-2. The callee answers with ``sync.handle_sync``: it merges the UPDATE and replies STEP2
-   (what the caller lacks) and STEP1 (its state vector); it learns the caller's vector.
-3. The caller merges the STEP2 (``sync.merge_update``) and learns the callee's vector; a
-   callee whose vector shows less than the caller believed it had restarted without its
-   state and is forgotten first. If the callee's vector shows it still lacks something
-   (always so on first contact, when nothing was pushed), a second request pushes
-   ``sync.delta_for`` that vector.
-
-No update is ever echoed back: pushes are deltas against what the peer is known to hold.
+Nothing here chooses what to send: a test swaps the planner's decisions for counting
+wrappers and checks that the bytes on the simulated wire are theirs.
 """
 
 from __future__ import annotations
@@ -24,8 +18,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from ..core import sync
-from ..core.lib0 import decode_state_vector
+from ..core import gossip, sync
+from ..core.views import RecordChange
 from .cluster import SimCluster
 from .network import Network
 from .rounds import Finish, Outcome, RoundDriver, Timing
@@ -66,8 +60,18 @@ class ProjectGossip:
         self.cluster = cluster
         self.network = network
         self.timing = timing
-        self.knowledge = [sync.PeerKnowledge() for _ in cluster.nodes]
-        self.driver = RoundDriver(cluster, network, timing, rng, self.exchange, eager=eager)
+        self.eager = eager
+        self.planners = [gossip.GossipPlanner(node.replica) for node in cluster.nodes]
+        self._unsubscribe: list[Callable[[], None] | None] = [None] * len(cluster.nodes)
+        self.driver = RoundDriver(
+            cluster,
+            network,
+            timing,
+            rng,
+            self.exchange,
+            begin_push=self.begin_push if eager else None,
+            begin_round=self.begin_round,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -77,103 +81,88 @@ class ProjectGossip:
 
     def start(self) -> None:
         for node in self.cluster.nodes:
+            self._watch(node.index)
             self.driver.start(node.index)
 
     def local_change(self, index: int) -> None:
-        self.driver.push_soon(index)
+        """Nothing: the replica's record changes start eager pushes (see :meth:`_watch`)."""
 
     def crashed(self, index: int) -> None:
-        self.knowledge[index] = sync.PeerKnowledge()
+        unsubscribe = self._unsubscribe[index]
+        if unsubscribe is not None:
+            unsubscribe()
+            self._unsubscribe[index] = None
 
     def restarted(self, index: int) -> None:
+        # What it knew of its peers was in memory: a restarted replica starts over.
+        self.planners[index] = gossip.GossipPlanner(self.cluster.nodes[index].replica)
+        self._watch(index)
         self.driver.start(index)
+
+    def _watch(self, index: int) -> None:
+        def on_record(change: RecordChange) -> None:
+            if gossip.pushes_eagerly(change):
+                self.driver.push_soon(index)
+
+        replica = self.cluster.nodes[index].replica
+        self._unsubscribe[index] = replica.subscribe_records(on_record)
 
     # -- one exchange ----------------------------------------------------------------------
 
-    def _knows(self, index: int, peer_id: str) -> bool:
-        state = self.knowledge[index].peers.get(peer_id)
-        return state is not None and bool(state.known)
+    def begin_round(self, index: int) -> None:
+        self.planners[index].begin_round()
 
-    def exchange(self, index: int, peer: int, eager: bool, finish: Finish) -> None:
-        """Push-pull with one peer; ``finish`` hears how it ended."""
-        nodes = self.cluster.nodes
-        peer_id = nodes[peer].id
-        push: bytes | None = None
-        known = self._knows(index, peer_id)
-        if known:
-            push = self.knowledge[index].pending(nodes[index].replica, peer_id)
-        if eager and known and push is None:
+    def begin_push(self, index: int) -> object:
+        return self.planners[index].begin_push()
+
+    def exchange(self, index: int, peer: int, push: object, finish: Finish) -> None:
+        """One exchange with ``peer``: a round's (``push`` is ``None``) or an eager push's
+        (``push`` is what :meth:`begin_push` returned); ``finish`` hears how it ended."""
+        planner = self.planners[index]
+        peer_id = self.cluster.nodes[peer].id
+        if push is None:
+            exchange = planner.round(peer_id)
+        else:
+            assert isinstance(push, dict)
+            exchange = planner.push(peer_id, push)
+        request = exchange.start()
+        if request is None:
             finish(Outcome.SKIPPED)
             return
-
-        def first(peer_state: bytes | None) -> None:
-            if peer_state is not None:
-                lacking = sync.delta_for(nodes[index].replica, peer_state)
-                if lacking != sync.EMPTY_UPDATE:
-                    self._send(index, peer, lacking, lambda _: finish(Outcome.OK), finish)
-                    return
-            finish(Outcome.OK)
-
-        self._send(index, peer, push, first, finish)
+        self._send(index, peer, exchange, request, finish)
 
     def _send(
         self,
         index: int,
         peer: int,
-        push: bytes | None,
-        then: Callable[[bytes | None], None],
+        exchange: gossip.PeerExchange,
+        request: gossip.Request,
         finish: Finish,
     ) -> None:
-        replica = self.cluster.nodes[index].replica
-        body = sync.sync_request(replica, push)
-        payload = len(push) if push is not None and push != sync.EMPTY_UPDATE else 0
-
         def answered(answer: bytes) -> None:
-            then(self._receive(index, peer, answer, push))
+            merges = exchange.merges
+            follow = exchange.answered(answer)
+            if exchange.merges > merges:
+                self.cluster.touched(index)
+            if follow is None:
+                finish(Outcome.OK)
+            else:
+                self._send(index, peer, exchange, follow, finish)
 
         self.network.request(
             index,
             peer,
-            body,
-            payload=payload,
-            serve=lambda request: self.serve(peer, index, request, pushed=payload > 0),
+            request.body,
+            payload=request.payload,
+            serve=lambda body: self.serve(peer, index, body, pushed=request.payload > 0),
             answered=answered,
             failed=lambda: finish(Outcome.FAILED),
             timeout=self.timing.timeout,
         )
 
-    def _receive(self, index: int, peer: int, answer: bytes, push: bytes | None) -> bytes | None:
-        """Merge an answer and learn from it (``Gossip._send`` and ``Gossip._learn``)."""
-        node = self.cluster.nodes[index]
-        states: list[tuple[bytes, dict[int, int]]] = []  # decoded once: checked and used
-        updates: list[bytes] = []
-        for message in sync.decode_messages(answer):
-            if message.type is sync.MessageType.STEP1:
-                states.append((message.payload, decode_state_vector(message.payload)))
-            else:
-                updates.append(message.payload)
-        if any(update != sync.EMPTY_UPDATE for update in updates):
-            sync.merge_update(node.replica, updates)
-            self.cluster.touched(index)
-        peer_id = self.cluster.nodes[peer].id
-        knowledge = self.knowledge[index]
-        if not states:
-            if push is not None:
-                knowledge.learn_update(peer_id, push)
-            return None
-        peer_state, decoded = states[-1]
-        known = knowledge.peers.get(peer_id)
-        if known is not None and not sync.covers(decoded, known.known):
-            knowledge.forget(peer_id)  # it restarted without its state: start over
-        knowledge.learn_state(peer_id, peer_state)
-        return peer_state
-
     def serve(self, index: int, caller: int, body: bytes, *, pushed: bool) -> tuple[bytes, int]:
-        """Answer a sync request at replica ``index`` (``Node.handle_sync``)."""
-        node = self.cluster.nodes[index]
-        result = sync.handle_sync(node.replica, body)
-        if result.peer_state is not None:
-            self.knowledge[index].learn_state(self.cluster.nodes[caller].id, result.peer_state)
+        """Answer a sync request at replica ``index`` (a node's ``POST /v1/sync``)."""
+        result = self.planners[index].answer(body, self.cluster.nodes[caller].id)
         if pushed:
             self.cluster.touched(index)
         return result.response, payload_size(sync.decode_messages(result.response))

@@ -1,30 +1,29 @@
-"""When replicas exchange: periodic rounds, eager pushes, backoff and one exchange per peer.
+"""When simulated replicas exchange: rounds, eager pushes and one exchange per peer at a time.
 
-This mirrors the scheduling of :class:`sphaera_crdt.net.gossip.Gossip`, which is written
-against asyncio and a node and cannot be driven by the simulated clock; the numbers below
-are that module's (and ``net.client.peer_timeout``'s), and a test checks they stay equal.
+The decisions are :mod:`sphaera_crdt.core.gossip`'s, the same a node makes in
+:class:`sphaera_crdt.net.gossip.Gossip`: targets are drawn by
+:func:`~sphaera_crdt.core.gossip.choose`, failing peers wait as
+:class:`~sphaera_crdt.core.gossip.Backoff` says, pushes follow
+:class:`~sphaera_crdt.core.gossip.PushSchedule`, and an exchange's deadline is
+:func:`~sphaera_crdt.core.gossip.exchange_timeout`. This module only runs them on the
+simulated clock, where a node runs them with asyncio.
 
 Theory of operation
 -------------------
 * **Rounds.** A replica's first round starts ``uniform(interval/2, interval)`` after it
-  starts (nodes started together do not gossip in lockstep). A round exchanges with
-  ``fanout`` distinct targets at once and ends when every exchange has ended (answered,
-  failed or timed out); the next round starts ``interval`` after this one started, or at
-  once if the round took longer. A lost message therefore holds a replica's gossip up
-  until its request times out, as it does in a node.
-* **Targets** are the other replicas that are not backing off. A failed exchange makes
-  its peer wait ``interval * 2**(failures-1)`` seconds (capped at
-  ``max(interval, min(30, 16 * interval))``) before it is chosen again; a success clears
-  it. Membership is not simulated: every replica knows every other (in a node, peers come
-  from ``replica:<id>`` entities and seeds).
-* **Eager push.** After a local change a replica waits ``DEBOUNCE`` seconds, then
-  exchanges with every target; changes made meanwhile set a flag that starts another
-  push when this one ends.
+  starts (nodes started together do not gossip in lockstep); every later one ``interval``
+  after the previous one started, whatever its exchanges are doing. A round exchanges with
+  ``fanout`` distinct targets at once: other replicas that are not backing off and have
+  no exchange in flight with this one. A lost message thus costs its exchange a timeout,
+  never the next round.
+* **Backoff.** A failed exchange makes its peer wait ``interval * 2**(failures-1)``
+  seconds (capped) before it is chosen again; a success clears it. Membership is not
+  simulated: every replica knows every other (in a node, peers come from
+  ``replica:<id>`` entities and seeds).
+* **Eager push.** A local change asks for a push, which starts ``DEBOUNCE`` seconds later
+  and exchanges with every target; changes made meanwhile start another when it ends.
 * **One exchange per peer.** Exchanges with one peer are serialised (the per-URL lock of
-  the node): a second one waits for the first to end.
-
-Choosing ``fanout`` targets is ``O(fanout)`` (rejection sampling over replica numbers),
-never a sort of all N replicas per round, which would make a round cost ``O(N^2)``.
+  the node): a push to a peer with an exchange in flight waits for it to end.
 """
 
 from __future__ import annotations
@@ -34,35 +33,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
 
+from ..core.gossip import DEBOUNCE, Backoff, PushSchedule, choose, exchange_timeout
 from .cluster import SimCluster
 from .network import Network
 
-__all__ = [
-    "BACKOFF_INTERVALS",
-    "DEBOUNCE",
-    "MAX_BACKOFF",
-    "Outcome",
-    "RoundDriver",
-    "Timing",
-    "peer_timeout",
-]
-
-#: Seconds local changes are gathered before one push (``net.gossip.DEBOUNCE``).
-DEBOUNCE: Final = 0.005
-#: A failing peer is retried after at most this many intervals (``net.gossip``) ...
-BACKOFF_INTERVALS: Final = 16
-#: ... and at most this many seconds (``net.gossip.MAX_BACKOFF``).
-MAX_BACKOFF: Final = 30.0
-#: Bounds of one exchange's deadline (``net.client.MIN_TIMEOUT`` / ``MAX_TIMEOUT``).
-MIN_TIMEOUT: Final = 1.0
-MAX_TIMEOUT: Final = 5.0
-
-
-def peer_timeout(interval: float) -> float:
-    """The deadline of one exchange: three gossip intervals, kept within 1-5 seconds."""
-    return min(MAX_TIMEOUT, max(MIN_TIMEOUT, 3 * interval))
+__all__ = ["Outcome", "RoundDriver", "Timing"]
 
 
 class Outcome(Enum):
@@ -87,21 +63,21 @@ class Timing:
 
     @property
     def timeout(self) -> float:
-        return peer_timeout(self.interval)
+        return exchange_timeout(self.interval)
 
 
 Finish = Callable[[Outcome], None]
-#: ``exchange(node, peer, eager, finish)`` runs one exchange and calls ``finish`` once.
-Exchange = Callable[[int, int, bool, Finish], None]
+#: ``exchange(node, peer, push, finish)`` runs one exchange and calls ``finish`` once;
+#: ``push`` is what ``begin_push`` returned for an eager push, ``None`` in a round.
+Exchange = Callable[[int, int, object, Finish], None]
 
 
 @dataclass(slots=True)
 class _NodeRounds:
     incarnation: int
-    backoff: dict[int, tuple[int, float]] = field(default_factory=dict)
+    backoff: Backoff[int] = field(default_factory=Backoff)
     busy: dict[int, deque[Callable[[], None]]] = field(default_factory=dict)
-    dirty: bool = False
-    pushing: bool = False
+    schedule: PushSchedule = field(default_factory=PushSchedule)
 
 
 class RoundDriver:
@@ -113,7 +89,10 @@ class RoundDriver:
         timing: Interval, fanout, debounce.
         rng: Chooses targets and round phases.
         exchange: One exchange of the strategy being simulated.
-        eager: Whether local changes are pushed at once (else only rounds carry them).
+        begin_push: Called with a replica's number as an eager push begins; what it
+            returns is handed to each of the push's exchanges. ``None``: no eager pushes
+            (only rounds carry changes).
+        begin_round: Called with a replica's number as each of its rounds begins.
     """
 
     def __init__(
@@ -124,16 +103,22 @@ class RoundDriver:
         rng: random.Random,
         exchange: Exchange,
         *,
-        eager: bool,
+        begin_push: Callable[[int], object] | None = None,
+        begin_round: Callable[[int], object] | None = None,
     ) -> None:
         self.cluster = cluster
         self.loop = network.loop
         self.timing = timing
-        self.eager = eager
+        self._begin_push = begin_push
+        self._begin_round = begin_round
         self._rng = rng
         self._exchange = exchange
         self._nodes = [_NodeRounds(incarnation=0) for _ in cluster.nodes]
         self.rounds = 0
+
+    @property
+    def eager(self) -> bool:
+        return self._begin_push is not None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -156,87 +141,61 @@ class RoundDriver:
         if not self._current(index, incarnation):
             return
         self.rounds += 1
-        started = self.loop.now
+        self.loop.later(self.timing.interval, self._round, index, incarnation)
+        if self._begin_round is not None:
+            self._begin_round(index)
         targets = self.choose(index, self.timing.fanout)
-
-        def ended() -> None:
-            if self._current(index, incarnation):
-                delay = max(0.0, self.timing.interval - (self.loop.now - started))
-                self.loop.later(delay, self._round, index, incarnation)
-
-        self._exchange_all(index, targets, eager=False, done=ended)
+        self._exchange_all(index, targets, None, done=lambda: None)
 
     def choose(self, index: int, count: int) -> list[int]:
-        """``count`` distinct random targets of replica ``index`` (fewer if there are not)."""
-        size = len(self.cluster.nodes)
-        backoff = self._nodes[index].backoff
-        now = self.loop.now
-        rng = self._rng
-        chosen: list[int] = []
-        for _ in range(8 * count + 8):
-            if len(chosen) == count:
-                return chosen
-            peer = rng.randrange(size - 1)
-            peer += peer >= index
-            if peer not in chosen and self._due(backoff, peer, now):
-                chosen.append(peer)
-        # Most peers are backing off: choose among the eligible ones explicitly.
-        eligible = [
-            peer
-            for peer in range(size)
-            if peer != index and peer not in chosen and self._due(backoff, peer, now)
-        ]
-        extra = min(count - len(chosen), len(eligible))
-        return chosen + rng.sample(eligible, extra)
+        """``count`` distinct random targets of replica ``index`` (fewer if there are not):
+        not backing off, no exchange in flight."""
+        state = self._nodes[index]
+        due, busy, now = state.backoff.due, state.busy, self.loop.now
+        return choose(
+            self._rng,
+            count,
+            len(self.cluster.nodes) - 1,
+            lambda number: number + (number >= index),
+            lambda peer: peer not in busy and due(peer, now),
+        )
 
     def targets(self, index: int) -> list[int]:
         """Every peer of replica ``index`` that is not backing off."""
-        backoff = self._nodes[index].backoff
-        now = self.loop.now
+        due, now = self._nodes[index].backoff.due, self.loop.now
         return [
-            peer
-            for peer in range(len(self.cluster.nodes))
-            if peer != index and self._due(backoff, peer, now)
+            peer for peer in range(len(self.cluster.nodes)) if peer != index and due(peer, now)
         ]
-
-    @staticmethod
-    def _due(backoff: dict[int, tuple[int, float]], peer: int, now: float) -> bool:
-        entry = backoff.get(peer)
-        return entry is None or now >= entry[1]
 
     # -- eager push ------------------------------------------------------------------------
 
     def push_soon(self, index: int) -> None:
         """Push local changes to every target shortly (a burst goes in one push)."""
-        if not self.eager:
+        if self._begin_push is None:
             return
         state = self._nodes[index]
-        state.dirty = True
-        if state.pushing:
+        if not state.schedule.request():
             return
-        state.pushing = True
+        state.schedule.started()
         self.loop.later(self.timing.debounce, self._push, index, state.incarnation)
 
     def _push(self, index: int, incarnation: int) -> None:
-        if not self._current(index, incarnation):
+        if not self._current(index, incarnation) or self._begin_push is None:
             return
         state = self._nodes[index]
-        state.dirty = False
+        state.schedule.begin()
+        push = self._begin_push(index)
 
         def ended() -> None:
-            if not self._current(index, incarnation):
-                return
-            if state.dirty:
+            if self._current(index, incarnation) and state.schedule.end():
                 self.loop.later(self.timing.debounce, self._push, index, incarnation)
-            else:
-                state.pushing = False
 
-        self._exchange_all(index, self.targets(index), eager=True, done=ended)
+        self._exchange_all(index, self.targets(index), push, done=ended)
 
     # -- exchanges -------------------------------------------------------------------------
 
     def _exchange_all(
-        self, index: int, targets: list[int], *, eager: bool, done: Callable[[], None]
+        self, index: int, targets: list[int], push: object, *, done: Callable[[], None]
     ) -> None:
         if not targets:
             done()
@@ -249,23 +208,23 @@ class RoundDriver:
                 done()
 
         for peer in targets:
-            self._guarded(index, peer, eager, one_done)
+            self._guarded(index, peer, push, one_done)
 
-    def _guarded(self, index: int, peer: int, eager: bool, done: Callable[[], None]) -> None:
+    def _guarded(self, index: int, peer: int, push: object, done: Callable[[], None]) -> None:
         """One exchange under the per-peer lock, with backoff kept up to date."""
         state = self._nodes[index]
         incarnation = state.incarnation
 
         def run() -> None:
-            self._exchange(index, peer, eager, finish)
+            self._exchange(index, peer, push, finish)
 
         def finish(outcome: Outcome) -> None:
             if not self._current(index, incarnation):
                 return
             if outcome is Outcome.FAILED:
-                self._failed(state, peer)
+                state.backoff.failed(peer, self.loop.now, self.timing.interval)
             elif outcome is Outcome.OK:
-                state.backoff.pop(peer, None)
+                state.backoff.succeeded(peer)
             waiting = state.busy[peer]
             if waiting:
                 waiting.popleft()()
@@ -279,10 +238,3 @@ class RoundDriver:
             run()
         else:
             waiting.append(run)
-
-    def _failed(self, state: _NodeRounds, peer: int) -> None:
-        failures = state.backoff.get(peer, (0, 0.0))[0] + 1
-        interval = self.timing.interval
-        cap = max(interval, min(MAX_BACKOFF, BACKOFF_INTERVALS * interval))
-        delay = min(cap, interval * 2 ** min(failures - 1, 32))
-        state.backoff[peer] = (failures, self.loop.now + delay)

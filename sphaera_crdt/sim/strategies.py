@@ -70,7 +70,7 @@ class FullStatePushPull:
         self.cluster = cluster
         self.network = network
         self.timing = timing
-        self.driver = RoundDriver(cluster, network, timing, rng, self.exchange, eager=False)
+        self.driver = RoundDriver(cluster, network, timing, rng, self.exchange)
 
     @property
     def rounds_run(self) -> int:
@@ -89,7 +89,7 @@ class FullStatePushPull:
     def restarted(self, index: int) -> None:
         self.driver.start(index)
 
-    def exchange(self, index: int, peer: int, eager: bool, finish: Finish) -> None:
+    def exchange(self, index: int, peer: int, push: object, finish: Finish) -> None:
         full = self.cluster.nodes[index].replica.delta()
         body = sync.encode_messages([sync.SyncMessage(type=sync.MessageType.UPDATE, payload=full)])
 

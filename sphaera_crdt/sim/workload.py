@@ -108,14 +108,7 @@ def build_workload(
         else:
             requires = exists(parent)
         specs.append(EntitySpec(id=f"e{index}", requires=requires, observed=needs_observation))
-    with identities.documents():
-        seed = Replica(
-            SEED_REPLICA,
-            clock=lambda: 0.0,
-            nonce=identities.nonce(0),
-            client_id=identities.client_id(),
-            declare_self=False,
-        )
+    seed = Replica(SEED_REPLICA, clock=lambda: 0.0, declare_self=False, identities=identities)
     for spec in specs:
         seed.declare(spec.id, kind="service", attrs={"v": 0}, requires=spec.requires)
     base = seed.delta()
