@@ -31,8 +31,8 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from .core import sync
-from .core.gossip import GossipPlanner
 from .core.constraints import observed
+from .core.gossip import GossipPlanner
 from .core.replica import Replica
 from .core.views import Change, RecordChange, Status
 from .errors import InputError, RemoteError

@@ -108,7 +108,7 @@ def exchange_timeout(interval: float) -> float:
 def backoff_delay(failures: int, interval: float) -> float:
     """Seconds a peer that failed ``failures`` times in a row waits before the next try."""
     cap = max(interval, min(MAX_BACKOFF, BACKOFF_INTERVALS * interval))
-    return min(cap, interval * 2 ** min(max(failures, 1) - 1, 32))
+    return float(min(cap, interval * 2.0 ** min(max(failures, 1) - 1, 32)))
 
 
 def pushes_eagerly(change: RecordChange) -> bool:
@@ -492,12 +492,9 @@ class PeerExchange:
     def _request(self, update: bytes | None, *, pull: bool) -> Request:
         # A follow-up push answers the peer's STEP1: it goes as STEP2, which tells it
         # apart from an eager push (an UPDATE).
-        body = sync.sync_request(
-            self.planner.replica, update, pull=pull, reply=self.requests > 0
-        )
+        body = sync.sync_request(self.planner.replica, update, pull=pull, reply=self.requests > 0)
         self.requests += 1
         self._push = update
         if update is not None:
             self.pushed = True
         return Request(body=body, payload=0 if update is None else len(update), pull=pull)
-

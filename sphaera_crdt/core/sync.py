@@ -26,9 +26,9 @@ from typing import Final
 import pycrdt
 
 from ..errors import InvalidUpdate, RemoteError
-from .updates import shape
 from .lib0 import decode_state_vector, encode_state_vector, read_varuint, write_varuint
 from .replica import Replica
+from .updates import shape
 from .views import Change
 
 __all__ = [

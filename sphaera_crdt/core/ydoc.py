@@ -120,7 +120,9 @@ class DocumentAdapter:
     ):
         if not nonce:
             nonce = (
-                f"{secrets.token_hex(6)}.{epoch:x}" if identities is None else identities.nonce(epoch)
+                f"{secrets.token_hex(6)}.{epoch:x}"
+                if identities is None
+                else identities.nonce(epoch)
             )
         self.nonce = nonce
         self._live_hint = live_hint or (lambda: len(self.own_entries))

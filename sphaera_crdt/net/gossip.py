@@ -218,7 +218,10 @@ class Gossip:
         since = self.planner.begin_push()
         targets = list(self.targets().items())
         return await self._exchange_all(
-            [(url, peer_id, lambda peer: self.planner.push(peer, since)) for url, peer_id in targets]
+            [
+                (url, peer_id, lambda peer: self.planner.push(peer, since))
+                for url, peer_id in targets
+            ]
         )
 
     # -- rounds ----------------------------------------------------------------------------

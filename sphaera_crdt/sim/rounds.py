@@ -163,9 +163,7 @@ class RoundDriver:
     def targets(self, index: int) -> list[int]:
         """Every peer of replica ``index`` that is not backing off."""
         due, now = self._nodes[index].backoff.due, self.loop.now
-        return [
-            peer for peer in range(len(self.cluster.nodes)) if peer != index and due(peer, now)
-        ]
+        return [peer for peer in range(len(self.cluster.nodes)) if peer != index and due(peer, now)]
 
     # -- eager push ------------------------------------------------------------------------
 
