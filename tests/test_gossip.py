@@ -16,6 +16,7 @@ import pytest_asyncio
 from aiohttp import web
 from nodes import LIVENESS, FakeClock, StartNode, converged, node_factory, settle
 
+from sphaera_crdt.core import gossip as gossip_core
 from sphaera_crdt.core import sync
 from sphaera_crdt.node import Node
 
@@ -337,4 +338,108 @@ async def test_a_seed_that_answers_as_this_node_is_dropped(start: StartNode) -> 
         assert await b.gossip.round() == []
         assert b.gossip.targets() == {}
     finally:
+        await runner.cleanup()
+
+
+async def test_the_node_runs_the_core_gossip_decisions(
+    start: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same sans-IO planner the simulator drives: every request and answer is its."""
+    planned: list[gossip_core.Request] = []
+    answered: list[bytes] = []
+    real_request = gossip_core.PeerExchange._request
+    real_answer = gossip_core.GossipPlanner.answer
+
+    def counting_request(
+        self: gossip_core.PeerExchange, update: bytes | None, *, pull: bool
+    ) -> gossip_core.Request:
+        request = real_request(self, update, pull=pull)
+        planned.append(request)
+        return request
+
+    def counting_answer(
+        self: gossip_core.GossipPlanner, body: bytes, peer_id: str | None
+    ) -> sync.SyncResult:
+        answered.append(body)
+        return real_answer(self, body, peer_id)
+
+    monkeypatch.setattr(gossip_core.PeerExchange, "_request", counting_request)
+    monkeypatch.setattr(gossip_core.GossipPlanner, "answer", counting_answer)
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    await settle([a, b])
+    b.replica.declare("x")
+    await b.gossip.flush()
+    assert a.replica.entity("x") is not None
+    assert [request.body for request in planned] == answered
+    eager = planned[-1]
+    assert not eager.pull and types_of(eager.body) == [sync.MessageType.UPDATE]
+    assert any(request.pull for request in planned)
+
+
+def types_of(body: bytes) -> list[sync.MessageType]:
+    return [message.type for message in sync.decode_messages(body)]
+
+
+async def test_heartbeats_are_not_pushed_eagerly(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    await settle([a, b])
+    before = sent_to(a, "b")
+    a.replica.observe("replica:a", ok=True, ttl=LIVENESS)  # what the heartbeat writes
+    assert not a.gossip.pushing
+    (exchange,) = await a.gossip.round()  # the round carries it
+    assert exchange.pushed and b.replica.observations("replica:a")
+    a.replica.declare("db")
+    assert a.gossip.pushing
+    await a.gossip.flush()
+    assert sent_to(a, "b") == before + exchange.requests + 1  # the round's, then one push
+    assert b.replica.entity("db") is not None
+
+
+async def test_a_round_skips_a_peer_with_an_exchange_in_flight(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", peers=[a.url])
+    c = await start("c", peers=[a.url])
+    await settle([a, b, c])
+    lock = a.gossip._locks.setdefault(b.url, asyncio.Lock())
+    async with lock:  # an exchange with b that has not ended
+        for _ in range(5):
+            exchanges = await a.gossip.round()
+            assert [exchange.url for exchange in exchanges] == [c.url]
+
+
+async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -> None:
+    hung, release = asyncio.Event(), asyncio.Event()
+
+    async def never_answers(request: web.Request) -> web.Response:
+        hung.set()
+        await release.wait()  # until the test is over
+        return web.Response(status=503)
+
+    url, runner = await stand_in(never_answers)
+    try:
+        b = await start("b")
+        a = await start(
+            "a", peers=[url, b.url], gossip_interval=0.05, fanout=2, extra={"client_timeout": 60}
+        )
+        await asyncio.wait_for(hung.wait(), timeout=10)
+        # Nothing is written: only rounds talk to b, and they go on while the exchange
+        # with the stand-in hangs (with fanout 2, every round would pick it otherwise).
+        calls, enough = [0], asyncio.Event()
+        real_handle = b.handle_sync
+
+        def counting_handle(body: bytes, peer_id: str | None, peer_url: str | None) -> bytes:
+            calls[0] += 1
+            if calls[0] >= 5:
+                enough.set()
+            return real_handle(body, peer_id, peer_url)
+
+        b.handle_sync = counting_handle  # type: ignore[method-assign]
+        await asyncio.wait_for(enough.wait(), timeout=10)
+        assert a.gossip._busy(url)
+        assert sent_to(a, url, "error") == 0
+        await a.close()
+    finally:
+        release.set()
         await runner.cleanup()

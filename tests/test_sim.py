@@ -342,3 +342,14 @@ def test_goals_pass_miss_and_refuse_to_judge_without_a_yardstick() -> None:
     checks = {(c["goal"], c["where"]["strategy"]): c for c in evaluate_goals(summary, ideal)}
     assert checks["vs naive", "gossip"]["passed"] is None
     assert "did not converge" in checks["vs naive", "gossip"]["note"]
+
+
+def test_lost_messages_never_hold_rounds_back() -> None:
+    """Every replica starts a round every interval, whatever its exchanges are doing."""
+    scenario = Scenario(strategy="gossip-rounds", loss=0.5, replicas=10, entities=8, changes=4)
+    simulation = Simulation(scenario)
+    figures = simulation.run().figures
+    assert figures["traffic_total"]["failed"] > 20  # many exchanges waited for their deadline
+    elapsed = simulation.loop.now / scenario.interval
+    rounds = figures["rounds_run"]
+    assert scenario.replicas * (elapsed - 1) <= rounds <= scenario.replicas * elapsed
