@@ -1,8 +1,9 @@
 """A deterministic, in-process network of real replicas for convergence benchmarks.
 
-N :class:`~sphaera_crdt.Replica` objects exchange real sync bodies (built with
-:mod:`sphaera_crdt.core.sync`) over a simulated network with latency, loss, duplication,
-reordering, partitions and crashes, on a simulated clock. The same seed gives the same
+N :class:`~sphaera_crdt.Replica` objects gossip as nodes do (the decisions of
+:mod:`sphaera_crdt.core.gossip`, the sync bodies of :mod:`sphaera_crdt.core.sync`) over a
+simulated network with latency, loss, duplication, reordering, partitions and crashes,
+on a simulated clock. The same seed gives the same
 figures in any process. See ``benchmarks/README.md`` for the figures and how to read them.
 
 Example::

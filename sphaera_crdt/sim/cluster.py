@@ -1,7 +1,7 @@
 """Simulated replicas: the real :class:`Replica`, its timers, its store, crashes and restarts.
 
 Every replica is built by :meth:`Replica.restore` from the workload's base update, with
-identities from the simulation's seed and ``clock=loop.clock``, so its freshness
+``identities`` drawn from the simulation's seed and ``clock=loop.clock``, so its freshness
 deadlines, stamps and TTLs run in simulated time. After anything happens to a replica (a
 local write, a merge, a restart) :meth:`SimCluster.touched` refreshes the agreement
 counts and arms a tick at the replica's next deadline, as a node's timer does.

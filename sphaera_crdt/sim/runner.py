@@ -9,9 +9,8 @@ Timeline of a run (``I`` is the gossip interval):
   changes and come back ``crash_rounds * I`` later.
 * The run goes on until every replica holds identical state and agrees on every status,
   and the partition and crash schedule is over (or gives up ``max_rounds * I`` after it).
-* Then ``settle_rounds`` more intervals (the traffic a change causes after agreement:
-  pushes based on stale knowledge) and ``idle_rounds`` intervals whose traffic is the cost
-  of an idle cluster.
+* Then ``settle_rounds`` more intervals (the traffic a change still causes after
+  agreement) and ``idle_rounds`` intervals whose traffic is the cost of an idle cluster.
 
 Every random choice comes from a generator seeded with a string naming the seed, the trial,
 the sizes and its purpose, so two strategies run on the same workload, partition and crash

@@ -1,8 +1,9 @@
 """The strategies compared: the project's gossip and two baselines, behind one protocol.
 
-* ``gossip``: the project's gossip (:mod:`.gossip`): eager pushes after local changes
-  and push-pull rounds with ``fanout`` peers, deltas against what each peer is known to
-  hold.
+* ``gossip``: the project's gossip (:mod:`.gossip`, the decisions of
+  :mod:`sphaera_crdt.core.gossip` that a node makes): eager pushes of a writer's own
+  changes to every peer, and push-pull rounds with ``fanout`` peers that pull, then push
+  exactly what the peer's answer shows it lacks.
 * ``gossip-rounds``: the same without eager pushes, so that only the epidemic rounds
   spread a change: the part of the gossip that the epidemic theory describes.
 * ``full-state``: push-pull rounds with ``fanout`` peers that send ``replica.delta()``

@@ -204,10 +204,8 @@ def run_sweep(
 ) -> SweepResult:
     """Run every scenario and ideal epidemic of ``sweep``.
 
-    Every run gets a fresh worker process: a :class:`~sphaera_crdt.Replica` is never
-    freed once built (its pycrdt observers, held by the Rust document, point back at it,
-    a cycle the garbage collector cannot see), so one process running many scenarios
-    would keep every replica of every run.
+    Every run gets a fresh worker process, so that its wall time and memory do not depend
+    on the runs before it (the allocator's arenas, warm caches).
 
     Args:
         sweep: The grid.
