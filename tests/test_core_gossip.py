@@ -173,6 +173,10 @@ def test_an_eager_push_carries_own_changes_only_and_pulls_nothing(
     assert c.replica.entity("from-a") is not None and c.replica.entity("from-b") is None
     update = sync.decode_messages(request.body)[0].payload
     assert set(shape(update).ranges) <= set(a.replica.writer_clients)
+    # the acknowledgement names the pushed clients only, not every client c knows
+    acknowledged = decode_state_vector(sync.decode_messages(answer)[0].payload)
+    assert acknowledged == {client: c.replica.clocks()[client] for client in shape(update).ranges}
+    assert len(c.replica.clocks()) > len(acknowledged)
     # c learned what a holds of its own from the update, a what c holds from its STEP1
     own = {client: a.replica.clocks()[client] for client in a.replica.writer_clients}
     assert sync.covers(c.peers.peers["a"].known, own)

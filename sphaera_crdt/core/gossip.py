@@ -7,8 +7,10 @@ clock; neither decides on its own what to send or to whom.
 
 Theory of operation
 -------------------
-Every exchange is one or two sync round trips (``POST /v1/sync``) with one peer. There
-are two kinds (:data:`PLANS`):
+Every exchange is one or two sync round trips (``POST /v1/sync``) with one peer. A request
+with our state vector (STEP1) pulls: the answer is a STEP2 with what we lack and the
+peer's STEP1. A request with an update alone pushes: the answer acknowledges it with the
+peer's clocks of the pushed clients. There are two kinds of exchange (:data:`PLANS`):
 
 ======  ============================================  =======================================
 kind    first request                                 after the answer
@@ -437,6 +439,7 @@ class PeerExchange:
         self.merge_seconds = 0.0
         self._since = since
         self._push: bytes | None = None
+        self._pulled = False
 
     def start(self) -> Request | None:
         """The first request; ``None``: nothing to send (an eager push the peer needs not)."""
@@ -478,11 +481,14 @@ class PeerExchange:
             self.peer_id = identify()
         peer_state = states[-1] if states else None
         if self.peer_id is not None:
-            if peer_state is not None:
+            if peer_state is None:
+                if self._push is not None:  # a server that does not announce its state
+                    self.planner.peers.learn_update(self.peer_id, self._push)
+            elif self._pulled:
                 self.planner.learn_state(self.peer_id, *peer_state)
-            elif self._push is not None:  # a server that does not announce its state
-                self.planner.peers.learn_update(self.peer_id, self._push)
-        if not self.plan.follow_up or self.requests > 1 or peer_state is None:
+            else:  # the acknowledgement of a push: the pushed clients' clocks only
+                self.planner.peers.learn_state(self.peer_id, peer_state[0])
+        if not self.plan.follow_up or not self._pulled or peer_state is None:
             return None
         lacking = sync.delta_for(self.planner.replica, *peer_state, self.planner.fresh)
         if lacking == sync.EMPTY_UPDATE:
@@ -495,6 +501,7 @@ class PeerExchange:
         body = sync.sync_request(self.planner.replica, update, pull=pull, reply=self.requests > 0)
         self.requests += 1
         self._push = update
+        self._pulled = pull
         if update is not None:
             self.pushed = True
         return Request(body=body, payload=0 if update is None else len(update), pull=pull)

@@ -8,9 +8,11 @@ A sync body is y-protocols SYNC messages back to back, exactly as pycrdt's
 One HTTP round trip is a push-pull: the caller sends STEP1 (its state vector) and,
 optionally, an UPDATE with what it believes the callee lacks; the callee merges the update
 and answers STEP2 (what the caller lacks, per the caller's state vector) then STEP1 (its own
-state vector). A body without STEP1 is a push alone: the callee merges it and answers
-its STEP1 only. A bare pycrdt client that answers the callee's STEP1 with
-``handle_sync_message`` sends a STEP2 back, which the callee merges like an UPDATE.
+state vector). A body without STEP1 is a push alone: the callee merges it and answers a
+STEP1 that acknowledges it, with its clocks of the clients the push carried only (a
+partial state vector, whose size follows the push rather than the number of clients). A
+bare pycrdt client that answers the callee's STEP1 with ``handle_sync_message`` sends a
+STEP2 back, which the callee merges like an UPDATE.
 
 :class:`PeerKnowledge` remembers, per peer, the newest state vector it is known to hold, so
 that pushes carry only what a peer lacks and nothing is echoed back to where it came from.
@@ -154,7 +156,8 @@ class SyncResult:
 def handle_sync(
     replica: Replica, body: bytes, *, assume: Mapping[int, tuple[int, int]] | None = None
 ) -> SyncResult:
-    """Answer a sync request: merge what it carries, reply STEP2 + STEP1.
+    """Answer a sync request: merge what it carries, reply STEP2 + STEP1 (to a push alone,
+    without STEP1: an acknowledging STEP1 of the pushed clients' clocks).
 
     ``assume`` is passed on to :func:`delta_for` for the STEP2.
 
@@ -175,10 +178,12 @@ def handle_sync(
             pushed.append(message)
     changes = merge_update(replica, [message.payload for message in pushed])
     reply = []
-    if peer_state is not None:
+    if peer_state is not None and peer_clocks is not None:
         payload = delta_for(replica, peer_state, peer_clocks, assume)
         reply.append(SyncMessage(type=MessageType.STEP2, payload=payload))
-    reply.append(SyncMessage(type=MessageType.STEP1, payload=replica.state_vector()))
+        reply.append(SyncMessage(type=MessageType.STEP1, payload=replica.state_vector()))
+    else:
+        reply.append(SyncMessage(type=MessageType.STEP1, payload=_acknowledgement(replica, pushed)))
     return SyncResult(
         response=encode_messages(reply),
         peer_state=peer_state,
@@ -188,14 +193,29 @@ def handle_sync(
     )
 
 
+def _acknowledgement(replica: Replica, pushed: list[SyncMessage]) -> bytes:
+    """The answer to a push alone: our clocks of the clients it carried, not of all.
+
+    The pusher learns whether its update was integrated, in bytes that grow with what it
+    pushed rather than with every client this replica has ever seen.
+    """
+    clients: set[int] = set()
+    for message in pushed:
+        if message.payload != EMPTY_UPDATE:
+            clients.update(shape(message.payload).ranges)
+    clocks = replica.clocks()
+    return encode_state_vector({client: clocks.get(client, 0) for client in sorted(clients)})
+
+
 def sync_request(
     replica: Replica, push: bytes | None = None, *, pull: bool = True, reply: bool = False
 ) -> bytes:
     """The body a caller sends: STEP1 with its state vector, then an UPDATE if it pushes one.
 
     With ``pull=False`` the body is the update alone (a push that asks for nothing back):
-    the callee then answers with its STEP1 only. With ``reply=True`` the update goes as a
-    STEP2, the answer to the STEP1 the callee sent earlier (the callee merges both alike).
+    the callee then answers with a STEP1 of its clocks of the pushed clients only. With
+    ``reply=True`` the update goes as a STEP2, the answer to the STEP1 the callee sent
+    earlier (the callee merges both alike).
 
     Raises:
         ValueError: ``pull=False`` without anything to push (the body would be empty).
