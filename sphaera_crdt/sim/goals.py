@@ -148,14 +148,20 @@ def _bytes_per_change(summary: list[dict[str, Any]]) -> Iterable[dict[str, Any]]
             text += f" (episode {row['payload_ratio']:.2f}x)"
         if row["envelope_per_message"] is not None:
             text += f", envelope {row['envelope_per_message']:.0f} B/msg"
+        # Bytes lost on the way are bytes sent: with loss p, every receiver's copy costs
+        # 1 / (1 - p) copies sent at the very least.
+        floor = 1 / (1 - row["loss"])
         yield _check(
             "bytes per change",
             row,
             measured,
-            {"payload_ratio": PAYLOAD_FACTOR},
+            {"payload_ratio": PAYLOAD_FACTOR, "loss_floor": round(floor, 3)},
             None if ratio is None else ratio <= PAYLOAD_FACTOR,
             measured_text=text,
             limit_text=f"<= {PAYLOAD_FACTOR:.2f}x raw + envelope",
+            note=f"lost messages count: {floor:.2f}x raw is the floor at this loss"
+            if row["loss"]
+            else "",
         )
 
 
