@@ -10,6 +10,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -446,3 +447,25 @@ async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_a_rounds_exchanges_follow_one_another(start: StartNode) -> None:
+    a = await start("a", fanout=2)
+    b = await start("b", peers=[a.url])
+    c = await start("c", peers=[a.url])
+    await settle([a, b, c])
+    events: list[tuple[str, str]] = []
+    real = a.gossip._guarded
+
+    async def recording(url: str, peer_id: str | None, plan: Any) -> Any:
+        events.append(("start", url))
+        try:
+            return await real(url, peer_id, plan)
+        finally:
+            events.append(("end", url))
+
+    a.gossip._guarded = recording  # type: ignore[method-assign]
+    assert len(await a.gossip.round()) == 2
+    first, second = events[0][1], events[2][1]
+    assert events == [("start", first), ("end", first), ("start", second), ("end", second)]
+    assert {first, second} == {b.url, c.url}

@@ -3,6 +3,7 @@ and crashes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -353,3 +354,27 @@ def test_lost_messages_never_hold_rounds_back() -> None:
     elapsed = simulation.loop.now / scenario.interval
     rounds = figures["rounds_run"]
     assert scenario.replicas * (elapsed - 1) <= rounds <= scenario.replicas * elapsed
+
+
+def test_a_rounds_exchanges_follow_one_another() -> None:
+    """The next exchange starts when the one before it ends, or a stagger after it began."""
+    scenario = Scenario(strategy="gossip-rounds", replicas=6, fanout=3, entities=4, changes=0)
+    simulation = Simulation(scenario)
+    driver = simulation.strategy.driver  # type: ignore[attr-defined]
+    loop = simulation.loop
+    starts: list[tuple[float, int]] = []
+
+    def exchange(index: int, peer: int, push: object, finish: Any) -> None:
+        if index == 0:
+            starts.append((loop.now, peer))
+        # odd peers answer in 50 ms, even ones not before the next round
+        loop.later(0.05 if peer % 2 else 1.5, finish, sim_rounds.Outcome.OK)
+
+    driver._exchange = exchange
+    driver.start(0)
+    loop.run(scenario.interval * 1.45)  # the first round starts within one interval
+    first = [start for start in starts if start[0] < starts[0][0] + scenario.interval / 2]
+    assert len(first) == 3 and len({peer for _, peer in first}) == 3
+    stagger = sim_rounds.Timing(interval=scenario.interval, fanout=3).stagger
+    for (before, peer), (after, _) in itertools.pairwise(first):
+        assert after - before == pytest.approx(0.05 if peer % 2 else stagger)

@@ -44,6 +44,10 @@ eager   an UPDATE alone: our own changes since the    nothing
   vector it sends (in answers and in requests) and every update it pushes. A peer whose
   state vector shows less than we believed it had restarted without its state: it is
   forgotten first, then learned again.
+* **A round's exchanges follow one another.** Each starts when the one before it has
+  ended (its answer merged), or :func:`round_stagger` after that one started if it has
+  not: pulls made at once would each bring what we lack, ``fanout`` copies of it, while
+  the second pull, made after the first answer, asks only for what is still missing.
 * **Rounds do not wait for exchanges.** A round starts every interval, whatever exchanges
   of earlier rounds are still in flight; a peer with an exchange in flight is not chosen
   (exchanges with one peer never overlap). An exchange that gets no answer fails at its
@@ -86,6 +90,7 @@ __all__ = [
     "learn_state",
     "parse_answer",
     "pushes_eagerly",
+    "round_stagger",
 ]
 
 #: Seconds local changes are gathered before one push carries them all.
@@ -105,6 +110,12 @@ T = TypeVar("T")
 def exchange_timeout(interval: float) -> float:
     """The deadline of one exchange: three gossip intervals, kept within 1-5 seconds."""
     return min(MAX_TIMEOUT, max(MIN_TIMEOUT, 3 * interval))
+
+
+def round_stagger(interval: float, fanout: int) -> float:
+    """The longest a round's exchange waits for the one before it: a round's exchanges all
+    start within half an interval, whatever they meet."""
+    return interval / (2 * max(1, fanout))
 
 
 def backoff_delay(failures: int, interval: float) -> float:

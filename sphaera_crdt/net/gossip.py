@@ -12,8 +12,8 @@ what only a node has: peers found by URL, metrics and logs.
   target known to hold them gets no request at all.
 * **Rounds.** Every ``gossip_interval`` seconds a round starts, whatever exchanges of
   earlier rounds are still in flight: it pulls from ``fanout`` random targets (not
-  backing off, no exchange in flight) and pushes each exactly what its answer shows it
-  lacks. An idle round carries state vectors (and headers) only.
+  backing off, no exchange in flight), one after another, and pushes each exactly what
+  its answer shows it lacks. An idle round carries state vectors (and headers) only.
 * **Targets** are the live peers (``replica:<id>`` entities that exist here) and the seeds
   (``--peer`` URLs), which stay candidates whatever the merged state says. A URL that
   failed is skipped for a while, the delay doubling per failure (capped); seeds are
@@ -48,6 +48,7 @@ from ..core.gossip import (
     Request,
     choose,
     pushes_eagerly,
+    round_stagger,
 )
 from ..core.replica import REPLICA_PREFIX
 from ..core.views import Change, RecordChange
@@ -240,8 +241,10 @@ class Gossip:
             urls.__getitem__,
             lambda url: not self._busy(url),
         )
+        config = self.node.config
         results = await self._exchange_all(
-            [(url, targets[url], self.planner.round) for url in chosen]
+            [(url, targets[url], self.planner.round) for url in chosen],
+            stagger=round_stagger(config.gossip_interval, config.fanout),
         )
         self.node.metrics.gossip_round_seconds.observe(time.perf_counter() - started)
         return results
@@ -251,13 +254,27 @@ class Gossip:
         return lock is not None and lock.locked()
 
     async def _exchange_all(
-        self, targets: list[tuple[str, str | None, Callable[[str | None], PeerExchange]]]
+        self,
+        targets: list[tuple[str, str | None, Callable[[str | None], PeerExchange]]],
+        *,
+        stagger: float | None = None,
     ) -> list[Exchange]:
-        """Exchange with all targets at once; a bug with one does not stop the others."""
-        results = await asyncio.gather(
-            *(self._guarded(url, peer_id, plan) for url, peer_id, plan in targets),
-            return_exceptions=True,
-        )
+        """Exchange with all targets, at once or (with ``stagger``) each after the one
+        before it ended or ``stagger`` seconds after it started; a bug with one does not
+        stop the others."""
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[Exchange | None]] = []
+        try:
+            for url, peer_id, plan in targets:
+                if stagger is not None and tasks:
+                    await asyncio.wait(tasks[-1:], timeout=stagger)
+                tasks.append(loop.create_task(self._guarded(url, peer_id, plan)))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:  # cancelled (stopping): so are the exchanges it started
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         done: list[Exchange] = []
         for (url, _, _), result in zip(targets, results, strict=True):
             if isinstance(result, Exchange):

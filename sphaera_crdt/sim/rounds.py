@@ -13,9 +13,11 @@ Theory of operation
 * **Rounds.** A replica's first round starts ``uniform(interval/2, interval)`` after it
   starts (nodes started together do not gossip in lockstep); every later one ``interval``
   after the previous one started, whatever its exchanges are doing. A round exchanges with
-  ``fanout`` distinct targets at once: other replicas that are not backing off and have
-  no exchange in flight with this one. A lost message thus costs its exchange a timeout,
-  never the next round.
+  ``fanout`` distinct targets, other replicas that are not backing off and have no
+  exchange in flight with this one, one after another: each exchange starts when the one
+  before it ended or ``round_stagger`` after that one started. A lost message thus costs
+  its exchange a timeout, never the next round, and delays the rest of its round by at
+  most the stagger.
 * **Backoff.** A failed exchange makes its peer wait ``interval * 2**(failures-1)``
   seconds (capped) before it is chosen again; a success clears it. Membership is not
   simulated: every replica knows every other (in a node, peers come from
@@ -34,7 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..core.gossip import DEBOUNCE, Backoff, PushSchedule, choose, exchange_timeout
+from ..core.gossip import (
+    DEBOUNCE,
+    Backoff,
+    PushSchedule,
+    choose,
+    exchange_timeout,
+    round_stagger,
+)
 from .cluster import SimCluster
 from .network import Network
 
@@ -64,6 +73,10 @@ class Timing:
     @property
     def timeout(self) -> float:
         return exchange_timeout(self.interval)
+
+    @property
+    def stagger(self) -> float:
+        return round_stagger(self.interval, self.fanout)
 
 
 Finish = Callable[[Outcome], None]
@@ -144,8 +157,24 @@ class RoundDriver:
         self.loop.later(self.timing.interval, self._round, index, incarnation)
         if self._begin_round is not None:
             self._begin_round(index)
-        targets = self.choose(index, self.timing.fanout)
-        self._exchange_all(index, targets, None, done=lambda: None)
+        self._one_after_another(index, incarnation, self.choose(index, self.timing.fanout))
+
+    def _one_after_another(self, index: int, incarnation: int, targets: list[int]) -> None:
+        """A round's exchanges: each starts when the one before it ended, or ``stagger``
+        seconds after that one started if it has not."""
+        if not targets or not self._current(index, incarnation):
+            return
+        peer, rest = targets[0], targets[1:]
+        started = [False]
+
+        def next_one() -> None:
+            if not started[0]:
+                started[0] = True
+                self._one_after_another(index, incarnation, rest)
+
+        self._guarded(index, peer, None, next_one)
+        if rest:
+            self.loop.later(self.timing.stagger, next_one)
 
     def choose(self, index: int, count: int) -> list[int]:
         """``count`` distinct random targets of replica ``index`` (fewer if there are not):
