@@ -16,8 +16,9 @@ peer's clocks of the pushed clients. There are two kinds of exchange (:data:`PLA
 kind    first request                                 after the answer
 ======  ============================================  =======================================
 round   STEP1, our state vector: a pull               if the peer's STEP1 shows that it
-                                                      lacks something, one UPDATE alone with
-                                                      exactly that (the delta for its vector)
+                                                      lacks something, a push alone of
+                                                      exactly that (a STEP2, the delta for
+                                                      its vector)
 eager   an UPDATE alone: our own changes since the    nothing
         previous push that the peer is not known to
         hold; no request at all if there are none
@@ -37,6 +38,12 @@ eager   an UPDATE alone: our own changes since the    nothing
   writer from every peer: with ``w`` writers at once, ``w`` copies of each change.)
   Changes made within :data:`DEBOUNCE` seconds go in one push; changes made while a push
   runs start another when it ends (:class:`PushSchedule`).
+* **What writers are pushing is not relayed.** Until its next round begins, a replica
+  leaves out of its STEP2 answers and of its rounds' pushes the items that writers are
+  pushing eagerly right now (those an eager push brought it, and those of its own last
+  push, :attr:`GossipPlanner.fresh`): every peer gets them from their writer within a
+  round trip, and relaying them as well would deliver them twice. What a lost push
+  carried is relayed from the next round on.
 * **Liveness is not pushed.** Observations of ``replica:<id>`` entities (a node's
   heartbeat, a peer observed after an exchange) travel with the rounds: pushed eagerly,
   every heartbeat of every node would cost a request to every other node.
