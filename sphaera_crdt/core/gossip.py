@@ -313,7 +313,7 @@ def learn_state(
     if known is not None and not sync.covers(clocks, known.known):
         # It holds less than it once did: it restarted without its state. Start over.
         peers.forget(peer_id)
-    peers.learn_state(peer_id, state)
+    peers.learn_state(peer_id, state, clocks)
 
 
 class GossipPlanner:
@@ -413,7 +413,7 @@ class GossipPlanner:
         result = sync.handle_sync(self.replica, body, assume=self.fresh)
         if result.peer_state is not None:
             if peer_id:
-                self.learn_state(peer_id, result.peer_state)
+                self.learn_state(peer_id, result.peer_state, result.peer_clocks)
             return result
         for message in result.pushed:
             if message.payload == sync.EMPTY_UPDATE:
@@ -505,7 +505,7 @@ class PeerExchange:
             elif self._pulled:
                 self.planner.learn_state(self.peer_id, *peer_state)
             else:  # the acknowledgement of a push: the pushed clients' clocks only
-                self.planner.peers.learn_state(self.peer_id, peer_state[0])
+                self.planner.peers.learn_state(self.peer_id, *peer_state)
         if not self.plan.follow_up or not self._pulled or peer_state is None:
             return None
         lacking = sync.delta_for(self.planner.replica, *peer_state, self.planner.fresh)

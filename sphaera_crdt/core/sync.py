@@ -148,6 +148,8 @@ class SyncResult:
     response: bytes
     peer_state: bytes | None
     changes: list[Change] = field(default_factory=list)
+    #: ``peer_state`` decoded
+    peer_clocks: dict[int, int] | None = None
     bytes_in: int = 0
     #: the UPDATE and STEP2 messages the request carried (merged)
     pushed: list[SyncMessage] = field(default_factory=list)
@@ -188,6 +190,7 @@ def handle_sync(
         response=encode_messages(reply),
         peer_state=peer_state,
         changes=changes,
+        peer_clocks=peer_clocks,
         bytes_in=len(body),
         pushed=pushed,
     )
@@ -298,10 +301,14 @@ class PeerKnowledge:
         """Forget what a peer holds (it restarted empty, or went away)."""
         self.peers.pop(replica_id, None)
 
-    def learn_state(self, replica_id: str, state_vector: bytes) -> None:
-        """The peer holds at least ``state_vector``."""
+    def learn_state(
+        self, replica_id: str, state_vector: bytes, clocks: dict[int, int] | None = None
+    ) -> None:
+        """The peer holds at least ``state_vector`` (``clocks``: the same, decoded)."""
         known = self.peer(replica_id).known
-        for client, clock in decode_state_vector(state_vector).items():
+        if clocks is None:
+            clocks = decode_state_vector(state_vector)
+        for client, clock in clocks.items():
             if clock > known.get(client, 0):
                 known[client] = clock
 

@@ -132,7 +132,7 @@ class SimCluster:
     def touched(self, index: int) -> None:
         """Replica ``index`` may hold new state: recount agreement, re-arm its timer."""
         node = self.nodes[index]
-        node.sv = decode_state_vector(node.replica.state_vector())
+        node.sv = dict(node.replica.clocks())  # a copy: the replica updates its own in place
         if self.tracker is not None:
             self.tracker.state_changed(index, node.sv)
         self.arm(node)
