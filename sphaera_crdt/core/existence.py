@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidConstraint
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Evaluator, compile_constraint
+from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Evaluator, Node, compile_constraint
 from .records import MergedView
 
 __all__ = ["ExistenceEngine", "Malformed", "StatusChange"]
@@ -168,13 +169,18 @@ class ExistenceEngine:
     def recompute(self, now: float) -> dict[str, int]:
         """Derive every status from scratch at ``now``; returns them (non-FALSE only).
 
-        Rebuilds the graph, its components and levels; used at start-up and to check the
-        incremental results.
+        Rebuilds the rules, the graph, its components and levels; used at start-up and to
+        check the incremental results. One pass compiles the rules; entities with no
+        ``exists`` atom are evaluated at once; Kahn's algorithm then orders and evaluates
+        everything that does not depend on a cycle, and Tarjan's algorithm splits only what
+        is left (the cycles and what depends on them) into components, which are solved as
+        they come out, dependencies first.
         """
-        for entity in list(self.rules):
-            self._forget(entity)
-        self.rules.clear()
-        self._compiled_from.clear()
+        for table in (self.rules, self._compiled_from, self.deps, self.rdeps):
+            table.clear()
+        for index in (self.observers_of, self.attr_readers):
+            index.clear()
+        self.volatile.clear()
         self.comp.clear()
         self.members.clear()
         self.cyclic.clear()
@@ -182,21 +188,321 @@ class ExistenceEngine:
         self.deadline.clear()
         self._deadlines.clear()
         self._dirty.clear()
-        for entity in self.view.records:
-            self._set_rule(entity)
-        with_edges = self._split(set(self.deps), incremental=False)
         self.status.clear()
         self.evaluator.now = now
-        # Entities with no exists-edges depend on no status: they go first, then the
-        # components in the order Tarjan found them (dependencies first).
-        order = [entity for entity in self.rules if entity not in self.deps]
-        order.extend(with_edges)
-        for rep in order:
-            for entity, value in self._solve(rep).items():
-                if value != FALSE:
-                    self.status[entity] = value
-        self.evaluated = len(order)
+        self.evaluator.deadline = INF
+        pending, dead = self._compile_all()
+        self.evaluated = self._derive_all(pending, dead)
         return dict(self.status)
+
+    def _compile_all(self) -> tuple[dict[str, int], set[str]]:
+        """Compile the rule of every record, index what each one reads, and evaluate the
+        rules that mention no ``exists`` (they depend on no status).
+
+        Returns the number of ``exists`` targets of each entity that has some, and those of
+        them that are retracted (undeclared or withdrawn).
+        """
+        rules = self.rules
+        compiled_from = self._compiled_from
+        deps = self.deps
+        rdeps = self.rdeps
+        status = self.status
+        evaluator = self.evaluator
+        pending: dict[str, int] = {}
+        dead: set[str] = set()
+        for entity, record in self.view.records.items():
+            fields = record.fields
+            winner = fields.get("q")
+            retracted = fields.get("x")
+            live = retracted is not None and retracted.value is False
+            if winner is None or winner.value is None:
+                compiled_from[entity] = "" if winner is None else winner.payload
+                rules[entity] = None
+                if live:
+                    status[entity] = TRUE
+                continue
+            compiled_from[entity] = winner.payload
+            try:
+                rule = compile_constraint(winner.value)
+            except InvalidConstraint as exc:
+                rules[entity] = Malformed(f"malformed requires: {exc}")
+                if live:
+                    status[entity] = UNKNOWN
+                continue
+            rules[entity] = rule
+            if rule.observed or rule.attrs or rule.calls:
+                self._index_reads(entity, rule)
+            targets = rule.exists
+            if targets:
+                deps[entity] = targets
+                pending[entity] = len(targets)
+                if not live:
+                    dead.add(entity)
+                for dep in targets:
+                    dependents = rdeps.get(dep)
+                    if dependents is None:
+                        rdeps[dep] = {entity}
+                    else:
+                        dependents.add(entity)
+            elif live:
+                value = evaluator.kleene(rule.node)
+                if evaluator.deadline != INF:
+                    self._set_deadline(entity, evaluator.deadline)
+                    evaluator.deadline = INF
+                if value:
+                    status[entity] = value
+        return pending, dead
+
+    def _derive_all(self, pending: dict[str, int], dead: set[str]) -> int:
+        """Evaluate the rules with ``exists`` atoms in dependency order, once those without
+        are; returns the number of components solved (``evaluated``).
+
+        ``pending`` holds, for each entity not yet solved, how many of its dependencies are
+        not either. Kahn's algorithm solves an entity when that count drops to zero; when
+        it stalls, everything left lies on a cycle or depends on one. A walk along unsolved
+        dependencies then finds a cycle; Tarjan's algorithm splits the unsolved part of the
+        graph above it into components, which are solved in order, and Kahn's algorithm
+        resumes below them, until it stalls again. The walk goes on from where it was, so
+        each entity is walked, split and solved at most once.
+        """
+        deps = self.deps
+        rdeps = self.rdeps
+        # Undeclared dependencies and those with no exists-edges have a status already.
+        ready: list[str] = []
+        for dep, dependents in rdeps.items():
+            if dep not in deps:
+                for entity in dependents:
+                    left = pending[entity] - 1
+                    if left:
+                        pending[entity] = left
+                    else:
+                        del pending[entity]
+                        ready.append(entity)
+        solved = len(self.rules) - len(deps) + self._kahn(ready, pending, dead, 1)
+        if not pending:
+            return solved
+        starts = list(pending)
+        cursor = 0
+        # The walk: a path of unsolved entities, each depending on the next.
+        path: list[str] = []
+        edges: list[Iterator[str]] = []
+        on_path: set[str] = set()
+        while pending:
+            if not path:
+                while starts[cursor] not in pending:
+                    cursor += 1
+                start = starts[cursor]
+                path.append(start)
+                edges.append(iter(deps[start]))
+                on_path.add(start)
+            # Walk until the path closes a cycle. An unsolved entity has an unsolved
+            # dependency, and those its edge iterator passed are solved.
+            while True:
+                for dep in edges[-1]:
+                    if dep in pending:
+                        break
+                else:  # pragma: no cover - an unsolved entity has an unsolved dependency
+                    raise AssertionError(f"{path[-1]!r} has no unsolved dependency")
+                if dep in on_path:
+                    break
+                path.append(dep)
+                edges.append(iter(deps[dep]))
+                on_path.add(dep)
+            # Everything Tarjan's algorithm reaches from the cycle is above it: solve it.
+            components = self._components(pending, (dep,))
+            for component in components:
+                for entity in component:
+                    del pending[entity]
+                self._settle(component, dead)
+            solved += len(components)
+            ready = []
+            for component in components:
+                for entity in component:
+                    for dependent in rdeps.get(entity, ()):
+                        waiting = pending.get(dependent)
+                        if waiting is None:
+                            continue
+                        if waiting > 1:
+                            pending[dependent] = waiting - 1
+                        else:
+                            del pending[dependent]
+                            ready.append(dependent)
+            solved += self._kahn(ready, pending, dead, None)
+            # What was solved is a tail of the path (each entity on it waits for the next).
+            while path and path[-1] not in pending:
+                on_path.discard(path.pop())
+                edges.pop()
+        return solved
+
+    def _kahn(
+        self, ready: list[str], pending: dict[str, int], dead: set[str], depth: int | None
+    ) -> int:
+        """Solve ``ready`` and what becomes ready after it (Kahn's algorithm, in rounds);
+        returns how many were solved.
+
+        With a ``depth``, everything solved before is below ``ready``, all of whose members
+        are at that level: an entity becomes ready in the round after its last dependency,
+        the one of the highest level, so the round gives its level. Without one, levels
+        are read from the dependencies.
+        """
+        deps = self.deps
+        rdeps = self.rdeps
+        rules = self.rules
+        level = self.level
+        comp = self.comp
+        status = self.status
+        evaluator = self.evaluator
+        kleene = evaluator.kleene
+        solved = 0
+        while ready:
+            batch = ready
+            ready = []
+            solved += len(batch)
+            for entity in batch:
+                if depth is None:
+                    top = 0
+                    for dep in deps[entity]:
+                        dep_level = level.get(comp.get(dep, dep), 0)
+                        if dep_level > top:
+                            top = dep_level
+                    level[entity] = top + 1
+                else:
+                    level[entity] = depth
+                if entity not in dead:
+                    # _solve for an entity with edges, inline: the usual rules are an exists
+                    # atom or an all of them.
+                    node = rules[entity].node  # type: ignore[union-attr]
+                    op = node[0]
+                    if op == "exists":
+                        value = status.get(node[1], FALSE)
+                    elif op == "all":
+                        value = TRUE
+                        for child in node[1]:
+                            if child[0] == "exists":
+                                child_value = status.get(child[1], FALSE)
+                            else:
+                                child_value = kleene(child)
+                            if child_value < value:
+                                value = child_value
+                                if not value:
+                                    break
+                    else:
+                        value = kleene(node)
+                    if evaluator.deadline != INF:
+                        self._set_deadline(entity, evaluator.deadline)
+                        evaluator.deadline = INF
+                    if value:
+                        status[entity] = value
+                for dependent in rdeps.get(entity, ()):
+                    left = pending[dependent] - 1
+                    if left:
+                        pending[dependent] = left
+                    else:
+                        del pending[dependent]
+                        ready.append(dependent)
+            if depth is not None:
+                depth += 1
+        return solved
+
+    def _settle(self, component: list[str], dead: set[str]) -> None:
+        """Place and solve a component whose dependencies outside it are solved (full
+        derivation; ``dead`` are the retracted entities with edges)."""
+        entity = component[0]
+        if len(component) > 1 or entity in self.deps[entity]:
+            rep = self._place(component)
+            for member, value in self._solve_cycle(self.members.get(rep) or [rep]).items():
+                if value:
+                    self.status[member] = value
+            self.evaluator.deadline = INF
+            return
+        self._place(component)
+        if entity in dead:
+            return
+        evaluator = self.evaluator
+        value = evaluator.kleene(self.rules[entity].node)  # type: ignore[union-attr]
+        if evaluator.deadline != INF:
+            self._set_deadline(entity, evaluator.deadline)
+            evaluator.deadline = INF
+        if value:
+            self.status[entity] = value
+
+    def _components(self, region: Container[str], roots: Iterable[str]) -> list[list[str]]:
+        """Tarjan's algorithm (iterative) on the subgraph induced by ``region``, from
+        ``roots`` (members of it).
+
+        Returns the strongly connected components reached, dependencies first.
+        """
+        deps = self.deps
+        placed = sys.maxsize  # the index of a node already placed in a component
+        index: dict[str, int] = {}
+        low: dict[str, int] = {}
+        stack: list[str] = []
+        found: list[list[str]] = []
+        counter = 0
+        for root in roots:
+            if root in index:
+                continue
+            index[root] = low[root] = counter
+            counter += 1
+            stack.append(root)
+            work: list[tuple[str, Iterator[str]]] = [(root, iter(deps.get(root, ())))]
+            while work:
+                node, edges = work[-1]
+                for dep in edges:
+                    if dep not in region:
+                        continue
+                    seen = index.get(dep)
+                    if seen is None:
+                        index[dep] = low[dep] = counter
+                        counter += 1
+                        stack.append(dep)
+                        work.append((dep, iter(deps.get(dep, ()))))
+                        break
+                    if seen < low[node]:  # on the stack (placed nodes have index placed)
+                        low[node] = seen
+                else:
+                    work.pop()
+                    node_low = low[node]
+                    if work:
+                        parent = work[-1][0]
+                        if node_low < low[parent]:
+                            low[parent] = node_low
+                    if node_low == index[node]:
+                        member = stack.pop()
+                        index[member] = placed
+                        component = [member]
+                        while member != node:
+                            member = stack.pop()
+                            index[member] = placed
+                            component.append(member)
+                        found.append(component)
+        return found
+
+    def _place(self, component: list[str]) -> str:
+        """Record a component found by :meth:`_components` and its level; returns its
+        representative. Every dependency outside it must already have its level."""
+        rep = min(component) if len(component) > 1 else component[0]
+        deps = self.deps
+        if len(component) > 1:
+            self.members[rep] = sorted(component)
+            for member in component:
+                self.comp[member] = rep
+            self.cyclic.add(rep)
+            members = set(component)
+        else:
+            members = {rep}
+            if rep in deps.get(rep, ()):
+                self.cyclic.add(rep)
+        level = 0
+        for member in component:
+            for dep in deps.get(member, ()):
+                if dep not in members:
+                    dep_level = self._level_of(dep) + 1
+                    if dep_level > level:
+                        level = dep_level
+        if level:
+            self.level[rep] = level
+        return rep
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which some status may change with time alone."""
@@ -239,28 +545,89 @@ class ExistenceEngine:
         return None
 
     def _solve_cycle(self, members: list[str]) -> dict[str, int]:
-        """The alternating fixpoint over one cyclic component."""
+        """The well-founded model of one cyclic component (statuses below it are final)."""
         evaluator = self.evaluator
         evaluator.deadline = INF
         inside = set(members)
-        facts_true: set[str] = set()
-        facts_maybe: set[str] = set()
-        rules: dict[str, Any] = {}
+        facts: dict[str, int] = {}
+        rules: dict[str, Node] = {}
         for member in members:
             base = self._base(member)
             if base is None:
                 rule = self.rules[member]
                 assert isinstance(rule, Compiled)
                 rules[member] = rule.node
-            elif base == TRUE:
-                facts_true.add(member)
-            elif base == UNKNOWN:
-                facts_maybe.add(member)
+            else:
+                facts[member] = base
         local_rdeps: dict[str, list[str]] = {member: [] for member in members}
         for member in rules:
             for dep in self.deps.get(member, ()):
                 if dep in inside:
                     local_rdeps[dep].append(member)
+        if any(_negates(node, inside, False) for node in rules.values()):
+            values = self._alternating_fixpoint(members, inside, facts, rules, local_rdeps)
+        else:
+            values = self._least_fixpoint(members, facts, rules, local_rdeps)
+        deadline = evaluator.deadline
+        for member in members:
+            self._set_deadline(member, deadline)
+        return values
+
+    def _least_fixpoint(
+        self,
+        members: list[str],
+        facts: dict[str, int],
+        rules: dict[str, Node],
+        local_rdeps: dict[str, list[str]],
+    ) -> dict[str, int]:
+        """A component whose rules mention none of its members under a negation.
+
+        Kleene evaluation is then monotone in the members (false < unknown < true), and
+        iterating it from all false reaches its least fixpoint, which is the well-founded
+        model: true where the lower bounds derive it, unknown where only the upper bounds
+        do, false where neither does (an unsupported positive cycle). The members'
+        statuses are set while iterating (a worklist: a member is re-evaluated when one of
+        its dependencies inside rose) and restored after.
+        """
+        status = self.status
+        kleene = self.evaluator.kleene
+        saved = {member: status.pop(member, FALSE) for member in members}
+        try:
+            for member, value in facts.items():
+                if value:
+                    status[member] = value
+            work = list(rules)
+            queued = set(work)
+            while work:
+                member = work.pop()
+                queued.discard(member)
+                value = kleene(rules[member])
+                if value > status.get(member, FALSE):
+                    status[member] = value
+                    for dependent in local_rdeps[member]:
+                        if dependent in rules and dependent not in queued:
+                            queued.add(dependent)
+                            work.append(dependent)
+            return {member: status.get(member, FALSE) for member in members}
+        finally:
+            for member, value in saved.items():
+                if value:
+                    status[member] = value
+                else:
+                    status.pop(member, None)
+
+    def _alternating_fixpoint(
+        self,
+        members: list[str],
+        inside: set[str],
+        facts: dict[str, int],
+        rules: dict[str, Node],
+        local_rdeps: dict[str, list[str]],
+    ) -> dict[str, int]:
+        """Van Gelder's alternating fixpoint over a component with a negated member."""
+        evaluator = self.evaluator
+        facts_true = {member for member, value in facts.items() if value == TRUE}
+        facts_maybe = {member for member, value in facts.items() if value == UNKNOWN}
 
         def least(lower: bool, start: set[str], fixed: set[str]) -> set[str]:
             # Least fixpoint of the bound operator, semi-naive: when a member joins, only
@@ -284,9 +651,6 @@ class ExistenceEngine:
             if new_true == true:
                 break
             true = new_true
-        deadline = evaluator.deadline
-        for member in members:
-            self._set_deadline(member, deadline)
         return {
             member: TRUE if member in true else UNKNOWN if member in possible else FALSE
             for member in members
@@ -331,12 +695,16 @@ class ExistenceEngine:
                 self.deps[entity] = rule.exists
                 for dep in rule.exists:
                     self.rdeps.setdefault(dep, set()).add(entity)
-            for subject in rule.observed:
-                self.observers_of.setdefault(subject, set()).add(entity)
-            for subject in rule.attrs:
-                self.attr_readers.setdefault(subject, set()).add(entity)
-            if rule.calls:
-                self.volatile.add(entity)
+            self._index_reads(entity, rule)
+
+    def _index_reads(self, entity: str, rule: Compiled) -> None:
+        """Index the observations, attributes and predicates a rule reads."""
+        for subject in rule.observed:
+            self.observers_of.setdefault(subject, set()).add(entity)
+        for subject in rule.attrs:
+            self.attr_readers.setdefault(subject, set()).add(entity)
+        if rule.calls:
+            self.volatile.add(entity)
 
     def _forget(self, entity: str) -> None:
         rule = self.rules.get(entity)
@@ -378,90 +746,21 @@ class ExistenceEngine:
                 back.add(node)
                 stack.extend(d for d in self.rdeps.get(node, ()) if d in reach)
             region |= back & reach
-        self._split(region, incremental=True)
+        self._split(region)
 
-    def _split(self, region: set[str], *, incremental: bool) -> list[str]:
-        """Tarjan's algorithm (iterative) on the subgraph induced by ``region``.
-
-        Returns the representatives of the components found, dependencies first.
-        """
+    def _split(self, region: set[str]) -> None:
+        """Re-split ``region`` into components after a rule's edges changed."""
         for node in region:
             old = self.comp.pop(node, node)
             self.members.pop(old, None)
             self.cyclic.discard(old)
             self.level.pop(old, None)
-        index: dict[str, int] = {}
-        low: dict[str, int] = {}
-        on_stack: set[str] = set()
-        stack: list[str] = []
-        order: list[list[str]] = []
-        counter = 0
-        for root in region:
-            if root in index:
-                continue
-            work: list[tuple[str, Iterable[str]]] = [(root, iter(self._local(root, region)))]
-            index[root] = low[root] = counter
-            counter += 1
-            stack.append(root)
-            on_stack.add(root)
-            while work:
-                node, edges = work[-1]
-                advanced = False
-                for dep in edges:
-                    if dep not in index:
-                        index[dep] = low[dep] = counter
-                        counter += 1
-                        stack.append(dep)
-                        on_stack.add(dep)
-                        work.append((dep, iter(self._local(dep, region))))
-                        advanced = True
-                        break
-                    if dep in on_stack and index[dep] < low[node]:
-                        low[node] = index[dep]
-                if advanced:
-                    continue
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    if low[node] < low[parent]:
-                        low[parent] = low[node]
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    order.append(component)
         raised: list[str] = []
-        reps: list[str] = []
-        for component in order:  # dependencies come out first
-            rep = min(component)
-            if len(component) > 1:
-                self.members[rep] = sorted(component)
-                for member in component:
-                    self.comp[member] = rep
-                self.cyclic.add(rep)
-            elif rep in self.deps.get(rep, ()):
-                self.cyclic.add(rep)
-            members = set(component)
-            level = 0
-            for member in component:
-                for dep in self.deps.get(member, ()):
-                    if dep not in members:
-                        level = max(level, self._level_of(dep) + 1)
-            if level:
-                self.level[rep] = level
+        for component in self._components(region, region):  # dependencies come first
+            self._place(component)
             raised.extend(component)
-            reps.append(rep)
-        if incremental:
-            self._raise_levels(raised)
-            self._dirty.update(region)
-        return reps
-
-    def _local(self, node: str, region: set[str]) -> list[str]:
-        return [dep for dep in self.deps.get(node, ()) if dep in region]
+        self._raise_levels(raised)
+        self._dirty.update(region)
 
     def _raise_levels(self, nodes: list[str]) -> None:
         """Keep every dependent's level above the levels of what it depends on."""
@@ -475,6 +774,20 @@ class ExistenceEngine:
                 if dep_rep != rep and self.level.get(dep_rep, 0) <= level:
                     self.level[dep_rep] = level + 1
                     stack.extend(self.members.get(dep_rep, (dependent,)))
+
+
+def _negates(node: Node, inside: set[str], negated: bool) -> bool:
+    """Whether ``node`` mentions a member of ``inside`` under an odd number of ``not``."""
+    op = node[0]
+    if op == "exists":
+        return negated and node[1] in inside
+    if op == "all" or op == "any":
+        return any(_negates(child, inside, negated) for child in node[1])
+    if op == "not":
+        return _negates(node[1], inside, not negated)
+    if op == "at_least":
+        return any(_negates(child, inside, negated) for child in node[2])
+    return False
 
 
 def _discard(table: dict[str, set[str]], key: str, value: str) -> None:

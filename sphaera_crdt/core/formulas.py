@@ -19,12 +19,14 @@ relied on stops being fresh, so a replica knows when to re-evaluate with time al
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from ..errors import InvalidConstraint
-from .constraints import check_constraint
+from ..errors import InvalidConstraint, InvalidIdentifier, InvalidValue
+from . import codec, names
+from .constraints import ATTR_OPS, MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES, check_constraint
+from .names import MAX_ID_LEN
 from .records import ABSENT_ATTR, MergedView
 
 __all__ = [
@@ -86,9 +88,11 @@ def stale_from(at: float, limit: float) -> float:
     return high
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """A checked constraint ready to evaluate, with what it depends on."""
+class Compiled(NamedTuple):
+    """A checked constraint ready to evaluate, with what it depends on.
+
+    A named tuple rather than a dataclass: a full derivation builds one per entity.
+    """
 
     node: Node
     exists: frozenset[str]
@@ -98,46 +102,272 @@ class Compiled:
     uses_self: bool
 
 
+_EMPTY: Final[frozenset[str]] = frozenset()
+_CONST_TRUE: Final = ("const", TRUE)
+_CONST_FALSE: Final = ("const", FALSE)
+_OBSERVED_KEYS: Final = frozenset({"observed", "within", "by", "quorum", "ok"})
+_ATTR_KEYS: Final = frozenset({"attr", "op", "value"})
+_SCALARS: Final = frozenset({type(None), bool, int, str})
+_new_compiled: Final = tuple.__new__
+_FLOAT_MAX: Final = sys.float_info.max
+
+
+class _Unsure(Exception):
+    """The fast compiler met something it does not vouch for; the checker decides."""
+
+
+#: What a compilation collects besides the tree and the ``exists`` atoms: first the number
+#: of clauses still allowed (MAX_CONSTRAINT_NODES, the root counted), then the other reads,
+#: which are rare, as pairs: ("observed", ID), ("attr", ID), ("call", NAME), ("self", "").
+_Found = list[Any]
+
+
 def compile_constraint(data: Any) -> Compiled:
     """Check and compile constraint data.
+
+    One walk checks and compiles the usual shapes; anything it does not vouch for (every
+    malformed constraint among it) goes through :func:`check_constraint`, which accepts or
+    refuses exactly as it does for a declaration and names the bad part, then through the
+    plain compiler.
 
     Raises:
         InvalidConstraint: The data is not a constraint.
     """
-    check_constraint(data)
-    deps: dict[str, set[str]] = {"exists": set(), "observed": set(), "attrs": set()}
-    flags = {"calls": False, "self": False}
-    node = _compile(data, deps, flags)
+    if type(data) is dict and len(data) == 1:
+        # The usual rules first: an exists atom, or an all or any of them.
+        ((key, value),) = data.items()
+        if key == "exists":
+            if (
+                type(value) is str
+                and value.isascii()
+                and value.isprintable()
+                and 0 < len(value) <= MAX_ID_LEN
+            ):
+                single: Compiled = _new_compiled(
+                    Compiled, (("exists", value), frozenset((value,)), _EMPTY, _EMPTY, False, False)
+                )
+                return single
+        elif (key == "all" or key == "any") and type(value) is list:
+            targets: list[str] = []
+            atoms: list[Node] = []
+            for item in value:
+                if type(item) is not dict or len(item) != 1:
+                    break
+                target = item.get("exists")
+                if not (
+                    type(target) is str
+                    and target.isascii()
+                    and target.isprintable()
+                    and 0 < len(target) <= MAX_ID_LEN
+                ):
+                    break
+                targets.append(target)
+                atoms.append(("exists", target))
+            else:
+                if len(atoms) < MAX_CONSTRAINT_NODES:
+                    flat: Compiled = _new_compiled(
+                        Compiled,
+                        (
+                            ("all" if key == "all" else "any", tuple(atoms)),
+                            frozenset(targets) if targets else _EMPTY,
+                            _EMPTY,
+                            _EMPTY,
+                            False,
+                            False,
+                        ),
+                    )
+                    return flat
+    exists: list[str] = []
+    found: _Found = [MAX_CONSTRAINT_NODES - 1]
+    try:
+        node = _fast(data, 0, exists, found)
+    except _Unsure:
+        check_constraint(data)
+        exists = []
+        found = [MAX_CONSTRAINT_NODES - 1]
+        node = _compile(data, exists, found)
+    if len(found) == 1:
+        compiled: Compiled = _new_compiled(
+            Compiled,
+            (node, frozenset(exists) if exists else _EMPTY, _EMPTY, _EMPTY, False, False),
+        )
+        return compiled
+    reads: dict[str, set[str]] = {"observed": set(), "attr": set(), "call": set(), "self": set()}
+    for kind, name in found[1:]:
+        reads[kind].add(name)
     return Compiled(
-        node=node,
-        exists=frozenset(deps["exists"]),
-        observed=frozenset(deps["observed"]),
-        attrs=frozenset(deps["attrs"]),
-        calls=flags["calls"],
-        uses_self=flags["self"],
+        node,
+        frozenset(exists),
+        frozenset(reads["observed"]),
+        frozenset(reads["attr"]),
+        bool(reads["call"]),
+        bool(reads["self"]),
     )
 
 
-def _compile(data: Any, deps: dict[str, set[str]], flags: dict[str, bool]) -> Node:
+def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
+    """Check and compile in one walk, or raise :class:`_Unsure`.
+
+    It passes only what :func:`check_constraint` passes (with the same depth and size
+    limits), so a constraint it compiles is one the checker accepts.
+    """
+    if type(data) is dict:
+        if len(data) == 1:
+            ((key, value),) = data.items()
+            if key == "exists":
+                if not (
+                    type(value) is str
+                    and value.isascii()
+                    and value.isprintable()
+                    and 0 < len(value) <= MAX_ID_LEN
+                ):
+                    _entity_id(value)
+                exists.append(value)
+                return ("exists", value)
+            if key == "all" or key == "any":
+                if type(value) is not list:
+                    raise _Unsure
+                op = "all" if key == "all" else "any"  # the interned literal
+                if not value:
+                    return (op, ())
+                found[0] -= len(value)
+                if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
+                    raise _Unsure
+                return (op, _fast_list(value, depth + 1, exists, found))
+            if key == "not":
+                found[0] -= 1
+                if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
+                    raise _Unsure
+                return ("not", _fast(value, depth + 1, exists, found))
+        if "observed" in data:
+            return _fast_observed(data, found)
+        if "attr" in data:
+            return _fast_attr(data, found)
+        if "at_least" in data and len(data) == 2 and "of" in data:
+            need, items = data["at_least"], data["of"]
+            if type(need) is not int or need < 0 or type(items) is not list:
+                raise _Unsure
+            if items:
+                found[0] -= len(items)
+                if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
+                    raise _Unsure
+            return ("at_least", need, _fast_list(items, depth + 1, exists, found))
+        if "call" in data:
+            try:
+                check_constraint(data)
+            except InvalidConstraint:
+                raise _Unsure from None
+            return _compile(data, exists, found)
+        raise _Unsure
+    if data is True:
+        return _CONST_TRUE
+    if data is False:
+        return _CONST_FALSE
+    raise _Unsure
+
+
+def _fast_list(items: list[Any], depth: int, exists: list[str], found: _Found) -> tuple[Node, ...]:
+    """:func:`_fast` over the items of a list, with ``exists`` atoms (the usual items) inline."""
+    nodes: list[Node] = []
+    for item in items:
+        if type(item) is dict and len(item) == 1 and "exists" in item:
+            target = item["exists"]
+            if not (
+                type(target) is str
+                and target.isascii()
+                and target.isprintable()
+                and 0 < len(target) <= MAX_ID_LEN
+            ):
+                _entity_id(target)
+            exists.append(target)
+            nodes.append(("exists", target))
+        else:
+            nodes.append(_fast(item, depth, exists, found))
+    return tuple(nodes)
+
+
+def _entity_id(value: Any) -> None:
+    """Raise :class:`_Unsure` unless ``value`` is a valid entity id.
+
+    (Printable ASCII of a valid length, tested inline by the callers, is one for sure.)
+    """
+    try:
+        names.check_entity_id(value)
+    except InvalidIdentifier:
+        raise _Unsure from None
+
+
+def _fast_observed(data: dict[str, Any], found: _Found) -> Node:
+    if not data.keys() <= _OBSERVED_KEYS:
+        raise _Unsure
+    subject = data["observed"]
+    within: Any = data.get("within")
+    by = data.get("by", "*")
+    quorum = data.get("quorum", 1)
+    ok = data.get("ok", True)
+    if (
+        type(within) not in (int, float)
+        or not 0 <= within <= _FLOAT_MAX
+        or (by != "*" and by != "self")
+        or type(quorum) is not int
+        or quorum < 1
+        or type(ok) is not bool
+    ):
+        raise _Unsure
+    _entity_id(subject)
+    found.append(("observed", subject))
+    if by == "self":
+        found.append(("self", ""))
+    return ("observed", subject, float(within), by, quorum, ok)
+
+
+def _fast_attr(data: dict[str, Any], found: _Found) -> Node:
+    if not data.keys() <= _ATTR_KEYS:
+        raise _Unsure
+    target = data["attr"]
+    op = data.get("op")
+    if type(target) is not list or len(target) != 2 or type(op) is not str or op not in ATTR_OPS:
+        raise _Unsure
+    entity, path = target
+    if type(path) is not str or not path or "" in (parts := path.split(".")):
+        raise _Unsure
+    value = data.get("value")
+    if op == "present":
+        if "value" in data:
+            raise _Unsure
+    elif "value" not in data or (op == "in" and type(value) is not list):
+        raise _Unsure
+    elif type(value) not in _SCALARS:
+        try:
+            codec.check_value(value)
+        except InvalidValue:
+            raise _Unsure from None
+    _entity_id(entity)
+    found.append(("attr", entity))
+    return ("attr", entity, tuple(parts), op, value)
+
+
+def _compile(data: Any, exists: list[str], found: _Found) -> Node:
+    """Compile data that :func:`check_constraint` accepted."""
     if data is True or data is False:
-        return ("const", TRUE if data else FALSE)
+        return _CONST_TRUE if data else _CONST_FALSE
     if "exists" in data:
-        deps["exists"].add(data["exists"])
+        exists.append(data["exists"])
         return ("exists", data["exists"])
     if "all" in data:
-        return ("all", tuple(_compile(item, deps, flags) for item in data["all"]))
+        return ("all", tuple(_compile(item, exists, found) for item in data["all"]))
     if "any" in data:
-        return ("any", tuple(_compile(item, deps, flags) for item in data["any"]))
+        return ("any", tuple(_compile(item, exists, found) for item in data["any"]))
     if "not" in data:
-        return ("not", _compile(data["not"], deps, flags))
+        return ("not", _compile(data["not"], exists, found))
     if "at_least" in data:
-        children = tuple(_compile(item, deps, flags) for item in data["of"])
+        children = tuple(_compile(item, exists, found) for item in data["of"])
         return ("at_least", data["at_least"], children)
     if "observed" in data:
-        deps["observed"].add(data["observed"])
+        found.append(("observed", data["observed"]))
         by = data.get("by", "*")
         if by == "self":
-            flags["self"] = True
+            found.append(("self", ""))
         by_set = by if by in ("*", "self") else frozenset(by)
         return (
             "observed",
@@ -149,10 +379,10 @@ def _compile(data: Any, deps: dict[str, set[str]], flags: dict[str, bool]) -> No
         )
     if "attr" in data:
         entity, path = data["attr"]
-        deps["attrs"].add(entity)
+        found.append(("attr", entity))
         return ("attr", entity, tuple(path.split(".")), data["op"], data.get("value"))
     if "call" in data:
-        flags["calls"] = True
+        found.append(("call", data["call"]))
         return ("call", data["call"], data.get("args", {}))
     raise InvalidConstraint(f"cannot compile {data!r}")  # unreachable after check_constraint
 
@@ -193,23 +423,32 @@ class Evaluator:
 
     def kleene(self, node: Node) -> int:
         """The three-valued value of ``node`` given the current statuses."""
+        # ``exists`` atoms are most of what is evaluated: they are read inline.
         op = node[0]
+        if op == "exists":
+            return self.status.get(node[1], FALSE)
         if op == "all":
+            status = self.status
             value = TRUE
             for child in node[1]:
-                child_value = self.kleene(child)
-                if child_value == FALSE:
-                    return FALSE
+                child_value = (
+                    status.get(child[1], FALSE) if child[0] == "exists" else self.kleene(child)
+                )
                 if child_value < value:
+                    if child_value == FALSE:
+                        return FALSE
                     value = child_value
             return value
         if op == "any":
+            status = self.status
             value = FALSE
             for child in node[1]:
-                child_value = self.kleene(child)
-                if child_value == TRUE:
-                    return TRUE
+                child_value = (
+                    status.get(child[1], FALSE) if child[0] == "exists" else self.kleene(child)
+                )
                 if child_value > value:
+                    if child_value == TRUE:
+                        return TRUE
                     value = child_value
             return value
         if op == "not":
@@ -237,10 +476,22 @@ class Evaluator:
         lower bound and ``up`` for an upper bound; ``not`` swaps the two.
         """
         op = node[0]
+        if op == "exists":
+            target = node[1]
+            if target in inside:
+                return target in (low if lower else up)
+            value = self.status.get(target, FALSE)
+            return value == TRUE if lower else value != FALSE
         if op == "all":
-            return all(self.bound(child, lower, inside, low, up) for child in node[1])
+            for child in node[1]:
+                if not self.bound(child, lower, inside, low, up):
+                    return False
+            return True
         if op == "any":
-            return any(self.bound(child, lower, inside, low, up) for child in node[1])
+            for child in node[1]:
+                if self.bound(child, lower, inside, low, up):
+                    return True
+            return False
         if op == "not":
             return not self.bound(node[1], not lower, inside, low, up)
         if op == "at_least":
@@ -252,8 +503,6 @@ class Evaluator:
                     if count >= need:
                         return True
             return count >= need
-        if op == "exists" and node[1] in inside:
-            return bool(node[1] in (low if lower else up))
         value = self._atoms[op](node)
         return value == TRUE if lower else value != FALSE
 
