@@ -44,6 +44,10 @@ INF: Final = math.inf
 StatusChange = tuple[str, int, int]
 
 
+#: A key missing from :attr:`ExistenceEngine.rules` (``None`` is a rule: no requirements).
+_MISSING: Final = object()
+
+
 class Malformed(str):
     """The message of a ``requires`` that did not compile; its entity is undetermined."""
 
@@ -69,7 +73,6 @@ class ExistenceEngine:
         #: Kleene value of every entity that is not FALSE
         self.status: dict[str, int] = {}
         self.rules: dict[str, Rule] = {}
-        self._compiled_from: dict[str, str] = {}
         self.deps: dict[str, frozenset[str]] = {}
         self.rdeps: dict[str, set[str]] = {}
         self.observers_of: dict[str, set[str]] = {}
@@ -176,7 +179,7 @@ class ExistenceEngine:
         is left (the cycles and what depends on them) into components, which are solved as
         they come out, dependencies first.
         """
-        for table in (self.rules, self._compiled_from, self.deps, self.rdeps):
+        for table in (self.rules, self.deps, self.rdeps):
             table.clear()
         for index in (self.observers_of, self.attr_readers):
             index.clear()
@@ -203,7 +206,6 @@ class ExistenceEngine:
         them that are retracted (undeclared or withdrawn).
         """
         rules = self.rules
-        compiled_from = self._compiled_from
         deps = self.deps
         rdeps = self.rdeps
         status = self.status
@@ -216,12 +218,10 @@ class ExistenceEngine:
             retracted = fields.get("x")
             live = retracted is not None and retracted.value is False
             if winner is None or winner.value is None:
-                compiled_from[entity] = "" if winner is None else winner.payload
                 rules[entity] = None
                 if live:
                     status[entity] = TRUE
                 continue
-            compiled_from[entity] = winner.payload
             try:
                 rule = compile_constraint(winner.value)
             except InvalidConstraint as exc:
@@ -676,11 +676,13 @@ class ExistenceEngine:
     def _set_rule(self, entity: str) -> None:
         record = self.view.records.get(entity)
         winner = None if record is None else record.fields.get("q")
-        source = "" if winner is None else winner.payload
-        if entity in self.rules and self._compiled_from.get(entity) == source:
-            return
+        current = self.rules.get(entity, _MISSING)
+        if winner is None or winner.value is None:
+            if current is None:
+                return
+        elif isinstance(current, Compiled) and current.data is winner.value:
+            return  # compiled from this very winner: its requires did not change
         self._forget(entity)
-        self._compiled_from[entity] = source
         rule: Rule
         if winner is None or winner.value is None:
             rule = None

@@ -100,6 +100,8 @@ class Compiled(NamedTuple):
     attrs: frozenset[str]
     calls: bool
     uses_self: bool
+    #: the constraint data it was compiled from (its identity tells a rule unchanged)
+    data: Any
 
 
 _EMPTY: Final[frozenset[str]] = frozenset()
@@ -133,9 +135,15 @@ def compile_constraint(data: Any) -> Compiled:
     Raises:
         InvalidConstraint: The data is not a constraint.
     """
-    if type(data) is dict and len(data) == 1:
-        # The usual rules first: an exists atom, or an all or any of them.
-        ((key, value),) = data.items()
+    if type(data) is dict:
+        # The usual rules first: an exists atom, or an all, any or at_least of them.
+        need: Any = 0
+        if len(data) == 1:
+            ((key, value),) = data.items()
+        elif len(data) == 2 and "at_least" in data and "of" in data:
+            key, value, need = "at_least", data["of"], data["at_least"]
+        else:
+            key = value = None
         if key == "exists":
             if (
                 type(value) is str
@@ -144,10 +152,16 @@ def compile_constraint(data: Any) -> Compiled:
                 and 0 < len(value) <= MAX_ID_LEN
             ):
                 single: Compiled = _new_compiled(
-                    Compiled, (("exists", value), frozenset((value,)), _EMPTY, _EMPTY, False, False)
+                    Compiled,
+                    (("exists", value), frozenset((value,)), _EMPTY, _EMPTY, False, False, data),
                 )
                 return single
-        elif (key == "all" or key == "any") and type(value) is list:
+        elif (
+            (key == "all" or key == "any" or key == "at_least")
+            and type(value) is list
+            and type(need) is int
+            and need >= 0
+        ):
             targets: list[str] = []
             atoms: list[Node] = []
             for item in value:
@@ -168,12 +182,17 @@ def compile_constraint(data: Any) -> Compiled:
                     flat: Compiled = _new_compiled(
                         Compiled,
                         (
-                            ("all" if key == "all" else "any", tuple(atoms)),
+                            ("all", tuple(atoms))
+                            if key == "all"
+                            else ("any", tuple(atoms))
+                            if key == "any"
+                            else ("at_least", need, tuple(atoms)),
                             frozenset(targets) if targets else _EMPTY,
                             _EMPTY,
                             _EMPTY,
                             False,
                             False,
+                            data,
                         ),
                     )
                     return flat
@@ -186,23 +205,32 @@ def compile_constraint(data: Any) -> Compiled:
         exists = []
         found = [MAX_CONSTRAINT_NODES - 1]
         node = _compile(data, exists, found)
-    if len(found) == 1:
-        compiled: Compiled = _new_compiled(
-            Compiled,
-            (node, frozenset(exists) if exists else _EMPTY, _EMPTY, _EMPTY, False, False),
-        )
-        return compiled
-    reads: dict[str, set[str]] = {"observed": set(), "attr": set(), "call": set(), "self": set()}
-    for kind, name in found[1:]:
-        reads[kind].add(name)
-    return Compiled(
-        node,
-        frozenset(exists),
-        frozenset(reads["observed"]),
-        frozenset(reads["attr"]),
-        bool(reads["call"]),
-        bool(reads["self"]),
+    observed: list[str] = []
+    attrs: list[str] = []
+    calls = uses_self = False
+    for index in range(1, len(found)):
+        kind, name = found[index]
+        if kind == "observed":
+            observed.append(name)
+        elif kind == "attr":
+            attrs.append(name)
+        elif kind == "call":
+            calls = True
+        else:
+            uses_self = True
+    compiled: Compiled = _new_compiled(
+        Compiled,
+        (
+            node,
+            frozenset(exists) if exists else _EMPTY,
+            frozenset(observed) if observed else _EMPTY,
+            frozenset(attrs) if attrs else _EMPTY,
+            calls,
+            uses_self,
+            data,
+        ),
     )
+    return compiled
 
 
 def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
@@ -314,7 +342,13 @@ def _fast_observed(data: dict[str, Any], found: _Found) -> Node:
         or type(ok) is not bool
     ):
         raise _Unsure
-    _entity_id(subject)
+    if not (
+        type(subject) is str
+        and subject.isascii()
+        and subject.isprintable()
+        and 0 < len(subject) <= MAX_ID_LEN
+    ):
+        _entity_id(subject)
     found.append(("observed", subject))
     if by == "self":
         found.append(("self", ""))
