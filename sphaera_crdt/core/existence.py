@@ -362,7 +362,9 @@ class ExistenceEngine:
                 if depth is None:
                     top = 0
                     for dep in deps[entity]:
-                        dep_level = level.get(comp.get(dep, dep), 0)
+                        dep_level = level.get(dep)
+                        if dep_level is None:  # no edges, or a member of a cycle
+                            dep_level = level.get(comp.get(dep, dep), 0)
                         if dep_level > top:
                             top = dep_level
                     level[entity] = top + 1
@@ -551,26 +553,33 @@ class ExistenceEngine:
         inside = set(members)
         facts: dict[str, int] = {}
         rules: dict[str, Node] = {}
+        negates = False
         for member in members:
             base = self._base(member)
             if base is None:
                 rule = self.rules[member]
                 assert isinstance(rule, Compiled)
                 rules[member] = rule.node
+                negates = negates or rule.negates
             else:
                 facts[member] = base
         local_rdeps: dict[str, list[str]] = {member: [] for member in members}
+        deps = self.deps
         for member in rules:
-            for dep in self.deps.get(member, ()):
+            for dep in deps[member]:
                 if dep in inside:
                     local_rdeps[dep].append(member)
-        if any(_negates(node, inside, False) for node in rules.values()):
+        if negates and any(_negates(node, inside, False) for node in rules.values()):
             values = self._alternating_fixpoint(members, inside, facts, rules, local_rdeps)
         else:
             values = self._least_fixpoint(members, facts, rules, local_rdeps)
         deadline = evaluator.deadline
-        for member in members:
-            self._set_deadline(member, deadline)
+        if deadline == INF:
+            for member in members:
+                self.deadline.pop(member, None)
+        else:
+            for member in members:
+                self._set_deadline(member, deadline)
         return values
 
     def _least_fixpoint(

@@ -102,6 +102,8 @@ class Compiled(NamedTuple):
     uses_self: bool
     #: the constraint data it was compiled from (its identity tells a rule unchanged)
     data: Any
+    #: whether a ``not`` appears in it
+    negates: bool
 
 
 _EMPTY: Final[frozenset[str]] = frozenset()
@@ -119,8 +121,8 @@ class _Unsure(Exception):
 
 
 #: What a compilation collects besides the tree and the ``exists`` atoms: first the number
-#: of clauses still allowed (MAX_CONSTRAINT_NODES, the root counted), then the other reads,
-#: which are rare, as pairs: ("observed", ID), ("attr", ID), ("call", NAME), ("self", "").
+#: of clauses still allowed (MAX_CONSTRAINT_NODES, the root counted), then the rarer facts
+#: as pairs: ("observed", ID), ("attr", ID), ("call", NAME), ("self", ""), ("not", "").
 _Found = list[Any]
 
 
@@ -153,7 +155,16 @@ def compile_constraint(data: Any) -> Compiled:
             ):
                 single: Compiled = _new_compiled(
                     Compiled,
-                    (("exists", value), frozenset((value,)), _EMPTY, _EMPTY, False, False, data),
+                    (
+                        ("exists", value),
+                        frozenset((value,)),
+                        _EMPTY,
+                        _EMPTY,
+                        False,
+                        False,
+                        data,
+                        False,
+                    ),
                 )
                 return single
         elif (
@@ -193,6 +204,7 @@ def compile_constraint(data: Any) -> Compiled:
                             False,
                             False,
                             data,
+                            False,
                         ),
                     )
                     return flat
@@ -207,7 +219,7 @@ def compile_constraint(data: Any) -> Compiled:
         node = _compile(data, exists, found)
     observed: list[str] = []
     attrs: list[str] = []
-    calls = uses_self = False
+    calls = uses_self = negates = False
     for index in range(1, len(found)):
         kind, name = found[index]
         if kind == "observed":
@@ -216,8 +228,10 @@ def compile_constraint(data: Any) -> Compiled:
             attrs.append(name)
         elif kind == "call":
             calls = True
-        else:
+        elif kind == "self":
             uses_self = True
+        else:
+            negates = True
     compiled: Compiled = _new_compiled(
         Compiled,
         (
@@ -228,6 +242,7 @@ def compile_constraint(data: Any) -> Compiled:
             calls,
             uses_self,
             data,
+            negates,
         ),
     )
     return compiled
@@ -266,6 +281,7 @@ def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
                 found[0] -= 1
                 if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
                     raise _Unsure
+                found.append(("not", ""))
                 return ("not", _fast(value, depth + 1, exists, found))
         if "observed" in data:
             return _fast_observed(data, found)
@@ -393,6 +409,7 @@ def _compile(data: Any, exists: list[str], found: _Found) -> Node:
     if "any" in data:
         return ("any", tuple(_compile(item, exists, found) for item in data["any"]))
     if "not" in data:
+        found.append(("not", ""))
         return ("not", _compile(data["not"], exists, found))
     if "at_least" in data:
         children = tuple(_compile(item, exists, found) for item in data["of"])
