@@ -73,7 +73,7 @@ class ExistenceEngine:
         #: Kleene value of every entity that is not FALSE
         self.status: dict[str, int] = {}
         self.rules: dict[str, Rule] = {}
-        self.deps: dict[str, frozenset[str]] = {}
+        self.deps: dict[str, tuple[str, ...]] = {}
         self.rdeps: dict[str, set[str]] = {}
         self.observers_of: dict[str, set[str]] = {}
         self.attr_readers: dict[str, set[str]] = {}
@@ -374,14 +374,13 @@ class ExistenceEngine:
                     # _solve for an entity with edges, inline: the usual rules are an exists
                     # atom or an all of them.
                     node = rules[entity].node  # type: ignore[union-attr]
-                    op = node[0]
-                    if op == "exists":
-                        value = status.get(node[1], FALSE)
-                    elif op == "all":
+                    if type(node) is str:
+                        value = status.get(node, FALSE)
+                    elif node[0] == "all":
                         value = TRUE
                         for child in node[1]:
-                            if child[0] == "exists":
-                                child_value = status.get(child[1], FALSE)
+                            if type(child) is str:
+                                child_value = status.get(child, FALSE)
                             else:
                                 child_value = kleene(child)
                             if child_value < value:
@@ -676,9 +675,9 @@ class ExistenceEngine:
     # -- rules and the graph ---------------------------------------------------------------
 
     def _update_rule(self, entity: str) -> None:
-        old_deps = self.deps.get(entity, frozenset())
+        old_deps = self.deps.get(entity, ())
         self._set_rule(entity)
-        new_deps = self.deps.get(entity, frozenset())
+        new_deps = self.deps.get(entity, ())
         if new_deps != old_deps:
             self._restructure(entity, old_deps, new_deps)
 
@@ -733,14 +732,14 @@ class ExistenceEngine:
     def _level_of(self, entity: str) -> int:
         return self.level.get(self.comp.get(entity, entity), 0)
 
-    def _restructure(self, x: str, old: frozenset[str], new: frozenset[str]) -> None:
+    def _restructure(self, x: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         """Re-split the region of the graph that ``x``'s new edges may have changed."""
         rep = self.comp.get(x, x)
         region: set[str] = set(self.members.get(rep, (x,))) if rep in self.cyclic else {x}
         floor = self.level.get(rep, 0)
         reach: set[str] = set()
         # A new cycle must come back to x: with no dependents, nothing can.
-        stack = [y for y in new - old if y != x] if self.rdeps.get(x) else []
+        stack = [y for y in set(new).difference(old) if y != x] if self.rdeps.get(x) else []
         while stack:
             node = stack.pop()
             if node in reach or self._level_of(node) < floor:
@@ -789,9 +788,9 @@ class ExistenceEngine:
 
 def _negates(node: Node, inside: set[str], negated: bool) -> bool:
     """Whether ``node`` mentions a member of ``inside`` under an odd number of ``not``."""
+    if type(node) is str:
+        return negated and node in inside
     op = node[0]
-    if op == "exists":
-        return negated and node[1] in inside
     if op == "all" or op == "any":
         return any(_negates(child, inside, negated) for child in node[1])
     if op == "not":

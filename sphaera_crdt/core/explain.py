@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from .existence import ExistenceEngine, Malformed
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node, stale_from
+from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node, Tree, stale_from
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]
 
@@ -80,6 +80,11 @@ def _names(members: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _tree(node: Node) -> Tree:
+    """``node`` as a tuple: an ``exists`` atom is compiled to the bare entity id."""
+    return ("exists", node) if isinstance(node, str) else node
+
+
 def _value(engine: ExistenceEngine, node: Node) -> int:
     evaluator = engine.evaluator
     saved = evaluator.deadline
@@ -93,6 +98,7 @@ def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: set[str]
     """Whether some member's rule mentions a member of the cycle under a negation."""
 
     def walk(node: Node, negated: bool) -> bool:
+        node = _tree(node)
         op = node[0]
         if op == "exists":
             return negated and node[1] in cycle
@@ -127,6 +133,7 @@ def _first_leaf(
 
 def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[str, str, int]]:
     """The atoms that decide ``node``'s value ``want``, in order."""
+    node = _tree(node)
     op = node[0]
     if op in ("all", "any", "at_least"):
         for child in node[2] if op == "at_least" else node[1]:
@@ -141,6 +148,7 @@ def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[st
 
 
 def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
+    node = _tree(node)
     op = node[0]
     if op == "const":
         return f"constant {VALUE_NAMES[node[1]]}"
@@ -191,8 +199,9 @@ def _explain_entity(
 def _explain_node(
     engine: ExistenceEngine, node: Node, depth: int, path: tuple[str, ...]
 ) -> dict[str, Any]:
-    op = node[0]
     value = _value(engine, node)
+    node = _tree(node)
+    op = node[0]
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
     if op in ("all", "any", "at_least"):
         children = node[2] if op == "at_least" else node[1]
@@ -257,7 +266,7 @@ def _is_exists_leaf(rule: Compiled, entity: str) -> bool:
     return entity in rule.exists
 
 
-def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
+def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, subject, within, by, quorum, want_ok = node
     now = engine.evaluator.now
     table = engine.view.observations.get(subject, {})
@@ -295,7 +304,7 @@ def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
     }
 
 
-def _attr_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
+def _attr_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, entity, path, op, expected = node
     out: dict[str, Any] = {"entity": entity, "path": ".".join(path), "op": op}
     if op != "present":

@@ -1,7 +1,8 @@
 """Compiled constraints and their three-valued evaluation.
 
 A constraint (JSON data, see :mod:`.constraints`) is compiled once per record change into
-a tree of tuples ``(OP, ...)``; evaluation dispatches on ``OP`` through a table.
+a tree of tuples ``(OP, ...)``, except that an ``exists`` atom, the most common node by
+far, is the entity id itself (a ``str``); evaluation dispatches on ``OP`` through a table.
 Truth values are Kleene's: ``TRUE = 2``, ``UNKNOWN = 1``, ``FALSE = 0``, so that ``and``
 is ``min``, ``or`` is ``max`` and ``not`` is ``2 - x``.
 
@@ -35,6 +36,8 @@ __all__ = [
     "UNKNOWN",
     "Compiled",
     "Evaluator",
+    "Node",
+    "Tree",
     "compile_constraint",
     "stale_from",
 ]
@@ -44,7 +47,10 @@ UNKNOWN: Final = 1
 TRUE: Final = 2
 INF: Final = math.inf
 
-Node = tuple[Any, ...]
+#: A compiled clause other than an ``exists`` atom: ``(OP, ...)``.
+Tree = tuple[Any, ...]
+#: A compiled formula: an entity id (its ``exists`` atom) or a :data:`Tree`.
+Node = Tree | str
 
 
 def stale_from(at: float, limit: float) -> float:
@@ -95,7 +101,8 @@ class Compiled(NamedTuple):
     """
 
     node: Node
-    exists: frozenset[str]
+    #: the entities its exists atoms name, each once, in order of appearance
+    exists: tuple[str, ...]
     observed: frozenset[str]
     attrs: frozenset[str]
     calls: bool
@@ -156,8 +163,8 @@ def compile_constraint(data: Any) -> Compiled:
                 single: Compiled = _new_compiled(
                     Compiled,
                     (
-                        ("exists", value),
-                        frozenset((value,)),
+                        value,
+                        (value,),
                         _EMPTY,
                         _EMPTY,
                         False,
@@ -174,7 +181,6 @@ def compile_constraint(data: Any) -> Compiled:
             and need >= 0
         ):
             targets: list[str] = []
-            atoms: list[Node] = []
             for item in value:
                 if type(item) is not dict or len(item) != 1:
                     break
@@ -187,18 +193,18 @@ def compile_constraint(data: Any) -> Compiled:
                 ):
                     break
                 targets.append(target)
-                atoms.append(("exists", target))
             else:
-                if len(atoms) < MAX_CONSTRAINT_NODES:
+                if len(targets) < MAX_CONSTRAINT_NODES:
+                    atoms = tuple(targets)
                     flat: Compiled = _new_compiled(
                         Compiled,
                         (
-                            ("all", tuple(atoms))
+                            ("all", atoms)
                             if key == "all"
-                            else ("any", tuple(atoms))
+                            else ("any", atoms)
                             if key == "any"
-                            else ("at_least", need, tuple(atoms)),
-                            frozenset(targets) if targets else _EMPTY,
+                            else ("at_least", need, atoms),
+                            _distinct(atoms),
                             _EMPTY,
                             _EMPTY,
                             False,
@@ -236,7 +242,7 @@ def compile_constraint(data: Any) -> Compiled:
         Compiled,
         (
             node,
-            frozenset(exists) if exists else _EMPTY,
+            _distinct(tuple(exists)),
             frozenset(observed) if observed else _EMPTY,
             frozenset(attrs) if attrs else _EMPTY,
             calls,
@@ -265,8 +271,9 @@ def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
                     and 0 < len(value) <= MAX_ID_LEN
                 ):
                     _entity_id(value)
-                exists.append(value)
-                return ("exists", value)
+                target: str = value
+                exists.append(target)
+                return target
             if key == "all" or key == "any":
                 if type(value) is not list:
                     raise _Unsure
@@ -324,10 +331,18 @@ def _fast_list(items: list[Any], depth: int, exists: list[str], found: _Found) -
             ):
                 _entity_id(target)
             exists.append(target)
-            nodes.append(("exists", target))
+            nodes.append(target)
         else:
             nodes.append(_fast(item, depth, exists, found))
     return tuple(nodes)
+
+
+def _distinct(targets: tuple[str, ...]) -> tuple[str, ...]:
+    """``targets`` without repeats (a rule usually names an entity once)."""
+    if len(targets) < 2 or (len(targets) == 2 and targets[0] != targets[1]):
+        return targets
+    unique = tuple(dict.fromkeys(targets))
+    return targets if len(unique) == len(targets) else unique
 
 
 def _entity_id(value: Any) -> None:
@@ -402,8 +417,9 @@ def _compile(data: Any, exists: list[str], found: _Found) -> Node:
     if data is True or data is False:
         return _CONST_TRUE if data else _CONST_FALSE
     if "exists" in data:
-        exists.append(data["exists"])
-        return ("exists", data["exists"])
+        entity: str = data["exists"]
+        exists.append(entity)
+        return entity
     if "all" in data:
         return ("all", tuple(_compile(item, exists, found) for item in data["all"]))
     if "any" in data:
@@ -462,9 +478,8 @@ class Evaluator:
         self.now = 0.0
         #: earliest instant at which some evaluated observation is stale
         self.deadline = INF
-        self._atoms: dict[str, Callable[[Node], int]] = {
+        self._atoms: dict[str, Callable[[Tree], int]] = {
             "const": self._const,
-            "exists": self._exists,
             "observed": self._observed,
             "attr": self._attr,
             "call": self._call,
@@ -475,16 +490,14 @@ class Evaluator:
     def kleene(self, node: Node) -> int:
         """The three-valued value of ``node`` given the current statuses."""
         # ``exists`` atoms are most of what is evaluated: they are read inline.
+        if isinstance(node, str):
+            return self.status.get(node, FALSE)
         op = node[0]
-        if op == "exists":
-            return self.status.get(node[1], FALSE)
         if op == "all":
             status = self.status
             value = TRUE
             for child in node[1]:
-                child_value = (
-                    status.get(child[1], FALSE) if child[0] == "exists" else self.kleene(child)
-                )
+                child_value = status.get(child, FALSE) if type(child) is str else self.kleene(child)
                 if child_value < value:
                     if child_value == FALSE:
                         return FALSE
@@ -494,9 +507,7 @@ class Evaluator:
             status = self.status
             value = FALSE
             for child in node[1]:
-                child_value = (
-                    status.get(child[1], FALSE) if child[0] == "exists" else self.kleene(child)
-                )
+                child_value = status.get(child, FALSE) if type(child) is str else self.kleene(child)
                 if child_value > value:
                     if child_value == TRUE:
                         return TRUE
@@ -526,13 +537,12 @@ class Evaluator:
         ``exists`` atoms naming a member of ``inside`` read ``low`` when evaluated for a
         lower bound and ``up`` for an upper bound; ``not`` swaps the two.
         """
-        op = node[0]
-        if op == "exists":
-            target = node[1]
-            if target in inside:
-                return target in (low if lower else up)
-            value = self.status.get(target, FALSE)
+        if isinstance(node, str):
+            if node in inside:
+                return node in (low if lower else up)
+            value = self.status.get(node, FALSE)
             return value == TRUE if lower else value != FALSE
+        op = node[0]
         if op == "all":
             for child in node[1]:
                 if not self.bound(child, lower, inside, low, up):
@@ -560,13 +570,10 @@ class Evaluator:
     # -- atoms -----------------------------------------------------------------------------
 
     @staticmethod
-    def _const(node: Node) -> int:
+    def _const(node: Tree) -> int:
         return int(node[1])
 
-    def _exists(self, node: Node) -> int:
-        return self.status.get(node[1], FALSE)
-
-    def _observed(self, node: Node) -> int:
+    def _observed(self, node: Tree) -> int:
         _, subject, within, by, quorum, want_ok = node
         by_observer = self.view.observations.get(subject)
         if not by_observer:
@@ -598,7 +605,7 @@ class Evaluator:
             self.deadline = soonest
         return TRUE if count >= quorum else FALSE
 
-    def _attr(self, node: Node) -> int:
+    def _attr(self, node: Tree) -> int:
         _, entity, path, op, expected = node
         record = self.view.records.get(entity)
         if record is None or record.retracted:
@@ -613,7 +620,7 @@ class Evaluator:
             value = value[part]
         return TRUE if _compare(op, value, expected) else FALSE
 
-    def _call(self, node: Node) -> int:
+    def _call(self, node: Tree) -> int:
         _, name, args = node
         predicate = self.predicates.get(name)
         if predicate is None:
