@@ -74,7 +74,9 @@ class ExistenceEngine:
         self.status: dict[str, int] = {}
         self.rules: dict[str, Rule] = {}
         self.deps: dict[str, tuple[str, ...]] = {}
-        self.rdeps: dict[str, set[str]] = {}
+        #: entity -> the entities whose rules name it in an exists atom (a full derivation
+        #: lists them; a list becomes a set when first edited)
+        self.rdeps: dict[str, set[str] | list[str]] = {}
         self.observers_of: dict[str, set[str]] = {}
         self.attr_readers: dict[str, set[str]] = {}
         self.volatile: set[str] = set()
@@ -241,9 +243,9 @@ class ExistenceEngine:
                 for dep in targets:
                     dependents = rdeps.get(dep)
                     if dependents is None:
-                        rdeps[dep] = {entity}
+                        rdeps[dep] = [entity]
                     else:
-                        dependents.add(entity)
+                        dependents.append(entity)  # type: ignore[union-attr]
             elif live:
                 value = evaluator.kleene(rule.node)
                 if evaluator.deadline != INF:
@@ -704,8 +706,27 @@ class ExistenceEngine:
             if rule.exists:
                 self.deps[entity] = rule.exists
                 for dep in rule.exists:
-                    self.rdeps.setdefault(dep, set()).add(entity)
+                    self._add_dependent(dep, entity)
             self._index_reads(entity, rule)
+
+    def _add_dependent(self, dep: str, entity: str) -> None:
+        dependents = self.rdeps.get(dep)
+        if dependents is None:
+            self.rdeps[dep] = {entity}
+        elif isinstance(dependents, list):
+            self.rdeps[dep] = {*dependents, entity}
+        else:
+            dependents.add(entity)
+
+    def _drop_dependent(self, dep: str, entity: str) -> None:
+        dependents = self.rdeps.get(dep)
+        if dependents is None:
+            return
+        if isinstance(dependents, list):
+            dependents = self.rdeps[dep] = set(dependents)
+        dependents.discard(entity)
+        if not dependents:
+            del self.rdeps[dep]
 
     def _index_reads(self, entity: str, rule: Compiled) -> None:
         """Index the observations, attributes and predicates a rule reads."""
@@ -721,7 +742,7 @@ class ExistenceEngine:
         if not isinstance(rule, Compiled):
             return
         for dep in rule.exists:
-            _discard(self.rdeps, dep, entity)
+            self._drop_dependent(dep, entity)
         self.deps.pop(entity, None)
         for subject in rule.observed:
             _discard(self.observers_of, subject, entity)
