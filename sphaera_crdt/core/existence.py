@@ -496,15 +496,17 @@ class ExistenceEngine:
             members = {rep}
             if rep in deps.get(rep, ()):
                 self.cyclic.add(rep)
+        levels = self.level
+        comp = self.comp
         level = 0
         for member in component:
             for dep in deps.get(member, ()):
                 if dep not in members:
-                    dep_level = self._level_of(dep) + 1
+                    dep_level = levels.get(comp.get(dep, dep), 0) + 1
                     if dep_level > level:
                         level = dep_level
         if level:
-            self.level[rep] = level
+            levels[rep] = level
         return rep
 
     def next_deadline(self) -> float | None:
@@ -555,15 +557,20 @@ class ExistenceEngine:
         facts: dict[str, int] = {}
         rules: dict[str, Node] = {}
         negates = False
+        records = self.view.records
         for member in members:
-            base = self._base(member)
-            if base is None:
-                rule = self.rules[member]
-                assert isinstance(rule, Compiled)
+            # _base, inline
+            record = records.get(member)
+            rule = self.rules.get(member)
+            if record is None or record.retracted:
+                facts[member] = FALSE
+            elif rule is None:
+                facts[member] = TRUE
+            elif isinstance(rule, Compiled):
                 rules[member] = rule.node
                 negates = negates or rule.negates
             else:
-                facts[member] = base
+                facts[member] = UNKNOWN
         local_rdeps: dict[str, list[str]] = {member: [] for member in members}
         deps = self.deps
         for member in rules:

@@ -194,7 +194,8 @@ def compile_constraint(data: Any) -> Compiled:
                     break
                 targets.append(target)
             else:
-                if len(targets) < MAX_CONSTRAINT_NODES:
+                count = len(targets)
+                if count < MAX_CONSTRAINT_NODES:
                     atoms = tuple(targets)
                     flat: Compiled = _new_compiled(
                         Compiled,
@@ -204,7 +205,9 @@ def compile_constraint(data: Any) -> Compiled:
                             else ("any", atoms)
                             if key == "any"
                             else ("at_least", need, atoms),
-                            _distinct(atoms),
+                            atoms
+                            if count < 2 or (count == 2 and atoms[0] != atoms[1])
+                            else _distinct(atoms),
                             _EMPTY,
                             _EMPTY,
                             False,
