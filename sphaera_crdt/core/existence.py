@@ -578,9 +578,13 @@ class ExistenceEngine:
                 if dep in inside:
                     local_rdeps[dep].append(member)
         if negates and any(_negates(node, inside, False) for node in rules.values()):
-            values = self._alternating_fixpoint(members, inside, facts, rules, local_rdeps)
+            # Kleene iteration from all unknown gives Fitting's model, which the
+            # well-founded one extends: when it decides every member, they agree.
+            values = self._iterate(members, facts, rules, local_rdeps, UNKNOWN)
+            if any(values[member] == UNKNOWN for member in rules):
+                values = self._alternating_fixpoint(members, inside, facts, rules, local_rdeps)
         else:
-            values = self._least_fixpoint(members, facts, rules, local_rdeps)
+            values = self._iterate(members, facts, rules, local_rdeps, FALSE)
         deadline = evaluator.deadline
         if deadline == INF:
             for member in members:
@@ -590,21 +594,26 @@ class ExistenceEngine:
                 self._set_deadline(member, deadline)
         return values
 
-    def _least_fixpoint(
+    def _iterate(
         self,
         members: list[str],
         facts: dict[str, int],
         rules: dict[str, Node],
         local_rdeps: dict[str, list[str]],
+        start: int,
     ) -> dict[str, int]:
-        """A component whose rules mention none of its members under a negation.
+        """Kleene iteration over a component from every rule at ``start``.
 
-        Kleene evaluation is then monotone in the members (false < unknown < true), and
-        iterating it from all false reaches its least fixpoint, which is the well-founded
+        From ``FALSE``, for a component whose rules mention none of its members under a
+        negation: Kleene evaluation is then monotone in the members (false < unknown <
+        true), and the iteration reaches its least fixpoint, which is the well-founded
         model: true where the lower bounds derive it, unknown where only the upper bounds
-        do, false where neither does (an unsupported positive cycle). The members'
-        statuses are set while iterating (a worklist: a member is re-evaluated when one of
-        its dependencies inside rose) and restored after.
+        do, false where neither does (an unsupported positive cycle). From ``UNKNOWN``:
+        evaluation is monotone in knowledge (unknown below true and false) whatever the
+        negations, and the iteration reaches Fitting's model.
+
+        A worklist: a member is re-evaluated when one of its dependencies inside changed.
+        The members' statuses are set while iterating and restored after.
         """
         status = self.status
         kleene = self.evaluator.kleene
@@ -613,14 +622,20 @@ class ExistenceEngine:
             for member, value in facts.items():
                 if value:
                     status[member] = value
+            if start:
+                for member in rules:
+                    status[member] = start
             work = list(rules)
             queued = set(work)
             while work:
                 member = work.pop()
                 queued.discard(member)
                 value = kleene(rules[member])
-                if value > status.get(member, FALSE):
-                    status[member] = value
+                if value != status.get(member, FALSE):
+                    if value:
+                        status[member] = value
+                    else:
+                        del status[member]
                     for dependent in local_rdeps[member]:
                         if dependent in rules and dependent not in queued:
                             queued.add(dependent)
