@@ -347,7 +347,6 @@ class ExistenceEngine:
         the one of the highest level, so the round gives its level. Without one, levels
         are read from the dependencies.
         """
-        deps = self.deps
         rdeps = self.rdeps
         rules = self.rules
         level = self.level
@@ -361,9 +360,10 @@ class ExistenceEngine:
             ready = []
             solved += len(batch)
             for entity in batch:
+                rule: Compiled = rules[entity]  # type: ignore[assignment]
                 if depth is None:
                     top = 0
-                    for dep in deps[entity]:
+                    for dep in rule.exists:
                         dep_level = level.get(dep)
                         if dep_level is None:  # no edges, or a member of a cycle
                             dep_level = level.get(comp.get(dep, dep), 0)
@@ -375,7 +375,7 @@ class ExistenceEngine:
                 if entity not in dead:
                     # _solve for an entity with edges, inline: the usual rules are an exists
                     # atom or an all of them.
-                    node = rules[entity].node  # type: ignore[union-attr]
+                    node = rule.node
                     if type(node) is str:
                         value = status.get(node, FALSE)
                     elif node[0] == "all":
