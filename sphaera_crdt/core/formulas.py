@@ -342,10 +342,10 @@ def _fast_list(items: list[Any], depth: int, exists: list[str], found: _Found) -
 
 def _distinct(targets: tuple[str, ...]) -> tuple[str, ...]:
     """``targets`` without repeats (a rule usually names an entity once)."""
-    if len(targets) < 2 or (len(targets) == 2 and targets[0] != targets[1]):
+    count = len(targets)
+    if count < 2 or (count == 2 and targets[0] != targets[1]) or len(set(targets)) == count:
         return targets
-    unique = tuple(dict.fromkeys(targets))
-    return targets if len(unique) == len(targets) else unique
+    return tuple(dict.fromkeys(targets))
 
 
 def _entity_id(value: Any) -> None:
