@@ -145,7 +145,8 @@ def compile_constraint(data: Any) -> Compiled:
         InvalidConstraint: The data is not a constraint.
     """
     if type(data) is dict:
-        # The usual rules first: an exists atom, or an all, any or at_least of them.
+        # The usual rules first, inline: an exists atom, or an all, any or at_least whose
+        # items are mostly exists atoms (the rest go through _fast).
         need: Any = 0
         if len(data) == 1:
             ((key, value),) = data.items()
@@ -161,10 +162,63 @@ def compile_constraint(data: Any) -> Compiled:
                 and 0 < len(value) <= MAX_ID_LEN
             ):
                 single: Compiled = _new_compiled(
+                    Compiled, (value, (value,), _EMPTY, _EMPTY, False, False, data, False)
+                )
+                return single
+        elif (
+            (key == "all" or key == "any" or key == "at_least")
+            and type(value) is list
+            and type(need) is int
+            and need >= 0
+            and len(value) < MAX_CONSTRAINT_NODES
+        ):
+            targets: list[str] = []
+            items: list[Node] | None = None  # set once an item is not an exists atom
+            found: _Found | None = None
+            try:
+                for item in value:
+                    if type(item) is dict and len(item) == 1:
+                        target = item.get("exists")
+                        if (
+                            type(target) is str
+                            and target.isascii()
+                            and target.isprintable()
+                            and 0 < len(target) <= MAX_ID_LEN
+                        ):
+                            targets.append(target)
+                            if items is not None:
+                                items.append(target)
+                            continue
+                    if items is None:
+                        items = list(targets)
+                        found = [MAX_CONSTRAINT_NODES - 1 - len(value)]
+                    items.append(_fast(item, 1, targets, found))  # type: ignore[arg-type]
+            except _Unsure:
+                pass
+            else:
+                if items is not None:
+                    children = tuple(items)
+                    node: Node = (
+                        ("all", children)
+                        if key == "all"
+                        else ("any", children)
+                        if key == "any"
+                        else ("at_least", need, children)
+                    )
+                    return _finish(node, targets, found, data)  # type: ignore[arg-type]
+                atoms = tuple(targets)
+                count = len(atoms)
+                flat: Compiled = _new_compiled(
                     Compiled,
                     (
-                        value,
-                        (value,),
+                        ("all", atoms)
+                        if key == "all"
+                        else ("any", atoms)
+                        if key == "any"
+                        else ("at_least", need, atoms),
+                        atoms
+                        if count < 2 or (count == 2 and atoms[0] != atoms[1])
+                        else _distinct(atoms),
                         _EMPTY,
                         _EMPTY,
                         False,
@@ -173,59 +227,21 @@ def compile_constraint(data: Any) -> Compiled:
                         False,
                     ),
                 )
-                return single
-        elif (
-            (key == "all" or key == "any" or key == "at_least")
-            and type(value) is list
-            and type(need) is int
-            and need >= 0
-        ):
-            targets: list[str] = []
-            for item in value:
-                if type(item) is not dict or len(item) != 1:
-                    break
-                target = item.get("exists")
-                if not (
-                    type(target) is str
-                    and target.isascii()
-                    and target.isprintable()
-                    and 0 < len(target) <= MAX_ID_LEN
-                ):
-                    break
-                targets.append(target)
-            else:
-                count = len(targets)
-                if count < MAX_CONSTRAINT_NODES:
-                    atoms = tuple(targets)
-                    flat: Compiled = _new_compiled(
-                        Compiled,
-                        (
-                            ("all", atoms)
-                            if key == "all"
-                            else ("any", atoms)
-                            if key == "any"
-                            else ("at_least", need, atoms),
-                            atoms
-                            if count < 2 or (count == 2 and atoms[0] != atoms[1])
-                            else _distinct(atoms),
-                            _EMPTY,
-                            _EMPTY,
-                            False,
-                            False,
-                            data,
-                            False,
-                        ),
-                    )
-                    return flat
+                return flat
     exists: list[str] = []
-    found: _Found = [MAX_CONSTRAINT_NODES - 1]
+    found = [MAX_CONSTRAINT_NODES - 1]
     try:
-        node = _fast(data, 0, exists, found)
+        tree = _fast(data, 0, exists, found)
     except _Unsure:
         check_constraint(data)
         exists = []
         found = [MAX_CONSTRAINT_NODES - 1]
-        node = _compile(data, exists, found)
+        tree = _compile(data, exists, found)
+    return _finish(tree, exists, found, data)
+
+
+def _finish(node: Node, exists: list[str], found: _Found, data: Any) -> Compiled:
+    """The :class:`Compiled` of a walk that collected ``exists`` and ``found``."""
     observed: list[str] = []
     attrs: list[str] = []
     calls = uses_self = negates = False
