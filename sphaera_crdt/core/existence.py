@@ -212,7 +212,6 @@ class ExistenceEngine:
         rdeps = self.rdeps
         status = self.status
         evaluator = self.evaluator
-        pending: dict[str, int] = {}
         dead: set[str] = set()
         for entity, record in self.view.records.items():
             fields = record.fields
@@ -237,7 +236,6 @@ class ExistenceEngine:
             targets = rule.exists
             if targets:
                 deps[entity] = targets
-                pending[entity] = len(targets)
                 if not live:
                     dead.add(entity)
                 for dep in targets:
@@ -253,7 +251,7 @@ class ExistenceEngine:
                     evaluator.deadline = INF
                 if value:
                     status[entity] = value
-        return pending, dead
+        return dict(zip(deps, map(len, deps.values()), strict=True)), dead
 
     def _derive_all(self, pending: dict[str, int], dead: set[str]) -> int:
         """Evaluate the rules with ``exists`` atoms in dependency order, once those without
@@ -359,6 +357,9 @@ class ExistenceEngine:
             batch = ready
             ready = []
             solved += len(batch)
+            if depth is not None:
+                level.update(dict.fromkeys(batch, depth))
+                depth += 1
             for entity in batch:
                 rule: Compiled = rules[entity]  # type: ignore[assignment]
                 if depth is None:
@@ -370,8 +371,6 @@ class ExistenceEngine:
                         if dep_level > top:
                             top = dep_level
                     level[entity] = top + 1
-                else:
-                    level[entity] = depth
                 if entity not in dead:
                     # _solve for an entity with edges, inline: the usual rules are an exists
                     # atom or an all of them.
@@ -403,8 +402,6 @@ class ExistenceEngine:
                     else:
                         del pending[dependent]
                         ready.append(dependent)
-            if depth is not None:
-                depth += 1
         return solved
 
     def _settle(self, component: list[str], dead: set[str]) -> None:
