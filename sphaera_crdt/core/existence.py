@@ -40,6 +40,8 @@ from .records import MergedView
 __all__ = ["ExistenceEngine", "Malformed", "StatusChange"]
 
 INF: Final = math.inf
+#: Components with at most this many rules are iterated in rounds rather than a worklist.
+_ROUNDS: Final = 8
 #: (entity, value before, value after), Kleene values
 StatusChange = tuple[str, int, int]
 
@@ -568,17 +570,15 @@ class ExistenceEngine:
                 negates = negates or rule.negates
             else:
                 facts[member] = UNKNOWN
-        local_rdeps: dict[str, list[str]] = {member: [] for member in members}
-        deps = self.deps
-        for member in rules:
-            for dep in deps[member]:
-                if dep in inside:
-                    local_rdeps[dep].append(member)
+        # Small components are iterated in rounds; larger ones keep a worklist.
+        local_rdeps = None if len(rules) <= _ROUNDS else self._local_rdeps(rules, inside)
         if negates and any(_negates(node, inside, False) for node in rules.values()):
             # Kleene iteration from all unknown gives Fitting's model, which the
             # well-founded one extends: when it decides every member, they agree.
             values = self._iterate(members, facts, rules, local_rdeps, UNKNOWN)
             if any(values[member] == UNKNOWN for member in rules):
+                if local_rdeps is None:
+                    local_rdeps = self._local_rdeps(rules, inside)
                 values = self._alternating_fixpoint(members, inside, facts, rules, local_rdeps)
         else:
             values = self._iterate(members, facts, rules, local_rdeps, FALSE)
@@ -591,12 +591,22 @@ class ExistenceEngine:
                 self._set_deadline(member, deadline)
         return values
 
+    def _local_rdeps(self, rules: dict[str, Node], inside: set[str]) -> dict[str, list[str]]:
+        """Dependents inside a component, for each member."""
+        local_rdeps: dict[str, list[str]] = {member: [] for member in inside}
+        deps = self.deps
+        for member in rules:
+            for dep in deps[member]:
+                if dep in inside:
+                    local_rdeps[dep].append(member)
+        return local_rdeps
+
     def _iterate(
         self,
         members: list[str],
         facts: dict[str, int],
         rules: dict[str, Node],
-        local_rdeps: dict[str, list[str]],
+        local_rdeps: dict[str, list[str]] | None,
         start: int,
     ) -> dict[str, int]:
         """Kleene iteration over a component from every rule at ``start``.
@@ -609,7 +619,8 @@ class ExistenceEngine:
         evaluation is monotone in knowledge (unknown below true and false) whatever the
         negations, and the iteration reaches Fitting's model.
 
-        A worklist: a member is re-evaluated when one of its dependencies inside changed.
+        In rounds over every rule until one changes nothing, or, given ``local_rdeps``, a
+        worklist: a member is re-evaluated when one of its dependencies inside changed.
         The members' statuses are set while iterating and restored after.
         """
         status = self.status
@@ -622,6 +633,19 @@ class ExistenceEngine:
             if start:
                 for member in rules:
                     status[member] = start
+            if local_rdeps is None:
+                changed = True
+                while changed:
+                    changed = False
+                    for member, node in rules.items():
+                        value = kleene(node)
+                        if value != status.get(member, FALSE):
+                            if value:
+                                status[member] = value
+                            else:
+                                del status[member]
+                            changed = True
+                return {member: status.get(member, FALSE) for member in members}
             work = list(rules)
             queued = set(work)
             while work:
