@@ -214,6 +214,7 @@ class ExistenceEngine:
         rdeps = self.rdeps
         status = self.status
         evaluator = self.evaluator
+        pending: dict[str, int] = {}
         dead: set[str] = set()
         for entity, record in self.view.records.items():
             fields = record.fields
@@ -238,6 +239,7 @@ class ExistenceEngine:
             targets = rule.exists
             if targets:
                 deps[entity] = targets
+                pending[entity] = len(targets)
                 if not live:
                     dead.add(entity)
                 for dep in targets:
@@ -253,7 +255,7 @@ class ExistenceEngine:
                     evaluator.deadline = INF
                 if value:
                     status[entity] = value
-        return dict(zip(deps, map(len, deps.values()), strict=True)), dead
+        return pending, dead
 
     def _derive_all(self, pending: dict[str, int], dead: set[str]) -> int:
         """Evaluate the rules with ``exists`` atoms in dependency order, once those without
@@ -359,12 +361,11 @@ class ExistenceEngine:
             batch = ready
             ready = []
             solved += len(batch)
-            if depth is not None:
-                level.update(dict.fromkeys(batch, depth))
-                depth += 1
             for entity in batch:
                 rule: Compiled = rules[entity]  # type: ignore[assignment]
-                if depth is None:
+                if depth is not None:
+                    level[entity] = depth
+                else:
                     top = 0
                     for dep in rule.exists:
                         dep_level = level.get(dep)
@@ -404,6 +405,8 @@ class ExistenceEngine:
                     else:
                         del pending[dependent]
                         ready.append(dependent)
+            if depth is not None:
+                depth += 1
         return solved
 
     def _settle(self, component: list[str], dead: set[str]) -> None:
