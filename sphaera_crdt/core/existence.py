@@ -415,9 +415,11 @@ class ExistenceEngine:
         entity = component[0]
         if len(component) > 1 or entity in self.deps[entity]:
             rep = self._place(component)
-            for member, value in self._solve_cycle(self.members.get(rep) or [rep]).items():
-                if value:
-                    self.status[member] = value
+            members = self.members.get(rep) or [rep]
+            if not self._settle_small(members, dead):
+                for member, value in self._solve_cycle(members).items():
+                    if value:
+                        self.status[member] = value
             self.evaluator.deadline = INF
             return
         self._place(component)
@@ -430,6 +432,50 @@ class ExistenceEngine:
             evaluator.deadline = INF
         if value:
             self.status[entity] = value
+
+    def _settle_small(self, members: list[str], dead: set[str]) -> bool:
+        """:meth:`_solve_cycle` for a small cycle of the full derivation, in place: its
+        members have no status yet, so the rounds of :meth:`_iterate` run on the statuses
+        themselves. Returns ``False``, leaving nothing behind, when it does not apply (a
+        retracted member, or a cycle through negation that Fitting's model leaves open)."""
+        if len(members) > _ROUNDS or (dead and not dead.isdisjoint(members)):
+            return False
+        rules = self.rules
+        nodes: list[tuple[str, Node]] = []
+        negates = False
+        for member in members:
+            rule: Compiled = rules[member]  # type: ignore[assignment]
+            nodes.append((member, rule.node))
+            negates = negates or rule.negates
+        if negates:
+            inside = set(members)
+            negates = any(_negates(node, inside, False) for _, node in nodes)
+        status = self.status
+        evaluator = self.evaluator
+        kleene = evaluator.kleene
+        evaluator.deadline = INF
+        if negates:
+            for member in members:
+                status[member] = UNKNOWN
+        changed = True
+        while changed:
+            changed = False
+            for member, node in nodes:
+                value = kleene(node)
+                if value != status.get(member, FALSE):
+                    if value:
+                        status[member] = value
+                    else:
+                        del status[member]
+                    changed = True
+        if negates and any(status.get(member) == UNKNOWN for member in members):
+            for member in members:
+                status.pop(member, None)
+            return False
+        if evaluator.deadline != INF:
+            for member in members:
+                self._set_deadline(member, evaluator.deadline)
+        return True
 
     def _components(self, region: Container[str], roots: Iterable[str]) -> list[list[str]]:
         """Tarjan's algorithm (iterative) on the subgraph induced by ``region``, from
