@@ -120,6 +120,8 @@ _OBSERVED_KEYS: Final = frozenset({"observed", "within", "by", "quorum", "ok"})
 _ATTR_KEYS: Final = frozenset({"attr", "op", "value"})
 _SCALARS: Final = frozenset({type(None), bool, int, str})
 _new_compiled: Final = tuple.__new__
+#: Entries kept by an evaluator's memo of stale instants before it starts over.
+_STALE_MEMO: Final = 4096
 _FLOAT_MAX: Final = sys.float_info.max
 
 
@@ -497,6 +499,8 @@ class Evaluator:
         self.now = 0.0
         #: earliest instant at which some evaluated observation is stale
         self.deadline = INF
+        #: stale_from(at, limit) of recent observations (many rules watch the same ones)
+        self._stale: dict[tuple[float, float], float] = {}
         self._atoms: dict[str, Callable[[Tree], int]] = {
             "const": self._const,
             "observed": self._observed,
@@ -617,7 +621,12 @@ class Evaluator:
                 limit = observation.ttl
             if now - observation.at <= limit:
                 count += 1
-                stale = stale_from(observation.at, limit)
+                key = (observation.at, limit)
+                stale = self._stale.get(key)
+                if stale is None:
+                    if len(self._stale) >= _STALE_MEMO:
+                        self._stale.clear()
+                    stale = self._stale[key] = stale_from(observation.at, limit)
                 if stale < soonest:
                     soonest = stale
         if soonest < self.deadline:
