@@ -75,7 +75,6 @@ class ExistenceEngine:
         #: Kleene value of every entity that is not FALSE
         self.status: dict[str, int] = {}
         self.rules: dict[str, Rule] = {}
-        self.deps: dict[str, tuple[str, ...]] = {}
         #: entity -> the entities whose rules name it in an exists atom (a full derivation
         #: lists them; a list becomes a set when first edited)
         self.rdeps: dict[str, set[str] | list[str]] = {}
@@ -183,7 +182,7 @@ class ExistenceEngine:
         is left (the cycles and what depends on them) into components, which are solved as
         they come out, dependencies first.
         """
-        for table in (self.rules, self.deps, self.rdeps):
+        for table in (self.rules, self.rdeps):
             table.clear()
         for index in (self.observers_of, self.attr_readers):
             index.clear()
@@ -210,7 +209,6 @@ class ExistenceEngine:
         them that are retracted (undeclared or withdrawn).
         """
         rules = self.rules
-        deps = self.deps
         rdeps = self.rdeps
         status = self.status
         evaluator = self.evaluator
@@ -238,7 +236,6 @@ class ExistenceEngine:
                 self._index_reads(entity, rule)
             targets = rule.exists
             if targets:
-                deps[entity] = targets
                 pending[entity] = len(targets)
                 if not live:
                     dead.add(entity)
@@ -269,20 +266,22 @@ class ExistenceEngine:
         resumes below them, until it stalls again. The walk goes on from where it was, so
         each entity is walked, split and solved at most once.
         """
-        deps = self.deps
+        rules = self.rules
         rdeps = self.rdeps
-        # Undeclared dependencies and those with no exists-edges have a status already.
+        with_edges = len(pending)
+        # Undeclared dependencies and those with no exists-edges (not in pending) have a
+        # status already. (An entity whose count drops to zero leaves pending after.)
         ready: list[str] = []
         for dep, dependents in rdeps.items():
-            if dep not in deps:
+            if dep not in pending:
                 for entity in dependents:
                     left = pending[entity] - 1
-                    if left:
-                        pending[entity] = left
-                    else:
-                        del pending[entity]
+                    pending[entity] = left
+                    if not left:
                         ready.append(entity)
-        solved = len(self.rules) - len(deps) + self._kahn(ready, pending, dead, 1)
+        for entity in ready:
+            del pending[entity]
+        solved = len(rules) - with_edges + self._kahn(ready, pending, dead, 1)
         if not pending:
             return solved
         starts = list(pending)
@@ -297,7 +296,7 @@ class ExistenceEngine:
                     cursor += 1
                 start = starts[cursor]
                 path.append(start)
-                edges.append(iter(deps[start]))
+                edges.append(iter(rules[start].exists))  # type: ignore[union-attr]
                 on_path.add(start)
             # Walk until the path closes a cycle. An unsolved entity has an unsolved
             # dependency, and those its edge iterator passed are solved.
@@ -310,7 +309,7 @@ class ExistenceEngine:
                 if dep in on_path:
                     break
                 path.append(dep)
-                edges.append(iter(deps[dep]))
+                edges.append(iter(rules[dep].exists))  # type: ignore[union-attr]
                 on_path.add(dep)
             # Everything Tarjan's algorithm reaches from the cycle is above it: solve it.
             components = self._components(pending, (dep,))
@@ -413,7 +412,7 @@ class ExistenceEngine:
         """Place and solve a component whose dependencies outside it are solved (full
         derivation; ``dead`` are the retracted entities with edges)."""
         entity = component[0]
-        if len(component) > 1 or entity in self.deps[entity]:
+        if len(component) > 1 or entity in self._targets(entity):
             rep = self._place(component)
             members = self.members.get(rep) or [rep]
             if not self._settle_small(members, dead):
@@ -483,7 +482,7 @@ class ExistenceEngine:
 
         Returns the strongly connected components reached, dependencies first.
         """
-        deps = self.deps
+        targets = self._targets
         placed = sys.maxsize  # the index of a node already placed in a component
         index: dict[str, int] = {}
         low: dict[str, int] = {}
@@ -496,7 +495,7 @@ class ExistenceEngine:
             index[root] = low[root] = counter
             counter += 1
             stack.append(root)
-            work: list[tuple[str, Iterator[str]]] = [(root, iter(deps.get(root, ())))]
+            work: list[tuple[str, Iterator[str]]] = [(root, iter(targets(root)))]
             while work:
                 node, edges = work[-1]
                 for dep in edges:
@@ -507,7 +506,7 @@ class ExistenceEngine:
                         index[dep] = low[dep] = counter
                         counter += 1
                         stack.append(dep)
-                        work.append((dep, iter(deps.get(dep, ()))))
+                        work.append((dep, iter(targets(dep))))
                         break
                     if seen < low[node]:  # on the stack (placed nodes have index placed)
                         low[node] = seen
@@ -533,7 +532,7 @@ class ExistenceEngine:
         """Record a component found by :meth:`_components` and its level; returns its
         representative. Every dependency outside it must already have its level."""
         rep = min(component) if len(component) > 1 else component[0]
-        deps = self.deps
+        targets = self._targets
         if len(component) > 1:
             self.members[rep] = sorted(component)
             for member in component:
@@ -542,13 +541,13 @@ class ExistenceEngine:
             members = set(component)
         else:
             members = {rep}
-            if rep in deps.get(rep, ()):
+            if rep in targets(rep):
                 self.cyclic.add(rep)
         levels = self.level
         comp = self.comp
         level = 0
         for member in component:
-            for dep in deps.get(member, ()):
+            for dep in targets(member):
                 if dep not in members:
                     dep_level = levels.get(comp.get(dep, dep), 0) + 1
                     if dep_level > level:
@@ -643,9 +642,9 @@ class ExistenceEngine:
     def _local_rdeps(self, rules: dict[str, Node], inside: set[str]) -> dict[str, list[str]]:
         """Dependents inside a component, for each member."""
         local_rdeps: dict[str, list[str]] = {member: [] for member in inside}
-        deps = self.deps
+        targets = self._targets
         for member in rules:
-            for dep in deps[member]:
+            for dep in targets(member):
                 if dep in inside:
                     local_rdeps[dep].append(member)
         return local_rdeps
@@ -769,9 +768,9 @@ class ExistenceEngine:
     # -- rules and the graph ---------------------------------------------------------------
 
     def _update_rule(self, entity: str) -> None:
-        old_deps = self.deps.get(entity, ())
+        old_deps = self._targets(entity)
         self._set_rule(entity)
-        new_deps = self.deps.get(entity, ())
+        new_deps = self._targets(entity)
         if new_deps != old_deps:
             self._restructure(entity, old_deps, new_deps)
 
@@ -796,7 +795,6 @@ class ExistenceEngine:
         self.rules[entity] = rule
         if isinstance(rule, Compiled):
             if rule.exists:
-                self.deps[entity] = rule.exists
                 for dep in rule.exists:
                     self._add_dependent(dep, entity)
             self._index_reads(entity, rule)
@@ -835,12 +833,16 @@ class ExistenceEngine:
             return
         for dep in rule.exists:
             self._drop_dependent(dep, entity)
-        self.deps.pop(entity, None)
         for subject in rule.observed:
             _discard(self.observers_of, subject, entity)
         for subject in rule.attrs:
             _discard(self.attr_readers, subject, entity)
         self.volatile.discard(entity)
+
+    def _targets(self, entity: str) -> tuple[str, ...]:
+        """The entities ``entity``'s rule names in exists atoms (its edges)."""
+        rule = self.rules.get(entity)
+        return rule.exists if type(rule) is Compiled else ()
 
     def _level_of(self, entity: str) -> int:
         return self.level.get(self.comp.get(entity, entity), 0)
@@ -858,7 +860,7 @@ class ExistenceEngine:
             if node in reach or self._level_of(node) < floor:
                 continue
             reach.add(node)
-            stack.extend(self.deps.get(node, ()))
+            stack.extend(self._targets(node))
         if x in reach or region & reach:
             back: set[str] = set()
             stack = list(region)
