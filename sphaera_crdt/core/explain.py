@@ -11,6 +11,7 @@ length and its last link, so a 100-deep chain reads in a few lines.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from .existence import ExistenceEngine, Malformed
@@ -26,6 +27,7 @@ MAX_CHILDREN: Final = 8
 MAX_OBSERVATIONS: Final = 10
 #: Longest chain followed when summarising.
 MAX_CHAIN: Final = 100_000
+_NO_CYCLE: Final[frozenset[str]] = frozenset()
 
 
 def reason(engine: ExistenceEngine, entity: str) -> str:
@@ -35,8 +37,11 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
         return base
     value = engine.status.get(entity, FALSE)
     rep = engine.comp.get(entity, entity)
-    members = engine.members.get(rep) or [entity]
-    cycle = set(members) if rep in engine.cyclic else set()
+    if rep in engine.cyclic:
+        members = engine.members.get(rep) or [entity]
+        cycle: AbstractSet[str] = set(members)
+    else:
+        members, cycle = [entity], _NO_CYCLE
     rule = engine.rules[entity]
     assert isinstance(rule, Compiled)
     leaf = _first_leaf(engine, rule.node, value, cycle)
@@ -94,7 +99,7 @@ def _value(engine: ExistenceEngine, node: Node) -> int:
         evaluator.deadline = saved
 
 
-def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: set[str]) -> bool:
+def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: AbstractSet[str]) -> bool:
     """Whether some member's rule mentions a member of the cycle under a negation."""
 
     def walk(node: Node, negated: bool) -> bool:
@@ -118,10 +123,35 @@ def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: set[str]
 
 
 def _first_leaf(
-    engine: ExistenceEngine, node: Node, want: int, avoid: set[str] | None = None
+    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
 ) -> tuple[str, str, int] | None:
     """(text, entity, value) of the first atom that decides ``node``'s value ``want``,
     preferring atoms that do not name an entity of ``avoid`` (the entity's own cycle)."""
+    # The usual rules, an exists atom or a connective of them, without the general walk
+    # (a change event computes this for every entity whose status changed).
+    if isinstance(node, str):
+        return _describe_exists(engine, node), node, want
+    op = node[0]
+    if op == "all" or op == "any" or op == "at_least":
+        status = engine.status
+        fallback = None
+        for child in node[2] if op == "at_least" else node[1]:
+            if type(child) is not str:
+                break  # a clause of its own: the general walk decides
+            if status.get(child, FALSE) == want:
+                if not avoid or child not in avoid:
+                    return _describe_exists(engine, child), child, want
+                if fallback is None:
+                    fallback = (_describe_exists(engine, child), child, want)
+        else:
+            return fallback
+    return _first_leaf_walk(engine, node, want, avoid)
+
+
+def _first_leaf_walk(
+    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
+) -> tuple[str, str, int] | None:
+    """:func:`_first_leaf` by the general walk over the deciding atoms."""
     fallback = None
     for leaf in _leaves(engine, node, want):
         if not avoid or leaf[1] not in avoid:
@@ -153,8 +183,7 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if op == "const":
         return f"constant {VALUE_NAMES[node[1]]}"
     if op == "exists":
-        status = engine.status.get(node[1], FALSE)
-        return f"{node[1]} exists" if status == TRUE else f"{node[1]} is {STATUS_NAMES[status]}"
+        return _describe_exists(engine, node[1])
     if op == "observed":
         facts = _observed_facts(engine, node)
         return (
@@ -167,6 +196,11 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if name not in engine.evaluator.predicates:
         return f"unknown predicate {name!r}"
     return f"predicate {name!r} is {VALUE_NAMES[value]}"
+
+
+def _describe_exists(engine: ExistenceEngine, entity: str) -> str:
+    status = engine.status.get(entity, FALSE)
+    return f"{entity} exists" if status == TRUE else f"{entity} is {STATUS_NAMES[status]}"
 
 
 def _explain_entity(
