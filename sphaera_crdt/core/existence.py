@@ -268,20 +268,18 @@ class ExistenceEngine:
         """
         rules = self.rules
         rdeps = self.rdeps
-        with_edges = len(pending)
-        # Undeclared dependencies and those with no exists-edges (not in pending) have a
-        # status already. (An entity whose count drops to zero leaves pending after.)
+        solved = len(rules) - len(pending)
+        # Undeclared dependencies and those with no exists-edges have a status already.
         ready: list[str] = []
-        for dep, dependents in rdeps.items():
-            if dep not in pending:
-                for entity in dependents:
-                    left = pending[entity] - 1
+        for dep in rdeps.keys() - pending.keys():
+            for entity in rdeps[dep]:
+                left = pending[entity] - 1
+                if left:
                     pending[entity] = left
-                    if not left:
-                        ready.append(entity)
-        for entity in ready:
-            del pending[entity]
-        solved = len(rules) - with_edges + self._kahn(ready, pending, dead, 1)
+                else:
+                    del pending[entity]
+                    ready.append(entity)
+        solved += self._kahn(ready, pending, dead, 1)
         if not pending:
             return solved
         starts = list(pending)
