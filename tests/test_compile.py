@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sphaera_crdt import InvalidConstraint, check_constraint
+from sphaera_crdt.core.compiler import Compiled, compile_constraint
 from sphaera_crdt.core.constraints import MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES
-from sphaera_crdt.core.formulas import FALSE, TRUE, Compiled, compile_constraint
+from sphaera_crdt.core.formulas import FALSE, TRUE
 
 SCALE = float(os.environ.get("SPHAERA_EXAMPLES_SCALE", "1"))
 PROFILE = settings(

@@ -25,8 +25,9 @@ from sphaera_crdt import (
     not_,
     observed,
 )
+from sphaera_crdt.core.compiler import Compiled
 from sphaera_crdt.core.explain import _first_leaf, _first_leaf_walk
-from sphaera_crdt.core.formulas import FALSE, TRUE, UNKNOWN, Compiled
+from sphaera_crdt.core.formulas import FALSE, TRUE, UNKNOWN
 
 EXISTS, ABSENT, UNDETERMINED = Status.EXISTS, Status.ABSENT, Status.UNDETERMINED
 

@@ -8,12 +8,14 @@ Each declared entity is a rule ``e <- F_e`` where ``F_e`` is its compiled constr
 are solved one at a time with the statuses of everything below them fixed:
 
 * a component of one entity that does not mention itself is a Kleene evaluation;
-* a cyclic component is solved by the alternating fixpoint of Van Gelder, which yields the
-  well-founded model: an unsupported positive cycle is absent, stratifiable negation gets
-  its stratified answer, and what no stratification settles stays undetermined.
+* a cyclic component gets its well-founded model (:mod:`.cycles`): an unsupported positive
+  cycle is absent, stratifiable negation gets its stratified answer, and what no
+  stratification settles stays undetermined.
 
 The well-founded model is unique and splits along components, so solving them in order
-gives the same answer as solving the whole program at once, on every replica.
+gives the same answer as solving the whole program at once, on every replica. A full
+derivation (:mod:`.derivation`) orders the graph with Kahn's algorithm and splits into
+components only what cycles block.
 
 Incremental maintenance keeps, besides the graph, reverse indexes from a subject to the
 entities whose rules observe it or read its attributes, and a *level* per component that
@@ -34,26 +36,20 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidConstraint
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Evaluator, Node, compile_constraint
+from . import cycles, derivation
+from .compiler import Compiled, Malformed, compile_constraint
+from .formulas import FALSE, TRUE, UNKNOWN, Evaluator
 from .records import MergedView
 
 __all__ = ["ExistenceEngine", "Malformed", "StatusChange"]
 
 INF: Final = math.inf
-#: Components with at most this many rules are iterated in rounds rather than a worklist.
-_ROUNDS: Final = 8
 #: (entity, value before, value after), Kleene values
 StatusChange = tuple[str, int, int]
 
 
 #: A key missing from :attr:`ExistenceEngine.rules` (``None`` is a rule: no requirements).
 _MISSING: Final = object()
-
-
-class Malformed(str):
-    """The message of a ``requires`` that did not compile; its entity is undetermined."""
-
-    __slots__ = ()
 
 
 Rule = Compiled | Malformed | None
@@ -197,282 +193,9 @@ class ExistenceEngine:
         self.status.clear()
         self.evaluator.now = now
         self.evaluator.deadline = INF
-        pending, dead = self._compile_all()
-        self.evaluated = self._derive_all(pending, dead)
+        pending, dead = derivation.compile_all(self)
+        self.evaluated = derivation.derive_all(self, pending, dead)
         return dict(self.status)
-
-    def _compile_all(self) -> tuple[dict[str, int], set[str]]:
-        """Compile the rule of every record, index what each one reads, and evaluate the
-        rules that mention no ``exists`` (they depend on no status).
-
-        Returns the number of ``exists`` targets of each entity that has some, and those of
-        them that are retracted (undeclared or withdrawn).
-        """
-        rules = self.rules
-        rdeps = self.rdeps
-        status = self.status
-        evaluator = self.evaluator
-        pending: dict[str, int] = {}
-        dead: set[str] = set()
-        for entity, record in self.view.records.items():
-            fields = record.fields
-            winner = fields.get("q")
-            retracted = fields.get("x")
-            live = retracted is not None and retracted.value is False
-            if winner is None or winner.value is None:
-                rules[entity] = None
-                if live:
-                    status[entity] = TRUE
-                continue
-            try:
-                rule = compile_constraint(winner.value)
-            except InvalidConstraint as exc:
-                rules[entity] = Malformed(f"malformed requires: {exc}")
-                if live:
-                    status[entity] = UNKNOWN
-                continue
-            rules[entity] = rule
-            if rule.observed or rule.attrs or rule.calls:
-                self._index_reads(entity, rule)
-            targets = rule.exists
-            if targets:
-                pending[entity] = len(targets)
-                if not live:
-                    dead.add(entity)
-                for dep in targets:
-                    dependents = rdeps.get(dep)
-                    if dependents is None:
-                        rdeps[dep] = [entity]
-                    else:
-                        dependents.append(entity)  # type: ignore[union-attr]
-            elif live:
-                value = evaluator.kleene(rule.node)
-                if evaluator.deadline != INF:
-                    self._set_deadline(entity, evaluator.deadline)
-                    evaluator.deadline = INF
-                if value:
-                    status[entity] = value
-        return pending, dead
-
-    def _derive_all(self, pending: dict[str, int], dead: set[str]) -> int:
-        """Evaluate the rules with ``exists`` atoms in dependency order, once those without
-        are; returns the number of components solved (``evaluated``).
-
-        ``pending`` holds, for each entity not yet solved, how many of its dependencies are
-        not either. Kahn's algorithm solves an entity when that count drops to zero; when
-        it stalls, everything left lies on a cycle or depends on one. A walk along unsolved
-        dependencies then finds a cycle; Tarjan's algorithm splits the unsolved part of the
-        graph above it into components, which are solved in order, and Kahn's algorithm
-        resumes below them, until it stalls again. The walk goes on from where it was, so
-        each entity is walked, split and solved at most once.
-        """
-        rules = self.rules
-        rdeps = self.rdeps
-        solved = len(rules) - len(pending)
-        # Undeclared dependencies and those with no exists-edges have a status already.
-        ready: list[str] = []
-        for dep in rdeps.keys() - pending.keys():
-            for entity in rdeps[dep]:
-                left = pending[entity] - 1
-                if left:
-                    pending[entity] = left
-                else:
-                    del pending[entity]
-                    ready.append(entity)
-        solved += self._kahn(ready, pending, dead, 1)
-        if not pending:
-            return solved
-        starts = list(pending)
-        cursor = 0
-        # The walk: a path of unsolved entities, each depending on the next.
-        path: list[str] = []
-        edges: list[Iterator[str]] = []
-        on_path: set[str] = set()
-        while pending:
-            if not path:
-                while starts[cursor] not in pending:
-                    cursor += 1
-                start = starts[cursor]
-                path.append(start)
-                edges.append(iter(rules[start].exists))  # type: ignore[union-attr]
-                on_path.add(start)
-            # Walk until the path closes a cycle. An unsolved entity has an unsolved
-            # dependency, and those its edge iterator passed are solved.
-            while True:
-                for dep in edges[-1]:
-                    if dep in pending:
-                        break
-                else:  # pragma: no cover - an unsolved entity has an unsolved dependency
-                    raise AssertionError(f"{path[-1]!r} has no unsolved dependency")
-                if dep in on_path:
-                    break
-                path.append(dep)
-                edges.append(iter(rules[dep].exists))  # type: ignore[union-attr]
-                on_path.add(dep)
-            # Everything Tarjan's algorithm reaches from the cycle is above it: solve it.
-            components = self._components(pending, (dep,))
-            for component in components:
-                for entity in component:
-                    del pending[entity]
-                self._settle(component, dead)
-            solved += len(components)
-            ready = []
-            for component in components:
-                for entity in component:
-                    for dependent in rdeps.get(entity, ()):
-                        waiting = pending.get(dependent)
-                        if waiting is None:
-                            continue
-                        if waiting > 1:
-                            pending[dependent] = waiting - 1
-                        else:
-                            del pending[dependent]
-                            ready.append(dependent)
-            solved += self._kahn(ready, pending, dead, None)
-            # What was solved is a tail of the path (each entity on it waits for the next).
-            while path and path[-1] not in pending:
-                on_path.discard(path.pop())
-                edges.pop()
-        return solved
-
-    def _kahn(
-        self, ready: list[str], pending: dict[str, int], dead: set[str], depth: int | None
-    ) -> int:
-        """Solve ``ready`` and what becomes ready after it (Kahn's algorithm, in rounds);
-        returns how many were solved.
-
-        With a ``depth``, everything solved before is below ``ready``, all of whose members
-        are at that level: an entity becomes ready in the round after its last dependency,
-        the one of the highest level, so the round gives its level. Without one, levels
-        are read from the dependencies.
-        """
-        rdeps = self.rdeps
-        rules = self.rules
-        level = self.level
-        comp = self.comp
-        status = self.status
-        evaluator = self.evaluator
-        kleene = evaluator.kleene
-        solved = 0
-        while ready:
-            batch = ready
-            ready = []
-            solved += len(batch)
-            for entity in batch:
-                rule: Compiled = rules[entity]  # type: ignore[assignment]
-                if depth is not None:
-                    level[entity] = depth
-                else:
-                    top = 0
-                    for dep in rule.exists:
-                        dep_level = level.get(dep)
-                        if dep_level is None:  # no edges, or a member of a cycle
-                            dep_level = level.get(comp.get(dep, dep), 0)
-                        if dep_level > top:
-                            top = dep_level
-                    level[entity] = top + 1
-                if entity not in dead:
-                    # _solve for an entity with edges, inline: the usual rules are an exists
-                    # atom or an all of them.
-                    node = rule.node
-                    if type(node) is str:
-                        value = status.get(node, FALSE)
-                    elif node[0] == "all":
-                        value = TRUE
-                        for child in node[1]:
-                            if type(child) is str:
-                                child_value = status.get(child, FALSE)
-                            else:
-                                child_value = kleene(child)
-                            if child_value < value:
-                                value = child_value
-                                if not value:
-                                    break
-                    else:
-                        value = kleene(node)
-                    if evaluator.deadline != INF:
-                        self._set_deadline(entity, evaluator.deadline)
-                        evaluator.deadline = INF
-                    if value:
-                        status[entity] = value
-                for dependent in rdeps.get(entity, ()):
-                    left = pending[dependent] - 1
-                    if left:
-                        pending[dependent] = left
-                    else:
-                        del pending[dependent]
-                        ready.append(dependent)
-            if depth is not None:
-                depth += 1
-        return solved
-
-    def _settle(self, component: list[str], dead: set[str]) -> None:
-        """Place and solve a component whose dependencies outside it are solved (full
-        derivation; ``dead`` are the retracted entities with edges)."""
-        entity = component[0]
-        if len(component) > 1 or entity in self._targets(entity):
-            rep = self._place(component)
-            members = self.members.get(rep) or [rep]
-            if not self._settle_small(members, dead):
-                for member, value in self._solve_cycle(members).items():
-                    if value:
-                        self.status[member] = value
-            self.evaluator.deadline = INF
-            return
-        self._place(component)
-        if entity in dead:
-            return
-        evaluator = self.evaluator
-        value = evaluator.kleene(self.rules[entity].node)  # type: ignore[union-attr]
-        if evaluator.deadline != INF:
-            self._set_deadline(entity, evaluator.deadline)
-            evaluator.deadline = INF
-        if value:
-            self.status[entity] = value
-
-    def _settle_small(self, members: list[str], dead: set[str]) -> bool:
-        """:meth:`_solve_cycle` for a small cycle of the full derivation, in place: its
-        members have no status yet, so the rounds of :meth:`_iterate` run on the statuses
-        themselves. Returns ``False``, leaving nothing behind, when it does not apply (a
-        retracted member, or a cycle through negation that Fitting's model leaves open)."""
-        if len(members) > _ROUNDS or (dead and not dead.isdisjoint(members)):
-            return False
-        rules = self.rules
-        nodes: list[tuple[str, Node]] = []
-        negates = False
-        for member in members:
-            rule: Compiled = rules[member]  # type: ignore[assignment]
-            nodes.append((member, rule.node))
-            negates = negates or rule.negates
-        if negates:
-            inside = set(members)
-            negates = any(_negates(node, inside, False) for _, node in nodes)
-        status = self.status
-        evaluator = self.evaluator
-        kleene = evaluator.kleene
-        evaluator.deadline = INF
-        if negates:
-            for member in members:
-                status[member] = UNKNOWN
-        changed = True
-        while changed:
-            changed = False
-            for member, node in nodes:
-                value = kleene(node)
-                if value != status.get(member, FALSE):
-                    if value:
-                        status[member] = value
-                    else:
-                        del status[member]
-                    changed = True
-        if negates and any(status.get(member) == UNKNOWN for member in members):
-            for member in members:
-                status.pop(member, None)
-            return False
-        if evaluator.deadline != INF:
-            for member in members:
-                self._set_deadline(member, evaluator.deadline)
-        return True
 
     def _components(self, region: Container[str], roots: Iterable[str]) -> list[list[str]]:
         """Tarjan's algorithm (iterative) on the subgraph induced by ``region``, from
@@ -571,7 +294,7 @@ class ExistenceEngine:
 
     def _solve(self, rep: str) -> dict[str, int]:
         if rep in self.cyclic:
-            return self._solve_cycle(self.members.get(rep) or [rep])
+            return cycles.solve_cycle(self, self.members.get(rep) or [rep])
         evaluator = self.evaluator
         evaluator.deadline = INF
         value = self._base(rep)
@@ -593,167 +316,6 @@ class ExistenceEngine:
         if isinstance(rule, Malformed):
             return UNKNOWN
         return None
-
-    def _solve_cycle(self, members: list[str]) -> dict[str, int]:
-        """The well-founded model of one cyclic component (statuses below it are final)."""
-        evaluator = self.evaluator
-        evaluator.deadline = INF
-        inside = set(members)
-        facts: dict[str, int] = {}
-        rules: dict[str, Node] = {}
-        negates = False
-        records = self.view.records
-        for member in members:
-            # _base, inline
-            record = records.get(member)
-            rule = self.rules.get(member)
-            if record is None or record.retracted:
-                facts[member] = FALSE
-            elif rule is None:
-                facts[member] = TRUE
-            elif isinstance(rule, Compiled):
-                rules[member] = rule.node
-                negates = negates or rule.negates
-            else:
-                facts[member] = UNKNOWN
-        # Small components are iterated in rounds; larger ones keep a worklist.
-        local_rdeps = None if len(rules) <= _ROUNDS else self._local_rdeps(rules, inside)
-        if negates and any(_negates(node, inside, False) for node in rules.values()):
-            # Kleene iteration from all unknown gives Fitting's model, which the
-            # well-founded one extends: when it decides every member, they agree.
-            values = self._iterate(members, facts, rules, local_rdeps, UNKNOWN)
-            if any(values[member] == UNKNOWN for member in rules):
-                if local_rdeps is None:
-                    local_rdeps = self._local_rdeps(rules, inside)
-                values = self._alternating_fixpoint(members, inside, facts, rules, local_rdeps)
-        else:
-            values = self._iterate(members, facts, rules, local_rdeps, FALSE)
-        deadline = evaluator.deadline
-        if deadline == INF:
-            for member in members:
-                self.deadline.pop(member, None)
-        else:
-            for member in members:
-                self._set_deadline(member, deadline)
-        return values
-
-    def _local_rdeps(self, rules: dict[str, Node], inside: set[str]) -> dict[str, list[str]]:
-        """Dependents inside a component, for each member."""
-        local_rdeps: dict[str, list[str]] = {member: [] for member in inside}
-        targets = self._targets
-        for member in rules:
-            for dep in targets(member):
-                if dep in inside:
-                    local_rdeps[dep].append(member)
-        return local_rdeps
-
-    def _iterate(
-        self,
-        members: list[str],
-        facts: dict[str, int],
-        rules: dict[str, Node],
-        local_rdeps: dict[str, list[str]] | None,
-        start: int,
-    ) -> dict[str, int]:
-        """Kleene iteration over a component from every rule at ``start``.
-
-        From ``FALSE``, for a component whose rules mention none of its members under a
-        negation: Kleene evaluation is then monotone in the members (false < unknown <
-        true), and the iteration reaches its least fixpoint, which is the well-founded
-        model: true where the lower bounds derive it, unknown where only the upper bounds
-        do, false where neither does (an unsupported positive cycle). From ``UNKNOWN``:
-        evaluation is monotone in knowledge (unknown below true and false) whatever the
-        negations, and the iteration reaches Fitting's model.
-
-        In rounds over every rule until one changes nothing, or, given ``local_rdeps``, a
-        worklist: a member is re-evaluated when one of its dependencies inside changed.
-        The members' statuses are set while iterating and restored after.
-        """
-        status = self.status
-        kleene = self.evaluator.kleene
-        saved = {member: status.pop(member, FALSE) for member in members}
-        try:
-            for member, value in facts.items():
-                if value:
-                    status[member] = value
-            if start:
-                for member in rules:
-                    status[member] = start
-            if local_rdeps is None:
-                changed = True
-                while changed:
-                    changed = False
-                    for member, node in rules.items():
-                        value = kleene(node)
-                        if value != status.get(member, FALSE):
-                            if value:
-                                status[member] = value
-                            else:
-                                del status[member]
-                            changed = True
-                return {member: status.get(member, FALSE) for member in members}
-            work = list(rules)
-            queued = set(work)
-            while work:
-                member = work.pop()
-                queued.discard(member)
-                value = kleene(rules[member])
-                if value != status.get(member, FALSE):
-                    if value:
-                        status[member] = value
-                    else:
-                        del status[member]
-                    for dependent in local_rdeps[member]:
-                        if dependent in rules and dependent not in queued:
-                            queued.add(dependent)
-                            work.append(dependent)
-            return {member: status.get(member, FALSE) for member in members}
-        finally:
-            for member, value in saved.items():
-                if value:
-                    status[member] = value
-                else:
-                    status.pop(member, None)
-
-    def _alternating_fixpoint(
-        self,
-        members: list[str],
-        inside: set[str],
-        facts: dict[str, int],
-        rules: dict[str, Node],
-        local_rdeps: dict[str, list[str]],
-    ) -> dict[str, int]:
-        """Van Gelder's alternating fixpoint over a component with a negated member."""
-        evaluator = self.evaluator
-        facts_true = {member for member, value in facts.items() if value == TRUE}
-        facts_maybe = {member for member, value in facts.items() if value == UNKNOWN}
-
-        def least(lower: bool, start: set[str], fixed: set[str]) -> set[str]:
-            # Least fixpoint of the bound operator, semi-naive: when a member joins, only
-            # its dependents inside the component can change.
-            built = set(start)
-            pending = list(rules)
-            while pending:
-                member = pending.pop()
-                if member in built:
-                    continue
-                low, up = (built, fixed) if lower else (fixed, built)
-                if evaluator.bound(rules[member], lower, inside, low, up):
-                    built.add(member)
-                    pending.extend(m for m in local_rdeps[member] if m in rules)
-            return built
-
-        true: set[str] = set(facts_true)
-        while True:
-            possible = least(False, facts_true | facts_maybe, true)
-            new_true = least(True, facts_true, possible)
-            if new_true == true:
-                break
-            true = new_true
-        return {
-            member: TRUE if member in true else UNKNOWN if member in possible else FALSE
-            for member in members
-        }
 
     def _set_deadline(self, entity: str, at: float) -> None:
         if at == INF:
@@ -897,20 +459,6 @@ class ExistenceEngine:
                 if dep_rep != rep and self.level.get(dep_rep, 0) <= level:
                     self.level[dep_rep] = level + 1
                     stack.extend(self.members.get(dep_rep, (dependent,)))
-
-
-def _negates(node: Node, inside: set[str], negated: bool) -> bool:
-    """Whether ``node`` mentions a member of ``inside`` under an odd number of ``not``."""
-    if type(node) is str:
-        return negated and node in inside
-    op = node[0]
-    if op == "all" or op == "any":
-        return any(_negates(child, inside, negated) for child in node[1])
-    if op == "not":
-        return _negates(node[1], inside, not negated)
-    if op == "at_least":
-        return any(_negates(child, inside, negated) for child in node[2])
-    return False
 
 
 def _discard(table: dict[str, set[str]], key: str, value: str) -> None:

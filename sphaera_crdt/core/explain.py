@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
+from .compiler import Compiled, Node, Tree
 from .existence import ExistenceEngine, Malformed
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node, Tree, stale_from
+from .formulas import FALSE, TRUE, UNKNOWN, stale_from
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]
 
