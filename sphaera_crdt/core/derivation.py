@@ -211,8 +211,8 @@ def _kahn(
                         top = dep_level
                 level[entity] = top + 1
             if entity not in dead:
-                # _solve for an entity with edges, inline: the usual rules are an exists
-                # atom or an all of them.
+                # The engine's _solve for an entity with edges, inline: the usual rules
+                # are an exists atom or an all of them.
                 node = rule.node
                 if type(node) is str:
                     value = status.get(node, FALSE)
@@ -273,9 +273,9 @@ def _settle(engine: ExistenceEngine, component: list[str], dead: set[str]) -> No
 
 def _settle_small(engine: ExistenceEngine, members: list[str], dead: set[str]) -> bool:
     """:func:`~.cycles.solve_cycle` for a small cycle of the full derivation, in place: its
-    members have no status yet, so the rounds of :func:`~.cycles.iterate` run on the statuses
-    themselves. Returns ``False``, leaving nothing behind, when it does not apply (a
-    retracted member, or a cycle through negation that Fitting's model leaves open)."""
+    members have no status yet, so the same rounds run on the statuses themselves. Returns
+    ``False``, leaving nothing behind, when it does not apply (a retracted member, or a
+    cycle through negation that Fitting's model leaves open)."""
     if len(members) > ROUNDS or (dead and not dead.isdisjoint(members)):
         return False
     rules = engine.rules

@@ -51,7 +51,6 @@ StatusChange = tuple[str, int, int]
 #: A key missing from :attr:`ExistenceEngine.rules` (``None`` is a rule: no requirements).
 _MISSING: Final = object()
 
-
 Rule = Compiled | Malformed | None
 
 
@@ -122,6 +121,11 @@ class ExistenceEngine:
         Returns the entities whose status changed, dependencies first.
         """
         heap = self._deadlines
+        if now < self.evaluator.now:
+            # Time went back (a clock set back, or an earlier ``now`` given): a stale
+            # observation may be fresh again, which no deadline announces.
+            for watchers in self.observers_of.values():
+                self._dirty.update(watchers)
         if not self._dirty and not volatile and (not heap or heap[0][0] > now):
             self.evaluated = 0
             return []
@@ -171,17 +175,13 @@ class ExistenceEngine:
     def recompute(self, now: float) -> dict[str, int]:
         """Derive every status from scratch at ``now``; returns them (non-FALSE only).
 
-        Rebuilds the rules, the graph, its components and levels; used at start-up and to
-        check the incremental results. One pass compiles the rules; entities with no
-        ``exists`` atom are evaluated at once; Kahn's algorithm then orders and evaluates
-        everything that does not depend on a cycle, and Tarjan's algorithm splits only what
-        is left (the cycles and what depends on them) into components, which are solved as
-        they come out, dependencies first.
+        Rebuilds the rules, the graph, its components and levels (see :mod:`.derivation`);
+        used at start-up and to check the incremental results.
         """
-        for table in (self.rules, self.rdeps):
-            table.clear()
-        for index in (self.observers_of, self.attr_readers):
-            index.clear()
+        self.rules.clear()
+        self.rdeps.clear()
+        self.observers_of.clear()
+        self.attr_readers.clear()
         self.volatile.clear()
         self.comp.clear()
         self.members.clear()
