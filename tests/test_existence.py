@@ -581,6 +581,26 @@ def test_tick_accepts_an_explicit_now() -> None:
     assert [(c.entity, c.after) for c in changes] == [("api", ABSENT)]
 
 
+def test_time_going_back_makes_a_stale_observation_fresh_again() -> None:
+    # A replica whose clock is ahead receives an observation already stale for it; asked
+    # at an earlier instant (an explicit now, or its clock set back), it is fresh, though
+    # no deadline was pending.
+    main_clock, ahead = Clock(500.0), Clock(500.5)
+    main, other = make("main", main_clock), make("other", ahead)
+    main.declare("e0", requires=all_of(observed("e0", within=0)))
+    main.observe("e0")
+    pull(other, main)
+    assert (main.status("e0"), other.status("e0")) == (EXISTS, ABSENT)
+    assert other.next_deadline() is None
+    changes = other.tick(500.0)
+    assert [(c.entity, c.after) for c in changes] == [("e0", EXISTS)]
+    assert other.derive_all(500.0)["e0"] is EXISTS
+    # ... and the instant after, stale again: the re-evaluation left its deadline
+    assert other.next_deadline() == math.nextafter(500.0, math.inf)
+    assert [(c.entity, c.after) for c in other.tick()] == [("e0", ABSENT)]
+    assert_full(other, "e0")
+
+
 def test_next_deadline_after_tick_is_never_in_the_past_and_ticking_it_makes_progress() -> None:
     clock = Clock(0.0)
     main, o1, o2 = make("main", clock), make("o1", clock), make("o2", clock)

@@ -134,7 +134,10 @@ def _fail(where: Where, message: str) -> InvalidConstraint:
 
 
 def _number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _count(value: Any) -> bool:
@@ -242,7 +245,7 @@ def _check_attr(data: dict[str, Any], where: Where, depth: int, budget: list[int
     if not target[1] or any(not part for part in target[1].split(".")):
         raise _fail(where, f"path {target[1]!r} has an empty part")
     op = data.get("op")
-    if op not in ATTR_OPS:
+    if type(op) is not str or op not in ATTR_OPS:
         raise _fail((where, ".op"), f"expects one of {sorted(ATTR_OPS)}, not {_show(op)}")
     if op == "present":
         if "value" in data:

@@ -8,12 +8,14 @@ Each declared entity is a rule ``e <- F_e`` where ``F_e`` is its compiled constr
 are solved one at a time with the statuses of everything below them fixed:
 
 * a component of one entity that does not mention itself is a Kleene evaluation;
-* a cyclic component is solved by the alternating fixpoint of Van Gelder, which yields the
-  well-founded model: an unsupported positive cycle is absent, stratifiable negation gets
-  its stratified answer, and what no stratification settles stays undetermined.
+* a cyclic component gets its well-founded model (:mod:`.cycles`): an unsupported positive
+  cycle is absent, stratifiable negation gets its stratified answer, and what no
+  stratification settles stays undetermined.
 
 The well-founded model is unique and splits along components, so solving them in order
-gives the same answer as solving the whole program at once, on every replica.
+gives the same answer as solving the whole program at once, on every replica. A full
+derivation (:mod:`.derivation`) orders the graph with Kahn's algorithm and splits into
+components only what cycles block.
 
 Incremental maintenance keeps, besides the graph, reverse indexes from a subject to the
 entities whose rules observe it or read its attributes, and a *level* per component that
@@ -29,11 +31,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidConstraint
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Evaluator, compile_constraint
+from . import cycles, derivation
+from .compiler import Compiled, Malformed, compile_constraint
+from .formulas import FALSE, TRUE, UNKNOWN, Evaluator
 from .records import MergedView
 
 __all__ = ["ExistenceEngine", "Malformed", "StatusChange"]
@@ -43,11 +48,8 @@ INF: Final = math.inf
 StatusChange = tuple[str, int, int]
 
 
-class Malformed(str):
-    """The message of a ``requires`` that did not compile; its entity is undetermined."""
-
-    __slots__ = ()
-
+#: A key missing from :attr:`ExistenceEngine.rules` (``None`` is a rule: no requirements).
+_MISSING: Final = object()
 
 Rule = Compiled | Malformed | None
 
@@ -68,9 +70,9 @@ class ExistenceEngine:
         #: Kleene value of every entity that is not FALSE
         self.status: dict[str, int] = {}
         self.rules: dict[str, Rule] = {}
-        self._compiled_from: dict[str, str] = {}
-        self.deps: dict[str, frozenset[str]] = {}
-        self.rdeps: dict[str, set[str]] = {}
+        #: entity -> the entities whose rules name it in an exists atom (a full derivation
+        #: lists them; a list becomes a set when first edited)
+        self.rdeps: dict[str, set[str] | list[str]] = {}
         self.observers_of: dict[str, set[str]] = {}
         self.attr_readers: dict[str, set[str]] = {}
         self.volatile: set[str] = set()
@@ -119,6 +121,11 @@ class ExistenceEngine:
         Returns the entities whose status changed, dependencies first.
         """
         heap = self._deadlines
+        if now < self.evaluator.now:
+            # Time went back (a clock set back, or an earlier ``now`` given): a stale
+            # observation may be fresh again, which no deadline announces.
+            for watchers in self.observers_of.values():
+                self._dirty.update(watchers)
         if not self._dirty and not volatile and (not heap or heap[0][0] > now):
             self.evaluated = 0
             return []
@@ -168,13 +175,14 @@ class ExistenceEngine:
     def recompute(self, now: float) -> dict[str, int]:
         """Derive every status from scratch at ``now``; returns them (non-FALSE only).
 
-        Rebuilds the graph, its components and levels; used at start-up and to check the
-        incremental results.
+        Rebuilds the rules, the graph, its components and levels (see :mod:`.derivation`);
+        used at start-up and to check the incremental results.
         """
-        for entity in list(self.rules):
-            self._forget(entity)
         self.rules.clear()
-        self._compiled_from.clear()
+        self.rdeps.clear()
+        self.observers_of.clear()
+        self.attr_readers.clear()
+        self.volatile.clear()
         self.comp.clear()
         self.members.clear()
         self.cyclic.clear()
@@ -182,21 +190,92 @@ class ExistenceEngine:
         self.deadline.clear()
         self._deadlines.clear()
         self._dirty.clear()
-        for entity in self.view.records:
-            self._set_rule(entity)
-        with_edges = self._split(set(self.deps), incremental=False)
         self.status.clear()
         self.evaluator.now = now
-        # Entities with no exists-edges depend on no status: they go first, then the
-        # components in the order Tarjan found them (dependencies first).
-        order = [entity for entity in self.rules if entity not in self.deps]
-        order.extend(with_edges)
-        for rep in order:
-            for entity, value in self._solve(rep).items():
-                if value != FALSE:
-                    self.status[entity] = value
-        self.evaluated = len(order)
+        self.evaluator.deadline = INF
+        pending, dead = derivation.compile_all(self)
+        self.evaluated = derivation.derive_all(self, pending, dead)
         return dict(self.status)
+
+    def _components(self, region: Container[str], roots: Iterable[str]) -> list[list[str]]:
+        """Tarjan's algorithm (iterative) on the subgraph induced by ``region``, from
+        ``roots`` (members of it).
+
+        Returns the strongly connected components reached, dependencies first.
+        """
+        targets = self._targets
+        placed = sys.maxsize  # the index of a node already placed in a component
+        index: dict[str, int] = {}
+        low: dict[str, int] = {}
+        stack: list[str] = []
+        found: list[list[str]] = []
+        counter = 0
+        for root in roots:
+            if root in index:
+                continue
+            index[root] = low[root] = counter
+            counter += 1
+            stack.append(root)
+            work: list[tuple[str, Iterator[str]]] = [(root, iter(targets(root)))]
+            while work:
+                node, edges = work[-1]
+                for dep in edges:
+                    if dep not in region:
+                        continue
+                    seen = index.get(dep)
+                    if seen is None:
+                        index[dep] = low[dep] = counter
+                        counter += 1
+                        stack.append(dep)
+                        work.append((dep, iter(targets(dep))))
+                        break
+                    if seen < low[node]:  # on the stack (placed nodes have index placed)
+                        low[node] = seen
+                else:
+                    work.pop()
+                    node_low = low[node]
+                    if work:
+                        parent = work[-1][0]
+                        if node_low < low[parent]:
+                            low[parent] = node_low
+                    if node_low == index[node]:
+                        member = stack.pop()
+                        index[member] = placed
+                        component = [member]
+                        while member != node:
+                            member = stack.pop()
+                            index[member] = placed
+                            component.append(member)
+                        found.append(component)
+        return found
+
+    def _place(self, component: list[str]) -> str:
+        """Record a component found by :meth:`_components` and its level; returns its
+        representative. Every dependency outside it must already have its level."""
+        rep = min(component) if len(component) > 1 else component[0]
+        targets = self._targets
+        if len(component) > 1:
+            self.members[rep] = sorted(component)
+            for member in component:
+                self.comp[member] = rep
+            self.cyclic.add(rep)
+            members = set(component)
+        else:
+            members = {rep}
+            if rep in targets(rep):
+                self.cyclic.add(rep)
+        levels = self.level
+        comp = self.comp
+        level = 0
+        for member in component:
+            for dep in targets(member):
+                if dep not in members:
+                    dep_level = levels.get(comp.get(dep, dep), 0) + 1
+                    if dep_level > level:
+                        level = dep_level
+        if level:
+            levels[rep] = level
+        return rep
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which some status may change with time alone."""
@@ -215,7 +294,7 @@ class ExistenceEngine:
 
     def _solve(self, rep: str) -> dict[str, int]:
         if rep in self.cyclic:
-            return self._solve_cycle(self.members.get(rep) or [rep])
+            return cycles.solve_cycle(self, self.members.get(rep) or [rep])
         evaluator = self.evaluator
         evaluator.deadline = INF
         value = self._base(rep)
@@ -238,60 +317,6 @@ class ExistenceEngine:
             return UNKNOWN
         return None
 
-    def _solve_cycle(self, members: list[str]) -> dict[str, int]:
-        """The alternating fixpoint over one cyclic component."""
-        evaluator = self.evaluator
-        evaluator.deadline = INF
-        inside = set(members)
-        facts_true: set[str] = set()
-        facts_maybe: set[str] = set()
-        rules: dict[str, Any] = {}
-        for member in members:
-            base = self._base(member)
-            if base is None:
-                rule = self.rules[member]
-                assert isinstance(rule, Compiled)
-                rules[member] = rule.node
-            elif base == TRUE:
-                facts_true.add(member)
-            elif base == UNKNOWN:
-                facts_maybe.add(member)
-        local_rdeps: dict[str, list[str]] = {member: [] for member in members}
-        for member in rules:
-            for dep in self.deps.get(member, ()):
-                if dep in inside:
-                    local_rdeps[dep].append(member)
-
-        def least(lower: bool, start: set[str], fixed: set[str]) -> set[str]:
-            # Least fixpoint of the bound operator, semi-naive: when a member joins, only
-            # its dependents inside the component can change.
-            built = set(start)
-            pending = list(rules)
-            while pending:
-                member = pending.pop()
-                if member in built:
-                    continue
-                low, up = (built, fixed) if lower else (fixed, built)
-                if evaluator.bound(rules[member], lower, inside, low, up):
-                    built.add(member)
-                    pending.extend(m for m in local_rdeps[member] if m in rules)
-            return built
-
-        true: set[str] = set(facts_true)
-        while True:
-            possible = least(False, facts_true | facts_maybe, true)
-            new_true = least(True, facts_true, possible)
-            if new_true == true:
-                break
-            true = new_true
-        deadline = evaluator.deadline
-        for member in members:
-            self._set_deadline(member, deadline)
-        return {
-            member: TRUE if member in true else UNKNOWN if member in possible else FALSE
-            for member in members
-        }
-
     def _set_deadline(self, entity: str, at: float) -> None:
         if at == INF:
             self.deadline.pop(entity, None)
@@ -303,20 +328,22 @@ class ExistenceEngine:
     # -- rules and the graph ---------------------------------------------------------------
 
     def _update_rule(self, entity: str) -> None:
-        old_deps = self.deps.get(entity, frozenset())
+        old_deps = self._targets(entity)
         self._set_rule(entity)
-        new_deps = self.deps.get(entity, frozenset())
+        new_deps = self._targets(entity)
         if new_deps != old_deps:
             self._restructure(entity, old_deps, new_deps)
 
     def _set_rule(self, entity: str) -> None:
         record = self.view.records.get(entity)
         winner = None if record is None else record.fields.get("q")
-        source = "" if winner is None else winner.payload
-        if entity in self.rules and self._compiled_from.get(entity) == source:
-            return
+        current = self.rules.get(entity, _MISSING)
+        if winner is None or winner.value is None:
+            if current is None:
+                return
+        elif isinstance(current, Compiled) and current.data is winner.value:
+            return  # compiled from this very winner: its requires did not change
         self._forget(entity)
-        self._compiled_from[entity] = source
         rule: Rule
         if winner is None or winner.value is None:
             rule = None
@@ -328,46 +355,72 @@ class ExistenceEngine:
         self.rules[entity] = rule
         if isinstance(rule, Compiled):
             if rule.exists:
-                self.deps[entity] = rule.exists
                 for dep in rule.exists:
-                    self.rdeps.setdefault(dep, set()).add(entity)
-            for subject in rule.observed:
-                self.observers_of.setdefault(subject, set()).add(entity)
-            for subject in rule.attrs:
-                self.attr_readers.setdefault(subject, set()).add(entity)
-            if rule.calls:
-                self.volatile.add(entity)
+                    self._add_dependent(dep, entity)
+            self._index_reads(entity, rule)
+
+    def _add_dependent(self, dep: str, entity: str) -> None:
+        dependents = self.rdeps.get(dep)
+        if dependents is None:
+            self.rdeps[dep] = {entity}
+        elif isinstance(dependents, list):
+            self.rdeps[dep] = {*dependents, entity}
+        else:
+            dependents.add(entity)
+
+    def _drop_dependent(self, dep: str, entity: str) -> None:
+        dependents = self.rdeps.get(dep)
+        if dependents is None:
+            return
+        if isinstance(dependents, list):
+            dependents = self.rdeps[dep] = set(dependents)
+        dependents.discard(entity)
+        if not dependents:
+            del self.rdeps[dep]
+
+    def _index_reads(self, entity: str, rule: Compiled) -> None:
+        """Index the observations, attributes and predicates a rule reads."""
+        for subject in rule.observed:
+            self.observers_of.setdefault(subject, set()).add(entity)
+        for subject in rule.attrs:
+            self.attr_readers.setdefault(subject, set()).add(entity)
+        if rule.calls:
+            self.volatile.add(entity)
 
     def _forget(self, entity: str) -> None:
         rule = self.rules.get(entity)
         if not isinstance(rule, Compiled):
             return
         for dep in rule.exists:
-            _discard(self.rdeps, dep, entity)
-        self.deps.pop(entity, None)
+            self._drop_dependent(dep, entity)
         for subject in rule.observed:
             _discard(self.observers_of, subject, entity)
         for subject in rule.attrs:
             _discard(self.attr_readers, subject, entity)
         self.volatile.discard(entity)
 
+    def _targets(self, entity: str) -> tuple[str, ...]:
+        """The entities ``entity``'s rule names in exists atoms (its edges)."""
+        rule = self.rules.get(entity)
+        return rule.exists if type(rule) is Compiled else ()
+
     def _level_of(self, entity: str) -> int:
         return self.level.get(self.comp.get(entity, entity), 0)
 
-    def _restructure(self, x: str, old: frozenset[str], new: frozenset[str]) -> None:
+    def _restructure(self, x: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         """Re-split the region of the graph that ``x``'s new edges may have changed."""
         rep = self.comp.get(x, x)
         region: set[str] = set(self.members.get(rep, (x,))) if rep in self.cyclic else {x}
         floor = self.level.get(rep, 0)
         reach: set[str] = set()
         # A new cycle must come back to x: with no dependents, nothing can.
-        stack = [y for y in new - old if y != x] if self.rdeps.get(x) else []
+        stack = [y for y in set(new).difference(old) if y != x] if self.rdeps.get(x) else []
         while stack:
             node = stack.pop()
             if node in reach or self._level_of(node) < floor:
                 continue
             reach.add(node)
-            stack.extend(self.deps.get(node, ()))
+            stack.extend(self._targets(node))
         if x in reach or region & reach:
             back: set[str] = set()
             stack = list(region)
@@ -378,90 +431,21 @@ class ExistenceEngine:
                 back.add(node)
                 stack.extend(d for d in self.rdeps.get(node, ()) if d in reach)
             region |= back & reach
-        self._split(region, incremental=True)
+        self._split(region)
 
-    def _split(self, region: set[str], *, incremental: bool) -> list[str]:
-        """Tarjan's algorithm (iterative) on the subgraph induced by ``region``.
-
-        Returns the representatives of the components found, dependencies first.
-        """
+    def _split(self, region: set[str]) -> None:
+        """Re-split ``region`` into components after a rule's edges changed."""
         for node in region:
             old = self.comp.pop(node, node)
             self.members.pop(old, None)
             self.cyclic.discard(old)
             self.level.pop(old, None)
-        index: dict[str, int] = {}
-        low: dict[str, int] = {}
-        on_stack: set[str] = set()
-        stack: list[str] = []
-        order: list[list[str]] = []
-        counter = 0
-        for root in region:
-            if root in index:
-                continue
-            work: list[tuple[str, Iterable[str]]] = [(root, iter(self._local(root, region)))]
-            index[root] = low[root] = counter
-            counter += 1
-            stack.append(root)
-            on_stack.add(root)
-            while work:
-                node, edges = work[-1]
-                advanced = False
-                for dep in edges:
-                    if dep not in index:
-                        index[dep] = low[dep] = counter
-                        counter += 1
-                        stack.append(dep)
-                        on_stack.add(dep)
-                        work.append((dep, iter(self._local(dep, region))))
-                        advanced = True
-                        break
-                    if dep in on_stack and index[dep] < low[node]:
-                        low[node] = index[dep]
-                if advanced:
-                    continue
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    if low[node] < low[parent]:
-                        low[parent] = low[node]
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    order.append(component)
         raised: list[str] = []
-        reps: list[str] = []
-        for component in order:  # dependencies come out first
-            rep = min(component)
-            if len(component) > 1:
-                self.members[rep] = sorted(component)
-                for member in component:
-                    self.comp[member] = rep
-                self.cyclic.add(rep)
-            elif rep in self.deps.get(rep, ()):
-                self.cyclic.add(rep)
-            members = set(component)
-            level = 0
-            for member in component:
-                for dep in self.deps.get(member, ()):
-                    if dep not in members:
-                        level = max(level, self._level_of(dep) + 1)
-            if level:
-                self.level[rep] = level
+        for component in self._components(region, region):  # dependencies come first
+            self._place(component)
             raised.extend(component)
-            reps.append(rep)
-        if incremental:
-            self._raise_levels(raised)
-            self._dirty.update(region)
-        return reps
-
-    def _local(self, node: str, region: set[str]) -> list[str]:
-        return [dep for dep in self.deps.get(node, ()) if dep in region]
+        self._raise_levels(raised)
+        self._dirty.update(region)
 
     def _raise_levels(self, nodes: list[str]) -> None:
         """Keep every dependent's level above the levels of what it depends on."""

@@ -11,10 +11,12 @@ length and its last link, so a 100-deep chain reads in a few lines.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
+from .compiler import Compiled, Node, Tree
 from .existence import ExistenceEngine, Malformed
-from .formulas import FALSE, TRUE, UNKNOWN, Compiled, Node, stale_from
+from .formulas import FALSE, TRUE, UNKNOWN, stale_from
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]
 
@@ -26,6 +28,7 @@ MAX_CHILDREN: Final = 8
 MAX_OBSERVATIONS: Final = 10
 #: Longest chain followed when summarising.
 MAX_CHAIN: Final = 100_000
+_NO_CYCLE: Final[frozenset[str]] = frozenset()
 
 
 def reason(engine: ExistenceEngine, entity: str) -> str:
@@ -35,8 +38,11 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
         return base
     value = engine.status.get(entity, FALSE)
     rep = engine.comp.get(entity, entity)
-    members = engine.members.get(rep) or [entity]
-    cycle = set(members) if rep in engine.cyclic else set()
+    if rep in engine.cyclic:
+        members = engine.members.get(rep) or [entity]
+        cycle: AbstractSet[str] = set(members)
+    else:
+        members, cycle = [entity], _NO_CYCLE
     rule = engine.rules[entity]
     assert isinstance(rule, Compiled)
     leaf = _first_leaf(engine, rule.node, value, cycle)
@@ -80,6 +86,11 @@ def _names(members: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _tree(node: Node) -> Tree:
+    """``node`` as a tuple: an ``exists`` atom is compiled to the bare entity id."""
+    return ("exists", node) if isinstance(node, str) else node
+
+
 def _value(engine: ExistenceEngine, node: Node) -> int:
     evaluator = engine.evaluator
     saved = evaluator.deadline
@@ -89,10 +100,11 @@ def _value(engine: ExistenceEngine, node: Node) -> int:
         evaluator.deadline = saved
 
 
-def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: set[str]) -> bool:
+def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: AbstractSet[str]) -> bool:
     """Whether some member's rule mentions a member of the cycle under a negation."""
 
     def walk(node: Node, negated: bool) -> bool:
+        node = _tree(node)
         op = node[0]
         if op == "exists":
             return negated and node[1] in cycle
@@ -112,10 +124,35 @@ def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: set[str]
 
 
 def _first_leaf(
-    engine: ExistenceEngine, node: Node, want: int, avoid: set[str] | None = None
+    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
 ) -> tuple[str, str, int] | None:
     """(text, entity, value) of the first atom that decides ``node``'s value ``want``,
     preferring atoms that do not name an entity of ``avoid`` (the entity's own cycle)."""
+    # The usual rules, an exists atom or a connective of them, without the general walk
+    # (a change event computes this for every entity whose status changed).
+    if isinstance(node, str):
+        return _describe_exists(engine, node), node, want
+    op = node[0]
+    if op == "all" or op == "any" or op == "at_least":
+        status = engine.status
+        fallback = None
+        for child in node[2] if op == "at_least" else node[1]:
+            if type(child) is not str:
+                break  # a clause of its own: the general walk decides
+            if status.get(child, FALSE) == want:
+                if not avoid or child not in avoid:
+                    return _describe_exists(engine, child), child, want
+                if fallback is None:
+                    fallback = (_describe_exists(engine, child), child, want)
+        else:
+            return fallback
+    return _first_leaf_walk(engine, node, want, avoid)
+
+
+def _first_leaf_walk(
+    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
+) -> tuple[str, str, int] | None:
+    """:func:`_first_leaf` by the general walk over the deciding atoms."""
     fallback = None
     for leaf in _leaves(engine, node, want):
         if not avoid or leaf[1] not in avoid:
@@ -127,6 +164,7 @@ def _first_leaf(
 
 def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[str, str, int]]:
     """The atoms that decide ``node``'s value ``want``, in order."""
+    node = _tree(node)
     op = node[0]
     if op in ("all", "any", "at_least"):
         for child in node[2] if op == "at_least" else node[1]:
@@ -141,12 +179,12 @@ def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[st
 
 
 def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
+    node = _tree(node)
     op = node[0]
     if op == "const":
         return f"constant {VALUE_NAMES[node[1]]}"
     if op == "exists":
-        status = engine.status.get(node[1], FALSE)
-        return f"{node[1]} exists" if status == TRUE else f"{node[1]} is {STATUS_NAMES[status]}"
+        return _describe_exists(engine, node[1])
     if op == "observed":
         facts = _observed_facts(engine, node)
         return (
@@ -159,6 +197,11 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if name not in engine.evaluator.predicates:
         return f"unknown predicate {name!r}"
     return f"predicate {name!r} is {VALUE_NAMES[value]}"
+
+
+def _describe_exists(engine: ExistenceEngine, entity: str) -> str:
+    status = engine.status.get(entity, FALSE)
+    return f"{entity} exists" if status == TRUE else f"{entity} is {STATUS_NAMES[status]}"
 
 
 def _explain_entity(
@@ -191,8 +234,9 @@ def _explain_entity(
 def _explain_node(
     engine: ExistenceEngine, node: Node, depth: int, path: tuple[str, ...]
 ) -> dict[str, Any]:
-    op = node[0]
     value = _value(engine, node)
+    node = _tree(node)
+    op = node[0]
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
     if op in ("all", "any", "at_least"):
         children = node[2] if op == "at_least" else node[1]
@@ -257,7 +301,7 @@ def _is_exists_leaf(rule: Compiled, entity: str) -> bool:
     return entity in rule.exists
 
 
-def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
+def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, subject, within, by, quorum, want_ok = node
     now = engine.evaluator.now
     table = engine.view.observations.get(subject, {})
@@ -295,7 +339,7 @@ def _observed_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
     }
 
 
-def _attr_facts(engine: ExistenceEngine, node: Node) -> dict[str, Any]:
+def _attr_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, entity, path, op, expected = node
     out: dict[str, Any] = {"entity": entity, "path": ".".join(path), "op": op}
     if op != "present":

@@ -1,7 +1,7 @@
 """Compiled constraints and their three-valued evaluation.
 
-A constraint (JSON data, see :mod:`.constraints`) is compiled once per record change into
-a tree of tuples ``(OP, ...)``; evaluation dispatches on ``OP`` through a table.
+A constraint is compiled (:mod:`.compiler`) into a tree of tuples ``(OP, ...)`` whose
+``exists`` atoms are bare entity ids; evaluation dispatches on ``OP`` through a table.
 Truth values are Kleene's: ``TRUE = 2``, ``UNKNOWN = 1``, ``FALSE = 0``, so that ``and``
 is ``min``, ``or`` is ``max`` and ``not`` is ``2 - x``.
 
@@ -20,29 +20,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import InvalidConstraint
-from .constraints import check_constraint
 from .records import ABSENT_ATTR, MergedView
 
-__all__ = [
-    "FALSE",
-    "TRUE",
-    "UNKNOWN",
-    "Compiled",
-    "Evaluator",
-    "compile_constraint",
-    "stale_from",
-]
+if TYPE_CHECKING:
+    from .compiler import Node, Tree
+
+__all__ = ["FALSE", "TRUE", "UNKNOWN", "Evaluator", "stale_from"]
 
 FALSE: Final = 0
 UNKNOWN: Final = 1
 TRUE: Final = 2
 INF: Final = math.inf
 
-Node = tuple[Any, ...]
+#: Entries kept by an evaluator's memo of stale instants before it starts over.
+_STALE_MEMO: Final = 4096
 
 
 def stale_from(at: float, limit: float) -> float:
@@ -86,77 +79,6 @@ def stale_from(at: float, limit: float) -> float:
     return high
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """A checked constraint ready to evaluate, with what it depends on."""
-
-    node: Node
-    exists: frozenset[str]
-    observed: frozenset[str]
-    attrs: frozenset[str]
-    calls: bool
-    uses_self: bool
-
-
-def compile_constraint(data: Any) -> Compiled:
-    """Check and compile constraint data.
-
-    Raises:
-        InvalidConstraint: The data is not a constraint.
-    """
-    check_constraint(data)
-    deps: dict[str, set[str]] = {"exists": set(), "observed": set(), "attrs": set()}
-    flags = {"calls": False, "self": False}
-    node = _compile(data, deps, flags)
-    return Compiled(
-        node=node,
-        exists=frozenset(deps["exists"]),
-        observed=frozenset(deps["observed"]),
-        attrs=frozenset(deps["attrs"]),
-        calls=flags["calls"],
-        uses_self=flags["self"],
-    )
-
-
-def _compile(data: Any, deps: dict[str, set[str]], flags: dict[str, bool]) -> Node:
-    if data is True or data is False:
-        return ("const", TRUE if data else FALSE)
-    if "exists" in data:
-        deps["exists"].add(data["exists"])
-        return ("exists", data["exists"])
-    if "all" in data:
-        return ("all", tuple(_compile(item, deps, flags) for item in data["all"]))
-    if "any" in data:
-        return ("any", tuple(_compile(item, deps, flags) for item in data["any"]))
-    if "not" in data:
-        return ("not", _compile(data["not"], deps, flags))
-    if "at_least" in data:
-        children = tuple(_compile(item, deps, flags) for item in data["of"])
-        return ("at_least", data["at_least"], children)
-    if "observed" in data:
-        deps["observed"].add(data["observed"])
-        by = data.get("by", "*")
-        if by == "self":
-            flags["self"] = True
-        by_set = by if by in ("*", "self") else frozenset(by)
-        return (
-            "observed",
-            data["observed"],
-            float(data["within"]),
-            by_set,
-            data.get("quorum", 1),
-            data.get("ok", True),
-        )
-    if "attr" in data:
-        entity, path = data["attr"]
-        deps["attrs"].add(entity)
-        return ("attr", entity, tuple(path.split(".")), data["op"], data.get("value"))
-    if "call" in data:
-        flags["calls"] = True
-        return ("call", data["call"], data.get("args", {}))
-    raise InvalidConstraint(f"cannot compile {data!r}")  # unreachable after check_constraint
-
-
 class Evaluator:
     """Evaluates compiled formulas against a merged view, statuses, a time and predicates.
 
@@ -181,9 +103,10 @@ class Evaluator:
         self.now = 0.0
         #: earliest instant at which some evaluated observation is stale
         self.deadline = INF
-        self._atoms: dict[str, Callable[[Node], int]] = {
+        #: stale_from(at, limit) of recent observations (many rules watch the same ones)
+        self._stale: dict[tuple[float, float], float] = {}
+        self._atoms: dict[str, Callable[[Tree], int]] = {
             "const": self._const,
-            "exists": self._exists,
             "observed": self._observed,
             "attr": self._attr,
             "call": self._call,
@@ -193,23 +116,28 @@ class Evaluator:
 
     def kleene(self, node: Node) -> int:
         """The three-valued value of ``node`` given the current statuses."""
+        # ``exists`` atoms are most of what is evaluated: they are read inline.
+        if isinstance(node, str):
+            return self.status.get(node, FALSE)
         op = node[0]
         if op == "all":
+            status = self.status
             value = TRUE
             for child in node[1]:
-                child_value = self.kleene(child)
-                if child_value == FALSE:
-                    return FALSE
+                child_value = status.get(child, FALSE) if type(child) is str else self.kleene(child)
                 if child_value < value:
+                    if child_value == FALSE:
+                        return FALSE
                     value = child_value
             return value
         if op == "any":
+            status = self.status
             value = FALSE
             for child in node[1]:
-                child_value = self.kleene(child)
-                if child_value == TRUE:
-                    return TRUE
+                child_value = status.get(child, FALSE) if type(child) is str else self.kleene(child)
                 if child_value > value:
+                    if child_value == TRUE:
+                        return TRUE
                     value = child_value
             return value
         if op == "not":
@@ -236,11 +164,22 @@ class Evaluator:
         ``exists`` atoms naming a member of ``inside`` read ``low`` when evaluated for a
         lower bound and ``up`` for an upper bound; ``not`` swaps the two.
         """
+        if isinstance(node, str):
+            if node in inside:
+                return node in (low if lower else up)
+            value = self.status.get(node, FALSE)
+            return value == TRUE if lower else value != FALSE
         op = node[0]
         if op == "all":
-            return all(self.bound(child, lower, inside, low, up) for child in node[1])
+            for child in node[1]:
+                if not self.bound(child, lower, inside, low, up):
+                    return False
+            return True
         if op == "any":
-            return any(self.bound(child, lower, inside, low, up) for child in node[1])
+            for child in node[1]:
+                if self.bound(child, lower, inside, low, up):
+                    return True
+            return False
         if op == "not":
             return not self.bound(node[1], not lower, inside, low, up)
         if op == "at_least":
@@ -252,21 +191,16 @@ class Evaluator:
                     if count >= need:
                         return True
             return count >= need
-        if op == "exists" and node[1] in inside:
-            return bool(node[1] in (low if lower else up))
         value = self._atoms[op](node)
         return value == TRUE if lower else value != FALSE
 
     # -- atoms -----------------------------------------------------------------------------
 
     @staticmethod
-    def _const(node: Node) -> int:
+    def _const(node: Tree) -> int:
         return int(node[1])
 
-    def _exists(self, node: Node) -> int:
-        return self.status.get(node[1], FALSE)
-
-    def _observed(self, node: Node) -> int:
+    def _observed(self, node: Tree) -> int:
         _, subject, within, by, quorum, want_ok = node
         by_observer = self.view.observations.get(subject)
         if not by_observer:
@@ -291,14 +225,19 @@ class Evaluator:
                 limit = observation.ttl
             if now - observation.at <= limit:
                 count += 1
-                stale = stale_from(observation.at, limit)
+                key = (observation.at, limit)
+                stale = self._stale.get(key)
+                if stale is None:
+                    if len(self._stale) >= _STALE_MEMO:
+                        self._stale.clear()
+                    stale = self._stale[key] = stale_from(observation.at, limit)
                 if stale < soonest:
                     soonest = stale
         if soonest < self.deadline:
             self.deadline = soonest
         return TRUE if count >= quorum else FALSE
 
-    def _attr(self, node: Node) -> int:
+    def _attr(self, node: Tree) -> int:
         _, entity, path, op, expected = node
         record = self.view.records.get(entity)
         if record is None or record.retracted:
@@ -313,7 +252,7 @@ class Evaluator:
             value = value[part]
         return TRUE if _compare(op, value, expected) else FALSE
 
-    def _call(self, node: Node) -> int:
+    def _call(self, node: Tree) -> int:
         _, name, args = node
         predicate = self.predicates.get(name)
         if predicate is None:
