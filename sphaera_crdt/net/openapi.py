@@ -343,12 +343,18 @@ def _paths(metrics_auth: bool) -> JsonObject:
                     "vector), optionally SYNC_UPDATE or SYNC_STEP2 (what the caller "
                     "pushes). The answer is SYNC_STEP2 (what the caller lacks) then "
                     "SYNC_STEP1 (this node's state vector); a caller that lacks nothing "
-                    "gets the empty update `00 00`."
+                    "gets the empty update `00 00`. A body without SYNC_STEP1 is a push "
+                    "alone: the answer is one SYNC_STEP1 holding only the clocks of the "
+                    "writers the push carried (an acknowledgement, not the whole state "
+                    "vector)."
                 ),
                 "parameters": _PEER_HEADERS,
                 "requestBody": {"required": True, **_bytes("y-protocols SYNC messages")},
                 "responses": {
-                    "200": _bytes("SYNC_STEP2 then SYNC_STEP1"),
+                    "200": _bytes(
+                        "SYNC_STEP2 then SYNC_STEP1; to a push alone, SYNC_STEP1 of the "
+                        "pushed writers' clocks"
+                    ),
                     "400": _error(
                         "Malformed messages (`invalid_message`), update (`invalid_update`) "
                         "or peer header (`invalid_header`); nothing was merged."
