@@ -190,6 +190,7 @@ def _kahn(
     level = engine.level
     comp = engine.comp
     status = engine.status
+    status_get = status.get
     evaluator = engine.evaluator
     kleene = evaluator.kleene
     solved = 0
@@ -210,17 +211,17 @@ def _kahn(
                     if dep_level > top:
                         top = dep_level
                 level[entity] = top + 1
-            if entity not in dead:
+            if not dead or entity not in dead:
                 # The engine's _solve for an entity with edges, inline: the usual rules
                 # are an exists atom or an all of them.
                 node = rule.node
                 if type(node) is str:
-                    value = status.get(node, FALSE)
+                    value = status_get(node, FALSE)
                 elif node[0] == "all":
                     value = TRUE
                     for child in node[1]:
                         if type(child) is str:
-                            child_value = status.get(child, FALSE)
+                            child_value = status_get(child, FALSE)
                         else:
                             child_value = kleene(child)
                         if child_value < value:
@@ -229,7 +230,7 @@ def _kahn(
                                 break
                 else:
                     value = kleene(node)
-                if evaluator.deadline != INF:
+                if rule.observed and evaluator.deadline != INF:
                     engine._set_deadline(entity, evaluator.deadline)
                     evaluator.deadline = INF
                 if value:
