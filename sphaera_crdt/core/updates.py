@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import InvalidUpdate
-from .lib0 import MAX_CLIENT, MAX_CLOCK
+from .lib0 import MAX_CLIENT, MAX_CLOCK, read_varuint
 
 __all__ = ["UpdateShape", "missing", "shape"]
 
@@ -49,22 +49,8 @@ class _Reader:
         self.end = len(data)
 
     def uint(self) -> int:
-        data = self.data
-        value = 0
-        shift = 0
-        pos = self.pos
-        while True:
-            if pos >= self.end:
-                raise InvalidUpdate("truncated update")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                self.pos = pos
-                return value
-            shift += 7
-            if shift > 70:
-                raise InvalidUpdate("varuint longer than 70 bits in update")
+        value, self.pos = read_varuint(self.data, self.pos)
+        return value
 
     def skip(self, count: int) -> None:
         if count > self.end - self.pos:
@@ -161,24 +147,6 @@ def _id(reader: _Reader) -> tuple[int, int]:
     return client, clock
 
 
-def _uint(data: bytes, pos: int) -> tuple[int, int]:
-    """A varuint at ``pos`` and the position after it."""
-    value = 0
-    shift = 0
-    end = len(data)
-    while True:
-        if pos >= end:
-            raise InvalidUpdate("truncated update")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 70:
-            raise InvalidUpdate("varuint longer than 70 bits in update")
-
-
 def shape(update: bytes) -> UpdateShape:
     """Read the structure of a v1 update (not its delete set).
 
@@ -194,11 +162,11 @@ def shape(update: bytes) -> UpdateShape:
     parents: set[tuple[int, int]] = set()
     types: set[tuple[int, int]] = set()
     try:
-        clients, pos = _uint(data, 0)
+        clients, pos = read_varuint(data, 0)
         for _ in range(clients):
-            count, pos = _uint(data, pos)
-            client, pos = _uint(data, pos)
-            start, pos = _uint(data, pos)
+            count, pos = read_varuint(data, pos)
+            client, pos = read_varuint(data, pos)
+            start, pos = read_varuint(data, pos)
             clock = start
             for _ in range(count):
                 info = data[pos]
@@ -209,25 +177,14 @@ def shape(update: bytes) -> UpdateShape:
                     if length < 0x80:
                         pos += 1
                     else:
-                        length, pos = _uint(data, pos)
+                        length, pos = read_varuint(data, pos)
                     clock += length
                     continue
-                if info & 0x80:
-                    item_client, pos = _uint(data, pos)
-                    item_clock = data[pos]
-                    if item_clock < 0x80:
-                        pos += 1
-                    else:
-                        item_clock, pos = _uint(data, pos)
-                    refs.add((item_client, item_clock))
-                if info & 0x40:
-                    item_client, pos = _uint(data, pos)
-                    item_clock = data[pos]
-                    if item_clock < 0x80:
-                        pos += 1
-                    else:
-                        item_clock, pos = _uint(data, pos)
-                    refs.add((item_client, item_clock))
+                for flag in (0x80, 0x40):  # origin, right origin
+                    if info & flag:
+                        item_client, pos = read_varuint(data, pos)
+                        item_clock, pos = read_varuint(data, pos)
+                        refs.add((item_client, item_clock))
                 if not info & 0xC0:
                     reader.pos = pos
                     if reader.uint() == 1:
@@ -247,7 +204,7 @@ def shape(update: bytes) -> UpdateShape:
                     if length < 0x80:
                         pos += 3 + length
                     else:
-                        length, pos = _uint(data, pos + 2)
+                        length, pos = read_varuint(data, pos + 2)
                         pos += length
                     clock += 1
                     continue
