@@ -16,6 +16,7 @@ Small components are iterated in rounds, larger ones with a worklist.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from .compiler import Compiled, Node
@@ -24,10 +25,28 @@ from .formulas import FALSE, INF, TRUE, UNKNOWN
 if TYPE_CHECKING:
     from .existence import ExistenceEngine
 
-__all__ = ["ROUNDS", "negates_member", "solve_cycle"]
+__all__ = ["ROUNDS", "negates_member", "settle", "solve_cycle"]
 
 #: Components with at most this many rules are iterated in rounds rather than a worklist.
 ROUNDS: Final = 8
+
+
+def settle(
+    nodes: Iterable[tuple[str, Node]], status: dict[str, int], kleene: Callable[[Node], int]
+) -> None:
+    """Evaluate every ``(member, node)`` in turn, writing ``status`` (FALSE by absence),
+    until a whole pass changes nothing."""
+    changed = True
+    while changed:
+        changed = False
+        for member, node in nodes:
+            value = kleene(node)
+            if value != status.get(member, FALSE):
+                if value:
+                    status[member] = value
+                else:
+                    del status[member]
+                changed = True
 
 
 def solve_cycle(engine: ExistenceEngine, members: list[str]) -> dict[str, int]:
@@ -120,17 +139,7 @@ def _iterate(
             for member in rules:
                 status[member] = start
         if local_rdeps is None:
-            changed = True
-            while changed:
-                changed = False
-                for member, node in rules.items():
-                    value = kleene(node)
-                    if value != status.get(member, FALSE):
-                        if value:
-                            status[member] = value
-                        else:
-                            del status[member]
-                        changed = True
+            settle(rules.items(), status, kleene)
             return {member: status.get(member, FALSE) for member in members}
         work = list(rules)
         queued = set(work)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidConstraint
 from .compiler import Compiled, Malformed, Node, compile_constraint
-from .cycles import ROUNDS, negates_member, solve_cycle
+from .cycles import ROUNDS, negates_member, settle, solve_cycle
 from .formulas import FALSE, INF, TRUE, UNKNOWN
 
 if TYPE_CHECKING:
@@ -296,17 +296,7 @@ def _settle_small(engine: ExistenceEngine, members: list[str], dead: set[str]) -
     if negates:
         for member in members:
             status[member] = UNKNOWN
-    changed = True
-    while changed:
-        changed = False
-        for member, node in nodes:
-            value = kleene(node)
-            if value != status.get(member, FALSE):
-                if value:
-                    status[member] = value
-                else:
-                    del status[member]
-                changed = True
+    settle(nodes, status, kleene)
     if negates and any(status.get(member) == UNKNOWN for member in members):
         for member in members:
             status.pop(member, None)
