@@ -1002,3 +1002,58 @@ def test_evaluating_an_observation_that_ends_at_time_zero_terminates() -> None:
     assert deadline is not None and 0.0 < deadline < 1e-9
     r.tick(deadline)
     assert r.status("api") is ABSENT
+
+
+# -- rules are compiled once per record version ------------------------------------------------
+
+
+def test_a_rule_is_compiled_once_per_record_version_and_shared_by_every_derivation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sphaera_crdt.core import compiler
+
+    compiled: list[Any] = []
+    plain = compiler.compile_constraint
+
+    def counting(data: Any) -> compiler.Compiled:
+        compiled.append(data)
+        return plain(data)
+
+    monkeypatch.setattr(compiler, "compile_constraint", counting)
+    r = make()
+
+    def derived() -> dict[str, Status]:
+        return {e: s for e, s in r.derive_all().items() if e in ("db", "api")}
+
+    r.declare("db")
+    r.declare("api", requires=all_of(exists("db"), attr("db", "tier", "le", 2)))
+    assert len(compiled) == 1
+    # Another field of the record, a full derivation, an audit: the same version, no compile.
+    r.update("api", {"zone": "a"})
+    assert derived() == {"db": EXISTS}  # db has no tier attribute
+    assert derived() == {"db": EXISTS}
+    assert len(compiled) == 1
+    # A new version of the rule is compiled once, and every engine uses it.
+    r.declare("api", requires=exists("db"))
+    assert len(compiled) == 2
+    assert derived() == {"db": EXISTS, "api": EXISTS}
+    assert r.status("api") is EXISTS
+    assert len(compiled) == 2
+
+
+def test_a_malformed_rule_is_kept_as_its_message_and_heals_with_a_new_version() -> None:
+    r = make()
+    peer = make("peer")
+    peer.declare("q", requires=exists("db"))
+    pull(r, peer)
+    # The merged requires turned into one that is not a constraint (as a peer's bad write
+    # would be), with nothing compiled for it yet.
+    ours = r._view.records["q"].fields["q"]
+    ours.value = {"exists": 5}
+    ours.rule = None
+    assert r.derive_all()["q"] is UNDETERMINED
+    assert "malformed" in ours.rule
+    assert r.derive_all()["q"] is UNDETERMINED  # the kept message, not a compile
+    r.declare("q", requires=True)
+    assert r._view.records["q"].fields["q"].rule is not ours.rule
+    assert r.derive_all()["q"] is EXISTS

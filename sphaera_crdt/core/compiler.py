@@ -13,7 +13,7 @@ exists atoms are checked inline, and a compiled rule is a named tuple.
 from __future__ import annotations
 
 import sys
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import InvalidConstraint, InvalidIdentifier, InvalidValue
 from . import codec, names
@@ -21,7 +21,10 @@ from .constraints import ATTR_OPS, MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES, c
 from .formulas import FALSE, TRUE
 from .names import MAX_ID_LEN
 
-__all__ = ["Compiled", "Malformed", "Node", "Tree", "compile_constraint"]
+if TYPE_CHECKING:
+    from .records import Winner
+
+__all__ = ["Compiled", "Malformed", "Node", "Tree", "compile_constraint", "compile_rule"]
 
 #: A compiled clause other than an ``exists`` atom: ``(OP, ...)``.
 Tree = tuple[Any, ...]
@@ -72,6 +75,23 @@ class _Unsure(Exception):
 #: of clauses still allowed (MAX_CONSTRAINT_NODES, the root counted), then the rarer facts
 #: as pairs: ("observed", ID), ("attr", ID), ("call", NAME), ("self", ""), ("not", "").
 _Found = list[Any]
+
+
+def compile_rule(winner: Winner) -> Compiled | Malformed:
+    """The rule of a ``requires`` field's winning entry, compiled once per record version.
+
+    The compiled rule (or the message of a malformed one) is kept on the winner, so every
+    engine over the view, a full derivation included, compiles each version of a rule
+    once; a new winner (the record changed) starts without one.
+    """
+    rule: Compiled | Malformed | None = winner.rule
+    if rule is None:
+        try:
+            rule = compile_constraint(winner.value)
+        except InvalidConstraint as exc:
+            rule = Malformed(f"malformed requires: {exc}")
+        winner.rule = rule
+    return rule
 
 
 def compile_constraint(data: Any) -> Compiled:

@@ -23,8 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidConstraint
-from .compiler import Compiled, Malformed, Node, compile_constraint
+from .compiler import Compiled, Malformed, Node, compile_rule
 from .cycles import ROUNDS, negates_member, settle, solve_cycle
 from .formulas import FALSE, INF, TRUE, UNKNOWN
 
@@ -57,14 +56,14 @@ def compile_all(engine: ExistenceEngine) -> tuple[dict[str, int], set[str]]:
             if live:
                 status[entity] = TRUE
             continue
-        try:
-            rule = compile_constraint(winner.value)
-        except InvalidConstraint as exc:
-            rules[entity] = Malformed(f"malformed requires: {exc}")
+        rule = winner.rule
+        if rule is None:
+            rule = compile_rule(winner)
+        rules[entity] = rule
+        if type(rule) is Malformed:
             if live:
                 status[entity] = UNKNOWN
             continue
-        rules[entity] = rule
         if rule.observed or rule.attrs or rule.calls:
             engine._index_reads(entity, rule)
         targets = rule.exists

@@ -35,9 +35,8 @@ import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from ..errors import InvalidConstraint
 from . import cycles, derivation
-from .compiler import Compiled, Malformed, compile_constraint
+from .compiler import Compiled, Malformed, compile_rule
 from .formulas import FALSE, TRUE, UNKNOWN, Evaluator
 from .records import MergedView
 
@@ -348,10 +347,7 @@ class ExistenceEngine:
         if winner is None or winner.value is None:
             rule = None
         else:
-            try:
-                rule = compile_constraint(winner.value)
-            except InvalidConstraint as exc:
-                rule = Malformed(f"malformed requires: {exc}")
+            rule = compile_rule(winner)
         self.rules[entity] = rule
         if isinstance(rule, Compiled):
             if rule.exists:

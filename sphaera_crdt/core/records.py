@@ -241,6 +241,9 @@ class Winner:
     order: Order
     value: Any
     payload: str
+    #: a ``requires`` field's compiled rule, set by the first engine that needs it (see
+    #: :func:`.compiler.compile_rule`): a rule is compiled once per record version
+    rule: Any = None
 
     def copy_value(self) -> Any:
         return fresh_copy(self.value, self.payload)
