@@ -5,9 +5,11 @@ a tree of tuples ``(OP, ...)``, except that an ``exists`` atom, the most common 
 far, is the entity id itself (a ``str``). :func:`compile_constraint` checks and compiles
 the usual shapes in one walk; whatever it does not vouch for goes through
 :func:`~.constraints.check_constraint`, which refuses (naming the bad part) or accepts
-exactly as for a declaration, and then through a plain compiler. A full derivation
-compiles every rule, so the walk is written for speed: the top-level list is walked inline,
-exists atoms are checked inline, and a compiled rule is a named tuple.
+exactly as for a declaration, and then through a plain compiler. :func:`compile_rule`
+keeps the result on the record's winning entry, so each version of a rule is compiled once
+by whichever engine needs it first. The first derivation after a restore compiles every
+rule, so the walk is written for speed: the top-level list is walked inline, exists atoms
+are checked inline, and a compiled rule is a named tuple.
 """
 
 from __future__ import annotations
