@@ -132,12 +132,19 @@ def markdown(path: Path) -> str:
             for name in present
             if name != "naive"
         ]
+        delivered = [
+            _num(group[name].get("delivered_ratio_to_state")) if name in group else "-"
+            for name in present
+            if name != "naive"
+        ]
         idle = [
             _size(group[name]["idle_bytes_per_round"]) if name in group else "-"
             for name in present
             if name != "naive"
         ]
-        bytes_rows.append(key_cells(key) + sizes + [" / ".join(ratios), " / ".join(idle)])
+        bytes_rows.append(
+            key_cells(key) + sizes + [" / ".join(ratios), " / ".join(delivered), " / ".join(idle)]
+        )
     header = (
         dims
         + [f"{name} mean (p99)" for name in present]
@@ -150,7 +157,8 @@ def markdown(path: Path) -> str:
     others = [name for name in present if name != "naive"]
     lines += [
         "",
-        "Bytes until identical state; update bytes per raw diff byte; idle bytes per round:",
+        "Bytes until identical state; update bytes sent, and arrived, per raw diff byte;"
+        " idle bytes per round:",
         "",
     ]
     lines += _table(
@@ -158,6 +166,7 @@ def markdown(path: Path) -> str:
         + [f"{name}" for name in present]
         + [
             "payload / raw (" + " / ".join(others) + ")",
+            "delivered / raw (" + " / ".join(others) + ")",
             "idle per round (" + " / ".join(others) + ")",
         ],
         bytes_rows,

@@ -188,6 +188,21 @@ def test_loss_duplication_and_reordering_still_converge(strategy: str) -> None:
     _assert_identical(simulation)
 
 
+def test_delivered_payload_is_what_arrived_and_loss_takes_the_rest() -> None:
+    clean = run_scenario(Scenario(strategy="gossip", **SMALL)).figures
+    traffic = clean["traffic_episode"]
+    assert traffic["dropped"] == 0 and traffic["payload"] > 0
+    assert traffic["delivered_payload"] == traffic["payload"]
+    assert clean["delivered_ratio_to_state"] == clean["payload_ratio_to_state"]
+    lossy = run_scenario(Scenario(strategy="gossip", loss=0.3, **SMALL)).figures
+    traffic = lossy["traffic_episode"]
+    assert 0 < traffic["delivered_payload"] < traffic["payload"]
+    assert lossy["delivered_ratio_to_state"] < lossy["payload_ratio_to_state"]
+    twice = run_scenario(Scenario(strategy="gossip", duplicate=0.5, **SMALL)).figures
+    traffic = twice["traffic_episode"]
+    assert traffic["dropped"] == 0 and traffic["delivered_payload"] > traffic["payload"]
+
+
 @pytest.mark.parametrize("strategy", ["gossip", "gossip-rounds", "full-state"])
 def test_a_partition_heals_and_the_disagreement_window_is_measured(strategy: str) -> None:
     simulation = Simulation(Scenario(strategy=strategy, partition=2, **SMALL))
@@ -307,6 +322,7 @@ def _row(strategy: str, **values: Any) -> dict[str, Any]:
         "converged": 3,
         "state_rounds": {"count": 3, "mean": 5.0, "p50": 5, "p99": 6, "max": 6},
         "payload_ratio_to_state": 1.05,
+        "delivered_ratio_to_state": 1.05,
         "payload_ratio": 1.2,
         "envelope_per_message": 100.0,
         "raw_diff_per_change": 80.0,

@@ -19,8 +19,10 @@ the same way; the caller hears either the answer or, after ``timeout``, a failur
 nothing at all if it crashed in between (its incarnation changed).
 
 Every body sent is counted in :class:`Traffic`, lost or not, and so is the part of it
-that carried updates (``payload``): the rest is envelope (framing, state vectors). HTTP
-headers are left out: the figures are protocol bytes, which is what strategies differ in.
+that carried updates (``payload``): the rest is envelope (framing, state vectors). The
+payload that arrived is counted apart (``delivered_payload``): what the loss took is the
+difference. HTTP headers are left out: the figures are protocol bytes, which is what
+strategies differ in.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class Traffic:
 
     bytes: int = 0
     payload: int = 0
+    #: payload bytes that arrived (a duplicate arrives twice; a lost message not at all)
+    delivered_payload: int = 0
     messages: int = 0
     dropped: int = 0
     duplicated: int = 0
@@ -90,6 +94,7 @@ class Traffic:
         return Traffic(
             bytes=self.bytes,
             payload=self.payload,
+            delivered_payload=self.delivered_payload,
             messages=self.messages,
             dropped=self.dropped,
             duplicated=self.duplicated,
@@ -101,6 +106,7 @@ class Traffic:
         return Traffic(
             bytes=self.bytes - earlier.bytes,
             payload=self.payload - earlier.payload,
+            delivered_payload=self.delivered_payload - earlier.delivered_payload,
             messages=self.messages - earlier.messages,
             dropped=self.dropped - earlier.dropped,
             duplicated=self.duplicated - earlier.duplicated,
@@ -198,15 +204,16 @@ class Network:
         if self.separated(src, dst) or (self.model.loss > 0 and rng.random() < self.model.loss):
             traffic.dropped += 1
             return
-        self.loop.later(self.latency(src, dst), self._arrive, src, dst, deliver)
+        self.loop.later(self.latency(src, dst), self._arrive, src, dst, deliver, payload)
         if self.model.duplicate > 0 and rng.random() < self.model.duplicate:
             traffic.duplicated += 1
-            self.loop.later(self.latency(src, dst), self._arrive, src, dst, deliver)
+            self.loop.later(self.latency(src, dst), self._arrive, src, dst, deliver, payload)
 
-    def _arrive(self, src: int, dst: int, deliver: Deliver) -> None:
+    def _arrive(self, src: int, dst: int, deliver: Deliver, payload: int) -> None:
         if self.separated(src, dst) or not self._is_up(dst):
             self.traffic.dropped += 1
             return
+        self.traffic.delivered_payload += payload
         deliver()
 
     def request(

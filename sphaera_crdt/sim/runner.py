@@ -281,6 +281,9 @@ class Simulation:
             if to_state
             else None,
             "payload_ratio": _ratio(episode.payload, (size - 1) * raw),
+            "delivered_ratio_to_state": _ratio(to_state.delivered_payload, (size - 1) * raw)
+            if to_state
+            else None,
             "envelope_per_message": _ratio(episode.bytes - episode.payload, episode.messages),
             "flips": {
                 "total": flips,

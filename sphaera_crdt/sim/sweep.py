@@ -326,6 +326,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             raw_diff_per_change=_mean(f["raw_diff_per_change"] for f in trials),
             payload_ratio=_mean(f["payload_ratio"] for f in trials),
             payload_ratio_to_state=_mean(f["payload_ratio_to_state"] for f in converged),
+            delivered_ratio_to_state=_mean(f["delivered_ratio_to_state"] for f in converged),
             envelope_per_message=_mean(f["envelope_per_message"] for f in trials),
             idle_bytes_per_round=_mean(f["idle_bytes_per_round"] for f in trials),
             flips=_mean(f["flips"]["total"] for f in trials),
