@@ -14,8 +14,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from sphaera_crdt import cli as cli_module
-from sphaera_crdt.cli import cli
+from sphaera_crdt.cli import cli, serving
 from sphaera_crdt.node import Node, NodeConfig
 from sphaera_crdt.persistence import open_replica
 from sphaera_crdt.store import SQLiteStore
@@ -183,7 +182,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[NodeConfig]:
     async def record(config: NodeConfig) -> None:
         configs.append(config)
 
-    monkeypatch.setattr(cli_module, "_serve", record)
+    monkeypatch.setattr(serving, "_serve", record)
     return configs
 
 

@@ -1,0 +1,14 @@
+"""The ``sphaera`` command: serve a node, talk to a running one, watch a demo, or benchmark.
+
+A thin layer over the library: ``serve`` builds a :class:`~sphaera_crdt.node.NodeConfig`
+from its flags and runs a :class:`~sphaera_crdt.node.Node` until SIGINT or SIGTERM; the
+client commands are one :class:`~sphaera_crdt.net.client.ApiClient` call each. Errors the
+library raises (bad configuration, an unreachable node, a refused request) become one line
+on stderr, ``sphaera: error: ...``, and a non-zero exit status: 2 for a configuration that
+cannot work, 1 for a failure while running.
+"""
+
+from . import bench, remote, serving  # noqa: F401  (the commands register on the group)
+from .app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,211 @@
+"""``sphaera bench``: benchmarks on the deterministic simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from rich.console import Console
+
+from .app import BadConfig, Fail, cli
+
+__all__ = ["bench"]
+
+T = TypeVar("T")
+
+
+# -- benchmarks ----------------------------------------------------------------------------
+
+
+def _list_of(
+    kind: Callable[[str], T],
+) -> Callable[[click.Context, click.Parameter, str], tuple[T, ...]]:
+    """A click callback that reads a comma-separated list."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[T, ...]:
+        try:
+            items = tuple(kind(item.strip()) for item in value.split(",") if item.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, not {value!r}") from None
+        if not items:
+            raise click.BadParameter("expected at least one value")
+        return items
+
+    return parse
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks on the deterministic simulator (see benchmarks/README.md)."""
+
+
+@bench.command("convergence")
+@click.option(
+    "--replicas",
+    default="10,100",
+    show_default=True,
+    callback=_list_of(int),
+    help="Replica counts N, comma-separated.",
+)
+@click.option(
+    "--fanout",
+    default="1,2,3",
+    show_default=True,
+    callback=_list_of(int),
+    help="Gossip fanouts, comma-separated.",
+)
+@click.option(
+    "--loss",
+    default="0,0.1",
+    show_default=True,
+    callback=_list_of(float),
+    help="Message loss probabilities, comma-separated.",
+)
+@click.option(
+    "--partition",
+    default="0",
+    show_default=True,
+    callback=_list_of(int),
+    help="Partition group counts during the changes (0: none), comma-separated.",
+)
+@click.option(
+    "--crashes",
+    default="0",
+    show_default=True,
+    callback=_list_of(int),
+    help="Replicas that crash during the changes (half keep a store), comma-separated.",
+)
+@click.option(
+    "--entities",
+    default="20",
+    show_default=True,
+    callback=_list_of(int),
+    help="Entities in the base state, comma-separated.",
+)
+@click.option(
+    "--changes",
+    default="10",
+    show_default=True,
+    callback=_list_of(int),
+    help="Changes made in the burst, comma-separated.",
+)
+@click.option(
+    "--strategies",
+    default="gossip,gossip-rounds,full-state,naive",
+    show_default=True,
+    callback=_list_of(str),
+    help="Strategies to compare (the ideal epidemic always runs).",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Runs per combination (different draws, same sizes).",
+)
+@click.option(
+    "--ideal-trials",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Runs of the ideal epidemic per N, fanout and loss.",
+)
+@click.option(
+    "--duplicate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Probability that a message arrives twice.",
+)
+@click.option(
+    "--reorder",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Probability that a message is held back and overtaken.",
+)
+@click.option(
+    "--naive-max",
+    type=click.IntRange(min=2),
+    default=200,
+    show_default=True,
+    help="Skip naive forwarding above this N (it sends O(N^2) messages).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every draw.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=min(2, os.cpu_count() or 1),
+    show_default=True,
+    help="Worker processes.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for the JSON files and the PNG plots.",
+)
+@click.option("--no-plots", is_flag=True, help="Write JSON only.")
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run in this process under cProfile and write the stats to this file.",
+)
+def convergence(
+    replicas: tuple[int, ...],
+    fanout: tuple[int, ...],
+    loss: tuple[float, ...],
+    partition: tuple[int, ...],
+    crashes: tuple[int, ...],
+    entities: tuple[int, ...],
+    changes: tuple[int, ...],
+    strategies: tuple[str, ...],
+    trials: int,
+    ideal_trials: int,
+    duplicate: float,
+    reorder: float,
+    naive_max: int,
+    seed: int,
+    jobs: int,
+    out: Path,
+    no_plots: bool,
+    profile: Path | None,
+) -> None:
+    """Compare the gossip with full-state push-pull, naive forwarding and the ideal
+    epidemic on simulated replicas: rounds and time to identical state and to status
+    agreement, bytes, messages, status flips, the window after a partition heals.
+
+    Writes OUT/convergence.json (every figure of every run; identical for one seed),
+    OUT/summary.json (the same without the runs), OUT/timings.json (wall-clock run times)
+    and PNG plots, and prints the tables and the goals.
+    """
+    from ..sim import bench as sim_bench
+
+    try:
+        sweep = sim_bench.Sweep(
+            replicas=replicas,
+            fanouts=fanout,
+            losses=loss,
+            partitions=partition,
+            crashes=crashes,
+            entities=entities,
+            changes=changes,
+            strategies=strategies,
+            trials=trials,
+            seed=seed,
+            duplicate=duplicate,
+            reorder=reorder,
+            ideal_trials=ideal_trials,
+            naive_max=naive_max,
+        )
+    except ValueError as exc:
+        raise BadConfig(str(exc)) from None
+    try:
+        sim_bench.run_convergence(
+            sweep, out=out, jobs=jobs, plots=not no_plots, profile=profile, console=Console()
+        )
+    except OSError as exc:
+        raise Fail(f"cannot write results: {exc}") from None

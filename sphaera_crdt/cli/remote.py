@@ -1,0 +1,278 @@
+"""The client commands: each one :class:`~sphaera_crdt.net.client.ApiClient` call to a
+running node (``--url``, ``--token-file``, ``--timeout``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import SphaeraError
+from ..net.client import ApiClient
+from .app import DEFAULT_URL, TOKEN_ENV, URL_ENV, BadConfig, Fail, cli, read_token
+
+__all__ = ["Remote", "client_options"]
+
+_STATUS_STYLES: Final = {"exists": "green", "absent": "red", "undetermined": "yellow"}
+T = TypeVar("T")
+
+
+def _json_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Parse a JSON option; ``@FILE`` reads the JSON from a file."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror or exc}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+
+
+def _object(value: Any, flag: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=flag)
+    return value
+
+
+def _status_cell(status: Any) -> str:
+    """A status as rich markup, coloured by what it says."""
+    text = str(status)
+    style = _STATUS_STYLES.get(text)
+    return f"[{style}]{text}[/]" if style else text
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remote:
+    """Where the client commands connect."""
+
+    url: str
+    token: str | None
+    timeout: float
+
+    def call(self, action: Callable[[ApiClient], Awaitable[T]]) -> T:
+        """Run ``action`` with a client of the node; library errors become one line."""
+
+        async def go() -> T:
+            async with ApiClient(self.url, token=self.token, timeout=self.timeout) as api:
+                return await action(api)
+
+        try:
+            return asyncio.run(go())
+        except SphaeraError as exc:
+            raise Fail(str(exc)) from None
+
+
+def client_options(function: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--url``, ``--token-file`` and ``--timeout``; the command gets ``remote``."""
+
+    @functools.wraps(function)
+    def command(*args: Any, url: str, token_file: Path | None, timeout: float, **kw: Any) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise BadConfig(f"--url must start with http:// or https://, not {url!r}")
+        remote = Remote(url=url, token=read_token(token_file), timeout=timeout)
+        function(*args, remote=remote, **kw)
+
+    options = [
+        click.option(
+            "--url",
+            envvar=URL_ENV,
+            default=DEFAULT_URL,
+            show_default=True,
+            help=f"The node to talk to (or ${URL_ENV}).",
+        ),
+        click.option(
+            "--token-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"File holding the bearer token (or ${TOKEN_ENV}).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=10.0,
+            show_default=True,
+            help="Seconds to wait for an answer.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+# -- client commands -----------------------------------------------------------------------
+
+
+@cli.command()
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+def entities(remote: Remote, as_json: bool) -> None:
+    """List every entity the node knows, with its derived status."""
+    found = remote.call(lambda api: api.entities())
+    if as_json:
+        _echo_json({"entities": found})
+        return
+    table = Table("id", "kind", "status", "owner", "reason", box=None, header_style="bold")
+    for entity_id, entity in sorted(found.items()):
+        table.add_row(
+            entity_id,
+            str(entity.get("kind") or ""),
+            _status_cell(entity.get("status")),
+            str(entity.get("owner") or ""),
+            str(entity.get("reason") or ""),
+        )
+    Console().print(table)
+
+
+@cli.command()
+@client_options
+@click.argument("entity_id", metavar="ID")
+def get(remote: Remote, entity_id: str) -> None:
+    """Print one entity as JSON."""
+    _echo_json(remote.call(lambda api: api.get(entity_id)))
+
+
+@cli.command()
+@client_options
+@click.argument("entity_id", metavar="ID")
+@click.option("--kind", help="The entity's kind.")
+@click.option(
+    "--attrs", metavar="JSON", callback=_json_value, help="Attributes, a JSON object (or @FILE)."
+)
+@click.option(
+    "--requires", metavar="JSON", callback=_json_value, help="The constraint, as JSON (or @FILE)."
+)
+def put(
+    remote: Remote,
+    entity_id: str,
+    kind: str | None,
+    attrs: Any,
+    requires: Any,
+) -> None:
+    """Declare (or re-declare) an entity, stating its whole record."""
+    attributes = _object(attrs, "--attrs")
+    _echo_json(
+        remote.call(lambda api: api.put(entity_id, kind=kind, attrs=attributes, requires=requires))
+    )
+
+
+@cli.command()
+@client_options
+@click.argument("entity_id", metavar="ID")
+@click.option(
+    "--attrs",
+    metavar="JSON",
+    callback=_json_value,
+    required=True,
+    help="Attributes to set, a JSON object.",
+)
+def patch(remote: Remote, entity_id: str, attrs: Any) -> None:
+    """Merge top-level attributes into an entity."""
+    attributes = _object(attrs, "--attrs") or {}
+    _echo_json(remote.call(lambda api: api.patch(entity_id, attributes)))
+
+
+@cli.command()
+@client_options
+@click.argument("entity_id", metavar="ID")
+def delete(remote: Remote, entity_id: str) -> None:
+    """Retract an entity: it becomes absent on every replica."""
+    answer = remote.call(lambda api: api.delete(entity_id))
+    if answer is not None:
+        _echo_json(answer)
+
+
+@cli.command()
+@client_options
+@click.argument("entity_id", metavar="ID")
+def why(remote: Remote, entity_id: str) -> None:
+    """Explain an entity's status.
+
+    Prints the tree of the clauses and facts that decided it, as JSON.
+    """
+    _echo_json(remote.call(lambda api: api.why(entity_id)))
+
+
+@cli.command()
+@client_options
+@click.argument("subject", metavar="SUBJECT")
+@click.option("--ok/--not-ok", default=True, show_default=True, help="What was observed.")
+@click.option(
+    "--value", metavar="JSON", callback=_json_value, help="A JSON value observed along (or @FILE)."
+)
+@click.option(
+    "--ttl", type=click.FloatRange(min=0), help="Seconds after which the observation expires."
+)
+def observe(
+    remote: Remote,
+    subject: str,
+    ok: bool,
+    value: Any,
+    ttl: float | None,
+) -> None:
+    """Record the node's observation of SUBJECT."""
+    _echo_json(remote.call(lambda api: api.observe(subject, ok=ok, value=value, ttl=ttl)))
+
+
+@cli.command()
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+def replicas(remote: Remote, as_json: bool) -> None:
+    """List the replicas the node knows, with their liveness."""
+    answer = remote.call(lambda api: api.replicas())
+    if as_json:
+        _echo_json(answer)
+        return
+    me = answer.get("self")
+    table = Table("replica", "url", "status", box=None, header_style="bold")
+    for replica_id, info in sorted(answer.get("replicas", {}).items()):
+        table.add_row(
+            f"{replica_id} (self)" if replica_id == me else replica_id,
+            str(info.get("url") or ""),
+            _status_cell(info.get("status")),
+        )
+    Console().print(table)
+
+
+@cli.command()
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print each event as one JSON line.")
+def events(remote: Remote, as_json: bool) -> None:
+    """Stream status changes as they are derived (until Ctrl-C).
+
+    Starts with the current status of every entity, then prints one line per change.
+    """
+
+    async def stream(api: ApiClient) -> None:
+        async for name, data in api.events():
+            if as_json:
+                click.echo(orjson.dumps({"event": name, "data": data}).decode())
+            elif name == "change" and isinstance(data, dict):
+                click.echo(
+                    f"{data.get('entity')}: {data.get('before')} -> {data.get('after')}"
+                    f" ({data.get('reason')})"
+                )
+            elif name == "snapshot" and isinstance(data, dict):
+                for entity_id, entity in sorted(data.get("entities", {}).items()):
+                    click.echo(f"{entity_id}: {entity.get('status')} ({entity.get('reason')})")
+            else:
+                click.echo(f"{name}: {orjson.dumps(data).decode()}")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        remote.call(stream)

@@ -1,0 +1,213 @@
+"""``sphaera serve``: build a :class:`~sphaera_crdt.node.NodeConfig` from the flags and
+run a :class:`~sphaera_crdt.node.Node` until SIGINT or SIGTERM; ``sphaera demo``: three
+nodes in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..core import names
+from ..errors import SphaeraError
+from ..node import DEFAULT_MAX_BODY, DEFAULT_PORT, ConfigError, Node, NodeConfig
+from .app import DEFAULT_DATA, TOKEN_ENV, BadConfig, Fail, cli, read_token
+
+__all__ = ["demo", "serve"]
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--id", "replica_id", required=True, help="This replica's id (stable per node).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on (0: any free port, printed at startup).",
+)
+@click.option("--memory", is_flag=True, help="Keep the state in memory only.")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the persistent state (SQLite)  [default: ./sphaera-data/ID].",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="full: an acknowledged write survives power loss; normal: a process crash.",
+)
+@click.option(
+    "--peer", "peers", multiple=True, metavar="URL", help="A seed peer to gossip with (repeat)."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"File holding the bearer token that clients and peers must send (or ${TOKEN_ENV}).",
+)
+@click.option(
+    "--gossip-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between gossip rounds.",
+)
+@click.option(
+    "--fanout",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Peers contacted per gossip round.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_BODY,
+    show_default=True,
+    help="Largest request body accepted, in bytes.",
+)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a token.")
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate."
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="The private key of --tls-cert.")
+@click.option("--public-url", metavar="URL", help="The URL peers reach this node at.")
+@click.option(
+    "--liveness",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a replica stays alive without fresh observations [default: 10 intervals].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Least severe log messages written to stderr.",
+)
+def serve(
+    replica_id: str,
+    host: str,
+    port: int,
+    memory: bool,
+    data: Path | None,
+    durability: str,
+    peers: tuple[str, ...],
+    token_file: Path | None,
+    gossip_interval: float,
+    fanout: int,
+    max_body: int,
+    insecure: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    public_url: str | None,
+    liveness: float | None,
+    log_level: str,
+) -> None:
+    """Serve one replica over HTTP and gossip with its peers.
+
+    Prints one line with the URL it listens on (the real port when --port is 0) and runs
+    until SIGINT or SIGTERM, then closes its connections and exits with status 0.
+    """
+    if memory and data is not None:
+        raise BadConfig("give either --memory or --data, not both")
+    data_dir = None if memory else str(data if data is not None else DEFAULT_DATA / replica_id)
+    for url in (*peers, *([public_url] if public_url else [])):
+        if not url.startswith(("http://", "https://")):
+            raise BadConfig(f"a URL must start with http:// or https://, not {url!r}")
+    try:
+        names.check_replica_id(replica_id)
+        config = NodeConfig(
+            replica_id=replica_id,
+            host=host,
+            port=port,
+            peers=peers,
+            token=read_token(token_file),
+            gossip_interval=gossip_interval,
+            fanout=fanout,
+            max_body=max_body,
+            insecure=insecure,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            public_url=public_url.rstrip("/") if public_url else None,
+            liveness=liveness,
+            data_dir=data_dir,
+            durability=durability,
+        )
+    except SphaeraError as exc:
+        raise BadConfig(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(_serve(config))
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        pass
+    except ConfigError as exc:
+        raise BadConfig(str(exc)) from None
+    except SphaeraError as exc:
+        raise Fail(str(exc)) from None
+    except OSError as exc:
+        raise Fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def _serve(config: NodeConfig) -> None:
+    node = Node(config)  # opens (or refuses) the store
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with node:
+            where = node.url
+            if config.public_url:
+                where += f" (bound to {config.host}:{config.port})"
+            kept = f"data in {config.data_dir}" if config.data_dir else "memory"
+            click.echo(f"sphaera: replica {config.replica_id} listening on {where} ({kept})")
+            await stop.wait()
+    finally:
+        await node.close()  # idempotent; also cleans up after a failed start
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    click.echo(f"sphaera: replica {config.replica_id} stopped")
+
+
+@cli.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=0.1,
+    show_default=True,
+    help="Gossip interval of the demo nodes.",
+)
+def demo(interval: float) -> None:
+    """Run three nodes in this process and watch them converge.
+
+    The nodes listen on free loopback ports and gossip over HTTP; the demo narrates
+    what each replica derives by itself, then stops them.
+    """
+    from ..demo import run_demo
+
+    # The narration says what happens; a stopped node's failing peers need no warnings.
+    logger = logging.getLogger("sphaera_crdt")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        asyncio.run(run_demo(interval=interval, echo=click.echo))
+    except KeyboardInterrupt:
+        pass
+    except SphaeraError as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        logger.setLevel(level)
