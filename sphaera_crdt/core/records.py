@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from ..errors import InvalidValue
 from . import codec
 from .views import Observation
 
@@ -45,6 +46,7 @@ __all__ = [
     "Entry",
     "MergedView",
     "Order",
+    "attr_payload",
     "decode_payload",
     "encode_payload",
     "make_entry",
@@ -132,6 +134,16 @@ def encode_payload(value: object, where: str = "value") -> str:
         assert isinstance(value, float)
         return codec.float_text(value, where)
     return codec.dumps(value, where)
+
+
+def attr_payload(key: str, value: object) -> str:
+    """:func:`encode_payload` of attribute ``key``'s value; an error names the attribute
+    (the name is only built when there is one)."""
+    try:
+        return encode_payload(value)
+    except InvalidValue:
+        encode_payload(value, f"attrs.{key}")  # raises again, naming the attribute
+        raise
 
 
 def decode_payload(payload: str) -> Any:

@@ -2,13 +2,15 @@
 
 A replica owns one pycrdt document (see :mod:`.ydoc` for its layout) and a merged view
 of it (see :mod:`.records`). Local writes go to both at once; a merge applies the peer's
-bytes to the document and feeds the entries it changed into the view. The view is a
+bytes to the document (once its predecessors are there, see :mod:`.causal`) and feeds
+the entries it changed into the view. The view is a
 join of last-writer-wins registers, so it equals what a fresh replica would build from
 the same document, whatever order the updates came in.
 
 Statuses are derived from the view by the existence engine (:mod:`.existence`); every
 step (a write, a merge, a tick) re-evaluates only what the step affected and reports the
-entities whose status changed as :class:`Change` events, dependencies first.
+entities whose status changed as :class:`Change` events, dependencies first (delivered
+by :mod:`.outbox`).
 """
 
 from __future__ import annotations
@@ -16,19 +18,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-import pycrdt
-
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
 from . import names, updates
+from .causal import CausalGate
 from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
 from .formulas import FALSE, TRUE, UNKNOWN
 from .lib0 import decode_state_vector
+from .outbox import ChangeCallback, Outbox, RecordCallback
 from .records import (
     ABSENT_ATTR,
     SEP,
@@ -36,6 +37,7 @@ from .records import (
     Entry,
     MergedView,
     Winner,
+    attr_payload,
     encode_payload,
     make_entry,
     nonce_epoch,
@@ -45,18 +47,13 @@ from .records import (
     stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
-from .ydoc import DocumentAdapter, Identities, PanicException, split_writer_key
+from .ydoc import DocumentAdapter, Identities, split_writer_key
 
 __all__ = ["Clock", "Replica"]
 
 Clock = Callable[[], float]
-ChangeCallback = Callable[[Change], object]
-RecordCallback = Callable[[RecordChange], object]
 
 REPLICA_PREFIX: Final = "replica:"
-#: Updates held for missing predecessors beyond this many are dropped, oldest first
-#: (their senders still have them and send them again with what they precede).
-MAX_HELD_UPDATES: Final = 10_000
 _STATUS: Final = {TRUE: Status.EXISTS, FALSE: Status.ABSENT, UNKNOWN: Status.UNDETERMINED}
 _log = logging.getLogger("sphaera_crdt.replica")
 
@@ -113,14 +110,9 @@ class Replica:
         # Stamps never go below the epoch, so offsets written in entries stay positive.
         self._stamp = epoch - 1
         self._engine = ExistenceEngine(self._view, self.id, self.predicates)
-        self._subscribers: list[ChangeCallback] = []
-        self._outbox: deque[tuple[list[Any], Any]] = deque()
-        self._delivering = False
-        self._record_subscribers: list[RecordCallback] = []
+        self._events = Outbox(self._log)
         self._writers: dict[str, tuple[str, str, int] | None] = {}
-        self._held: dict[bytes, updates.UpdateShape] = {}
-        #: ids of items known to be shared types (valid parents)
-        self._types: set[tuple[int, int]] = set()
+        self._gate = CausalGate(self._doc, self._log)
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
 
@@ -235,7 +227,7 @@ class Replica:
             raise InvalidValue(f"kind of {entity_id!r} must be a str or None")
         attrs = self._check_attrs(entity_id, attrs or {})
         requires = self._check_requires(entity_id, requires)
-        payloads = {key: _attr_payload(key, value) for key, value in attrs.items()}
+        payloads = {key: attr_payload(key, value) for key, value in attrs.items()}
         # Stamp after every value was encoded, so a refused declaration changes nothing.
         stamp = self._next_stamp()
         epoch = self._epoch
@@ -304,7 +296,7 @@ class Replica:
                 changed = True
         if changed:
             self._engine.record_changed(entity_id, "a")
-            if self._record_subscribers:
+            if self._events.records:
                 records.append(RecordChange(kind="entity", id=entity_id, local=True))
         self._finish(records, now=now)
 
@@ -345,7 +337,7 @@ class Replica:
         order = (stamp, self.id, self._doc.nonce)
         if view.apply_observation(subject, order, observation, payload):
             self._engine.observation_changed(subject)
-            if self._record_subscribers:
+            if self._events.records:
                 records.append(
                     RecordChange(kind="observation", id=subject, observer=self.id, local=True)
                 )
@@ -455,68 +447,28 @@ class Replica:
         """
         if type(update) is not bytes:
             raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
-        if update.endswith(b"\x00") and self._already_has(update):
-            return []  # a duplicate with no deletions: nothing to do
-        needs = updates.shape(update)
-        held = self._held
-        if updates.missing(needs, self._doc.clocks()):
-            if update not in held:
-                held[update] = needs
-                while len(held) > MAX_HELD_UPDATES:
-                    del held[next(iter(held))]
+        gate = self._gate
+        if gate.duplicate(update):
             return []
-        self._check_parents(update, needs)
+        needs = gate.admit(update)
+        if needs is None:
+            return []  # held until its predecessors arrive
         records: list[RecordChange] = []
         self._integrate(update, records, needs)
-        progress = bool(held)
-        while progress:
-            progress = False
-            clocks = self._doc.clocks()
-            for waiting, waiting_needs in list(held.items()):
-                if not updates.missing(waiting_needs, clocks):
-                    del held[waiting]
-                    try:
-                        self._check_parents(waiting, waiting_needs)
-                    except InvalidUpdate as exc:
-                        self._log.warning("dropped a held update: %s", exc)
-                    else:
-                        self._integrate(waiting, records, waiting_needs)
-                    progress = True
-                    break
+        for waiting, waiting_needs in gate.released():
+            self._integrate(waiting, records, waiting_needs)
         return self._finish(records)
-
-    def _already_has(self, update: bytes) -> bool:
-        try:
-            ends = decode_state_vector(pycrdt.get_state(update))
-        except (ValueError, RuntimeError, InvalidUpdate, PanicException):
-            return False  # not for this fast path to judge: the full check will refuse it
-        clocks = self._doc.clocks()
-        return bool(ends) and all(clocks.get(client, 0) >= end for client, end in ends.items())
 
     @property
     def held_updates(self) -> int:
         """Updates received whose predecessors have not arrived yet."""
-        return len(self._held)
-
-    def _check_parents(self, update: bytes, needs: updates.UpdateShape) -> None:
-        """Refuse an update that would fail half-way through Yrs' integration.
-
-        Yrs checks that an item's parent is a shared type only while integrating, after
-        earlier items of the same update went in, so such an update would leave the
-        document half-changed. Parents created by the update itself are fine; any other is
-        checked once, by applying the update to a copy of the document, and remembered.
-        """
-        unknown = needs.parents - needs.types - self._types
-        if not unknown:
-            return
-        self._doc.trial(update)
-        self._types |= unknown
+        return self._gate.held
 
     def _integrate(
         self, update: bytes, records: list[RecordChange], needs: updates.UpdateShape
     ) -> None:
         entries = self._doc.apply(update, needs.ranges)
-        self._types |= needs.types
+        self._gate.integrated(needs)
         view = self._view
         for writer, key, text in entries:
             origin = self._writer(writer)
@@ -545,11 +497,11 @@ class Replica:
 
     def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
         """Call ``callback(change)`` for every status change; returns an unsubscribe function."""
-        return _subscribe(self._subscribers, callback)
+        return self._events.subscribe(self._events.changes, callback)
 
     def subscribe_records(self, callback: RecordCallback) -> Callable[[], None]:
         """Call ``callback(record_change)`` whenever a replicated record changes."""
-        return _subscribe(self._record_subscribers, callback)
+        return self._events.subscribe(self._events.records, callback)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -586,7 +538,7 @@ class Replica:
             self._engine.record_changed(subject, field)
         else:
             self._engine.observation_changed(subject)
-        if not self._record_subscribers:
+        if not self._events.records:
             return
         if observer is None:
             records.append(RecordChange(kind="entity", id=subject, local=local))
@@ -604,7 +556,7 @@ class Replica:
     ) -> list[Change]:
         engine = self._engine
         steps = engine.step(self._clock() if now is None else now, volatile=volatile)
-        if not steps and not records and not self._outbox:
+        if not steps and not records and not self._events.pending:
             return []
         changes = [
             Change(
@@ -615,18 +567,7 @@ class Replica:
             )
             for entity_id, before, after in steps
         ]
-        self._outbox.extend((self._record_subscribers, event) for event in records)
-        self._outbox.extend((self._subscribers, event) for event in changes)
-        if not self._delivering:
-            # A subscriber may write to the replica; the events of that nested step are
-            # queued behind the current ones, so every entity's last event is its status.
-            self._delivering = True
-            try:
-                while self._outbox:
-                    subscribers, event = self._outbox.popleft()
-                    _deliver(self._log, subscribers, event)
-            finally:
-                self._delivering = False
+        self._events.deliver(records, changes)
         return changes
 
     def _writer(self, key: str) -> tuple[str, str, int] | None:
@@ -661,29 +602,3 @@ class Replica:
         if requires is None:
             return None
         return check_constraint(requires, f"requires of {entity_id!r}")
-
-
-def _attr_payload(key: str, value: Any) -> str:
-    try:
-        return encode_payload(value)
-    except InvalidValue:
-        encode_payload(value, f"attrs.{key}")  # raises again, naming the attribute
-        raise
-
-
-def _subscribe(table: list[Any], callback: Callable[[Any], object]) -> Callable[[], None]:
-    table.append(callback)
-
-    def unsubscribe() -> None:
-        if callback in table:
-            table.remove(callback)
-
-    return unsubscribe
-
-
-def _deliver(log: logging.Logger, callbacks: list[Any], event: Any) -> None:
-    for callback in list(callbacks):
-        try:
-            callback(event)
-        except Exception:
-            log.exception("subscriber %r failed on %r", callback, event)
