@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sphaera_crdt.cli import cli
+from sphaera_crdt.sim.report import bytes_text, number_text
 
 STRATEGIES = ("gossip", "gossip-rounds", "full-state", "naive")
 #: (header, summary field) of the values that say which runs a row is about
@@ -30,23 +31,6 @@ DIMENSIONS = (
     ("entities", "entities"),
     ("changes", "changes"),
 )
-
-
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.{digits}f}"
-    return f"{int(value):,}"
-
-
-def _size(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value:.0f} B"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -107,38 +91,45 @@ def markdown(path: Path) -> str:
                 cells.append("-")
                 continue
             rounds = row["state_rounds"]
-            cell = f"{_num(rounds['mean'])} ({_num(rounds['p99'])})"
+            cell = f"{number_text(rounds['mean'], 2)} ({number_text(rounds['p99'], 2)})"
             if row["converged"] < row["trials"]:
                 cell += f" [{row['converged']}/{row['trials']} conv.]"
             cells.append(cell)
         for mode in ("push-pull", "push"):
             rounds = item[mode]["rounds"] if item else None
-            cells.append(f"{_num(rounds['mean'])} ({_num(rounds['p99'])})" if rounds else "-")
+            cells.append(
+                f"{number_text(rounds['mean'], 2)} ({number_text(rounds['p99'], 2)})"
+                if rounds
+                else "-"
+            )
         status = [
-            _num(group[name]["status_rounds"]["mean"]) if name in group else "-" for name in present
+            number_text(group[name]["status_rounds"]["mean"], 2) if name in group else "-"
+            for name in present
         ]
         window = ""
         if "partition" in [f for _, f in varying] or first["partition"]:
             window = " / ".join(
-                _num(group[name]["partition_window_state"]) if name in group else "-"
+                number_text(group[name]["partition_window_state"], 2) if name in group else "-"
                 for name in present
             )
         rounds_rows.append(
             key_cells(key) + cells + [" / ".join(status)] + ([window] if window else [])
         )
-        sizes = [_size(group[name]["bytes_to_state"]) if name in group else "-" for name in present]
+        sizes = [
+            bytes_text(group[name]["bytes_to_state"]) if name in group else "-" for name in present
+        ]
         ratios = [
-            _num(group[name]["payload_ratio_to_state"]) if name in group else "-"
+            number_text(group[name]["payload_ratio_to_state"], 2) if name in group else "-"
             for name in present
             if name != "naive"
         ]
         delivered = [
-            _num(group[name].get("delivered_ratio_to_state")) if name in group else "-"
+            number_text(group[name].get("delivered_ratio_to_state"), 2) if name in group else "-"
             for name in present
             if name != "naive"
         ]
         idle = [
-            _size(group[name]["idle_bytes_per_round"]) if name in group else "-"
+            bytes_text(group[name]["idle_bytes_per_round"]) if name in group else "-"
             for name in present
             if name != "naive"
         ]

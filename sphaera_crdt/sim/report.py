@@ -11,7 +11,14 @@ from typing import Any, Final
 
 from rich.table import Table
 
-__all__ = ["bytes_table", "goals_table", "rounds_table", "timings_table"]
+__all__ = [
+    "bytes_table",
+    "bytes_text",
+    "goals_table",
+    "number_text",
+    "rounds_table",
+    "timings_table",
+]
 
 #: (header, summary field) of the columns that say which runs a row is about
 _DIMENSIONS: Final = (
@@ -27,7 +34,8 @@ _DIMENSIONS: Final = (
 Cell = Callable[[dict[str, Any]], str]
 
 
-def _number(value: Any, digits: int = 1) -> str:
+def number_text(value: Any, digits: int = 1) -> str:
+    """A figure for a table: ``-`` for none, whole numbers without decimals."""
     if value is None:
         return "-"
     if isinstance(value, float) and not value.is_integer():
@@ -35,7 +43,8 @@ def _number(value: Any, digits: int = 1) -> str:
     return f"{int(value):,}"
 
 
-def _bytes(value: float | None) -> str:
+def bytes_text(value: float | None) -> str:
+    """A byte count in B, kB, MB or GB (``-`` for none)."""
     if value is None:
         return "-"
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -92,25 +101,28 @@ def rounds_table(document: dict[str, Any]) -> Table:
         if item is None:
             return "-"
         rounds = item["push-pull"]["rounds"]
-        return f"{_number(rounds['mean'], 2)} ({_number(rounds['p99'])})"
+        return f"{number_text(rounds['mean'], 2)} ({number_text(rounds['p99'])})"
 
     metrics: list[tuple[str, Cell]] = [
         ("conv", lambda row: f"{row['converged']}/{row['trials']}"),
         (
             "rounds (p99)",
             lambda row: (
-                f"{_number(row['state_rounds']['mean'], 2)} ({_number(row['state_rounds']['p99'])})"
+                f"{number_text(row['state_rounds']['mean'], 2)} "
+                f"({number_text(row['state_rounds']['p99'])})"
             ),
         ),
         ("ideal pp (p99)", ideal_cell),
-        ("status rounds", lambda row: _number(row["status_rounds"]["mean"], 2)),
-        ("state s", lambda row: _number(row["state_time"], 2)),
-        ("status s", lambda row: _number(row["status_time"], 2)),
-        ("flips/entity", lambda row: _number(row["flips_per_replica_entity"], 3)),
+        ("status rounds", lambda row: number_text(row["status_rounds"]["mean"], 2)),
+        ("state s", lambda row: number_text(row["state_time"], 2)),
+        ("status s", lambda row: number_text(row["status_time"], 2)),
+        ("flips/entity", lambda row: number_text(row["flips_per_replica_entity"], 3)),
     ]
     if any(row["partition"] for row in document["summary"]):
-        metrics.append(("heal->state s", lambda row: _number(row["partition_window_state"], 2)))
-        metrics.append(("heal->status s", lambda row: _number(row["partition_window_status"], 2)))
+        metrics.append(("heal->state s", lambda row: number_text(row["partition_window_state"], 2)))
+        metrics.append(
+            ("heal->status s", lambda row: number_text(row["partition_window_status"], 2))
+        )
     return _table(
         document, "Rounds to agreement (means over trials; a round is an interval)", metrics
     )
@@ -119,15 +131,15 @@ def rounds_table(document: dict[str, Any]) -> Table:
 def bytes_table(document: dict[str, Any]) -> Table:
     """Bytes and messages per strategy."""
     metrics: list[tuple[str, Cell]] = [
-        ("bytes->state", lambda row: _bytes(row["bytes_to_state"])),
-        ("msgs->state", lambda row: _number(row["messages_to_state"], 0)),
-        ("bytes episode", lambda row: _bytes(row["bytes_episode"])),
-        ("B/change/replica", lambda row: _number(row["bytes_per_change_per_replica"])),
-        ("raw diff/change", lambda row: _number(row["raw_diff_per_change"])),
-        ("payloadxraw->state", lambda row: _number(row["payload_ratio_to_state"], 2)),
-        ("payloadxraw episode", lambda row: _number(row["payload_ratio"], 2)),
-        ("envelope/msg", lambda row: _number(row["envelope_per_message"])),
-        ("idle/round", lambda row: _bytes(row["idle_bytes_per_round"])),
+        ("bytes->state", lambda row: bytes_text(row["bytes_to_state"])),
+        ("msgs->state", lambda row: number_text(row["messages_to_state"], 0)),
+        ("bytes episode", lambda row: bytes_text(row["bytes_episode"])),
+        ("B/change/replica", lambda row: number_text(row["bytes_per_change_per_replica"])),
+        ("raw diff/change", lambda row: number_text(row["raw_diff_per_change"])),
+        ("payloadxraw->state", lambda row: number_text(row["payload_ratio_to_state"], 2)),
+        ("payloadxraw episode", lambda row: number_text(row["payload_ratio"], 2)),
+        ("envelope/msg", lambda row: number_text(row["envelope_per_message"])),
+        ("idle/round", lambda row: bytes_text(row["idle_bytes_per_round"])),
     ]
     return _table(
         document, "Bytes (means over trials; bodies of sync requests and answers)", metrics
