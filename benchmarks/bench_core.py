@@ -52,20 +52,17 @@ by other guests) and the ratio of the fastest wall times.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
-import json
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Final
 
-from benchenv import environment
+from benchenv import run_sections
 from pycrdt import Doc, Map
 
 from sphaera_crdt import Replica
@@ -703,39 +700,15 @@ SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="scale every section down")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
-    args = parser.parse_args(argv)
-    scale = QUICK if args.quick else FULL
-    env = environment()
-    modified = " (package has uncommitted changes)" if env["package_modified"] else ""
-    print(
-        f"sphaera_crdt core benchmark: {'quick' if args.quick else 'full'} scale, "
-        f"{scale.reps} alternating reps, medians; Python {env['python']}, "
-        f"pycrdt {env['pycrdt']}, commit {env['commit']}{modified}",
-        flush=True,
+    return run_sections(
+        argv,
+        doc=__doc__,
+        title="core",
+        sections=SECTIONS,
+        scales=(FULL, QUICK),
+        report=report,
+        versions=lambda env: f"Python {env['python']}, pycrdt {env['pycrdt']}",
     )
-    figures: list[Figure] = []
-    for section in SECTIONS:
-        started = time.perf_counter()
-        done = section(scale)
-        figures.extend(done)
-        print(
-            f"  {', '.join(f'{f.name} {f.ratio:.2f}x' for f in done)} "
-            f"({time.perf_counter() - started:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    print(report(figures))
-    if args.json is not None:
-        document = {
-            "environment": env,
-            "scale": asdict(scale),
-            "figures": {figure.name: figure.to_json() for figure in figures},
-        }
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

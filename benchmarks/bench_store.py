@@ -48,10 +48,8 @@ measuring thread alone.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import json
 import math
 import shutil
 import sqlite3
@@ -65,7 +63,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from benchenv import environment
+from benchenv import run_sections
 
 from sphaera_crdt import Replica
 from sphaera_crdt.persistence import DEFAULT_COMPACT_COUNT, Persistence, open_replica
@@ -511,39 +509,18 @@ SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="scale every section down")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
-    args = parser.parse_args(argv)
-    scale = QUICK if args.quick else FULL
-    env = environment(sqlite=sqlite3.sqlite_version)
-    modified = " (package has uncommitted changes)" if env["package_modified"] else ""
-    print(
-        f"sphaera_crdt store benchmark: {'quick' if args.quick else 'full'} scale, "
-        f"{scale.reps} alternating reps, medians; Python {env['python']}, "
-        f"SQLite {env['sqlite']}, pycrdt {env['pycrdt']}, commit {env['commit']}{modified}",
-        flush=True,
+    return run_sections(
+        argv,
+        doc=__doc__,
+        title="store",
+        sections=SECTIONS,
+        scales=(FULL, QUICK),
+        report=report,
+        versions=lambda env: (
+            f"Python {env['python']}, SQLite {env['sqlite']}, pycrdt {env['pycrdt']}"
+        ),
+        sqlite=sqlite3.sqlite_version,
     )
-    figures: list[Figure] = []
-    for section in SECTIONS:
-        started = time.perf_counter()
-        done = section(scale)
-        figures.extend(done)
-        print(
-            f"  {', '.join(f'{f.name} {f.ratio:.2f}x' for f in done)} "
-            f"({time.perf_counter() - started:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    print(report(figures))
-    if args.json is not None:
-        document = {
-            "environment": env,
-            "scale": asdict(scale),
-            "figures": {figure.name: figure.to_json() for figure in figures},
-        }
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

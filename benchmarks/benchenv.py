@@ -1,9 +1,16 @@
-"""What every benchmark records about where it ran: versions, platform and commit."""
+"""What every benchmark records about where it ran (versions, platform and commit), and the
+``main`` of the benchmarks made of sections."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import platform
 import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,3 +42,55 @@ def environment(**extra: Any) -> dict[str, Any]:
         "package_modified": None if changes is None else bool(changes),
         **extra,
     }
+
+
+def run_sections(
+    argv: Sequence[str] | None,
+    *,
+    doc: str | None,
+    title: str,
+    sections: Sequence[Callable[[Any], list[Any]]],
+    scales: tuple[Any, Any],
+    report: Callable[[list[Any]], str],
+    versions: Callable[[dict[str, Any]], str],
+    **extra: Any,
+) -> int:
+    """The ``main`` of a benchmark made of sections that each return figures.
+
+    Parses ``--quick`` (the second of ``scales``) and ``--json PATH``, runs every section
+    at the scale, printing each one's ratios as it ends, then prints ``report(figures)``
+    and writes the figures with the environment (``extra`` joins it) if asked.
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="scale every section down")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
+    args = parser.parse_args(argv)
+    scale = scales[1] if args.quick else scales[0]
+    env = environment(**extra)
+    modified = " (package has uncommitted changes)" if env["package_modified"] else ""
+    print(
+        f"sphaera_crdt {title} benchmark: {'quick' if args.quick else 'full'} scale, "
+        f"{scale.reps} alternating reps, medians; {versions(env)}, commit {env['commit']}"
+        f"{modified}",
+        flush=True,
+    )
+    figures: list[Any] = []
+    for section in sections:
+        started = time.perf_counter()
+        done = section(scale)
+        figures.extend(done)
+        print(
+            f"  {', '.join(f'{f.name} {f.ratio:.2f}x' for f in done)} "
+            f"({time.perf_counter() - started:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(report(figures))
+    if args.json is not None:
+        document = {
+            "environment": env,
+            "scale": asdict(scale),
+            "figures": {figure.name: figure.to_json() for figure in figures},
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
