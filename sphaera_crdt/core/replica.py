@@ -2,10 +2,10 @@
 
 A replica owns one pycrdt document (see :mod:`.ydoc` for its layout) and a merged view
 of it (see :mod:`.records`). Local writes go to both at once; a merge applies the peer's
-bytes to the document (once its predecessors are there, see :mod:`.causal`) and feeds
-the entries it changed into the view. The view is a
-join of last-writer-wins registers, so it equals what a fresh replica would build from
-the same document, whatever order the updates came in.
+bytes to the document (once their predecessors are there, see :mod:`.causal`) and feeds
+the entries they changed into the view. The view is a join of last-writer-wins
+registers, so it equals what a fresh replica would build from the same document,
+whatever order the updates came in.
 
 Statuses are derived from the view by the existence engine (:mod:`.existence`); every
 step (a write, a merge, a tick) re-evaluates only what the step affected and reports the
