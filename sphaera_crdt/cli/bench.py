@@ -17,9 +17,6 @@ __all__ = ["bench"]
 T = TypeVar("T")
 
 
-# -- benchmarks ----------------------------------------------------------------------------
-
-
 def _list_of(
     kind: Callable[[str], T],
 ) -> Callable[[click.Context, click.Parameter, str], tuple[T, ...]]:
