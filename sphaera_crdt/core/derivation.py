@@ -20,7 +20,7 @@ evaluator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .compiler import Compiled, Malformed, Node, compile_rule
@@ -105,13 +105,7 @@ def derive_all(engine: ExistenceEngine, pending: dict[str, int], dead: set[str])
     # Undeclared dependencies and those with no exists-edges have a status already.
     ready: list[str] = []
     for dep in rdeps.keys() - pending.keys():
-        for entity in rdeps[dep]:
-            left = pending[entity] - 1
-            if left:
-                pending[entity] = left
-            else:
-                del pending[entity]
-                ready.append(entity)
+        _release(rdeps[dep], pending, ready)
     solved += _kahn(engine, ready, pending, dead, 1)
     if not pending:
         return solved
@@ -152,21 +146,27 @@ def derive_all(engine: ExistenceEngine, pending: dict[str, int], dead: set[str])
         ready = []
         for component in components:
             for entity in component:
-                for dependent in rdeps.get(entity, ()):
-                    waiting = pending.get(dependent)
-                    if waiting is None:
-                        continue
-                    if waiting > 1:
-                        pending[dependent] = waiting - 1
-                    else:
-                        del pending[dependent]
-                        ready.append(dependent)
+                _release(rdeps.get(entity, ()), pending, ready)
         solved += _kahn(engine, ready, pending, dead, None)
         # What was solved is a tail of the path (each entity on it waits for the next).
         while path and path[-1] not in pending:
             on_path.discard(path.pop())
             edges.pop()
     return solved
+
+
+def _release(dependents: Iterable[str], pending: dict[str, int], ready: list[str]) -> None:
+    """One of their dependencies is solved: count it off each unsolved dependent, and
+    move those left waiting for none to ``ready``. (Kahn's loop does this inline.)"""
+    for dependent in dependents:
+        waiting = pending.get(dependent)
+        if waiting is None:
+            continue  # solved already (in the same component)
+        if waiting > 1:
+            pending[dependent] = waiting - 1
+        else:
+            del pending[dependent]
+            ready.append(dependent)
 
 
 def _kahn(
