@@ -29,6 +29,8 @@ from sphaera_crdt.persistence import open_replica
 from sphaera_crdt.store import SQLiteStore
 from sphaera_crdt.store.sqlite import DB_NAME
 
+pytestmark = pytest.mark.slow
+
 SEEDS = (1, 2, 3)
 CYCLES = 2
 CLIENTS = 6

@@ -219,6 +219,7 @@ def _run_hostile(*args: str) -> tuple[int, Records, Records, str | None]:
     return total, started, finished, crash
 
 
+@pytest.mark.slow
 def test_the_hostile_inputs_include_ones_that_make_yrs_panic() -> None:
     # Guards the fuzz test: it must exercise the PanicException path, not only ValueErrors.
     fixture = hostile.Fixture()
@@ -232,6 +233,7 @@ def test_the_hostile_inputs_include_ones_that_make_yrs_panic() -> None:
     assert raw.count(None) >= 50  # accepted by Yrs: the "survive it" branch is exercised
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_hostile_bytes_raise_invalid_update_and_change_nothing_or_are_survived(
     seed: int,

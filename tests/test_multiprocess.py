@@ -19,7 +19,7 @@ from procs import NodeProcess, Processes
 from sphaera_crdt import all_of, exists, observed
 from sphaera_crdt.net.client import ApiClient, ApiError
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 NAMES = ("a", "b", "c", "d")
 INTERVAL = 0.2
