@@ -9,9 +9,11 @@ a single owner). The replica itself is sans I/O; this module wires it to the net
 * a timer calls :meth:`Replica.tick` at :meth:`Replica.next_deadline`, so entities whose
   evidence ages out disappear with nothing else happening;
 * membership is data: the node declares ``replica:<id>`` with its URL and a liveness
-  constraint (fresh observations of itself), observes itself every ``liveness / 4`` seconds
-  and observes a peer after a successful exchange. A peer whose entity stops existing on
-  this replica drops out of gossip; seeds are retried with backoff.
+  constraint (fresh observations of itself), declares it again whenever a synced write
+  retracts or alters it (at start too), observes itself every ``liveness / 4`` seconds,
+  and observes a peer after an exchange it started to the URL the peer declares, answered
+  in the peer's name (a caller's headers prove nothing). A peer whose entity stops
+  existing on this replica drops out of gossip; seeds are retried with backoff.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class Node:
         self.peers = sync.PeerKnowledge()
         #: the gossip's decisions (what to send, what answers teach), shared with the server
         self.planner = GossipPlanner(self.replica, self.peers)
-        #: replica id -> URL, from seeds, sync headers and replica entities
+        #: replica id -> URL, from the replica entities (never from a caller's headers)
         self.directory: dict[str, str] = {}
         self.seeds: tuple[str, ...] = tuple(url.rstrip("/") for url in config.peers)
         self.url = config.public_url or ""
@@ -312,32 +314,68 @@ class Node:
     def replica_entity(self) -> str:
         return self.replica.replica_entity
 
+    def _own_record(self) -> tuple[dict[str, Any], Any]:
+        """The attributes and rule this node declares ``replica:<id>`` with."""
+        return {"url": self.url}, observed(self.replica_entity, within=self.config.liveness_window)
+
+    def _own_record_holds(self) -> bool:
+        """Whether the merged ``replica:<id>`` record is the one this node would declare.
+
+        A synced write can make it differ: a peer's retraction, or a declaration by another
+        replica (another owner, kind, URL or rule), possibly stamped far in the future.
+        """
+        view = self.replica.entity(self.replica_entity)
+        if view is None:
+            return False
+        attrs, requires = self._own_record()
+        retracted = view.status is Status.ABSENT and view.reason == "retracted"
+        return (
+            not retracted
+            and view.kind == "replica"
+            and view.owner == self.replica.id
+            and view.attrs == attrs
+            and view.requires == requires
+        )
+
+    def _assert_self(self) -> bool:
+        """Declare ``replica:<id>`` again unless the merged record is already ours.
+
+        The declaration is stamped by the replica's hybrid logical clock, which every
+        merged stamp has moved past (``Replica._next_stamp`` takes the greater of the wall
+        clock and the last stamp seen, plus one): it wins against the write it answers even
+        when that write came from a clock far ahead, and replicas that hold both agree.
+
+        Returns:
+            Whether it declared.
+        """
+        if self._own_record_holds():
+            return False
+        attrs, requires = self._own_record()
+        self.replica.declare(self.replica_entity, kind="replica", attrs=attrs, requires=requires)
+        return True
+
     def _declare_self(self) -> None:
         window = self.config.liveness_window
-        entity = self.replica.replica_entity
-        view = self.replica.entity(entity)
-        attrs = {"url": self.url}
-        requires = observed(entity, within=window)
-        if view is None or view.attrs != attrs or view.requires != requires:
-            self.replica.declare(entity, kind="replica", attrs=attrs, requires=requires)
-        self.replica.observe(entity, ok=True, ttl=window)
+        self._assert_self()
+        self.replica.observe(self.replica_entity, ok=True, ttl=window)
         self._last_observed[self.replica.id] = self.clock()
 
-    def note_peer(self, replica_id: str | None, url: str | None) -> None:
-        """Remember a peer's URL from a request header or a replica entity."""
-        if replica_id and url and replica_id != self.replica.id:
-            self.directory[replica_id] = url.rstrip("/")
+    def observe_peer(self, replica_id: str, url: str) -> None:
+        """An exchange this node started to ``url``, answered by ``replica_id``, is an
+        observation of that replica if ``url`` is the URL its record declares (rate
+        limited).
 
-    def observe_peer(self, replica_id: str) -> None:
-        """A successful exchange with a peer is an observation of it (rate limited).
-
-        Only declared replicas are observed: an id a caller merely claims in a header would
-        otherwise leave an entry in the replicated state for every id ever claimed.
+        Nothing else is evidence of a peer: a request header only claims an id, and an
+        answer from another URL (a seed's alias, a URL some record names for someone else)
+        does not show that the declared one works.
         """
         if replica_id == self.replica.id:
             return
         declared = self.replica.entity(f"replica:{replica_id}")
         if declared is None or declared.kind != "replica":
+            return
+        declared_url = declared.attrs.get("url")
+        if type(declared_url) is not str or declared_url.rstrip("/") != url.rstrip("/"):
             return
         now = self.clock()
         window = self.config.liveness_window
@@ -377,9 +415,8 @@ class Node:
         self.metrics.bytes_in.labels(label).inc(len(body))
         self.metrics.bytes_out.labels(label).inc(len(result.response))
         self.metrics.sync_exchanges.labels(label, "in", "ok").inc()
-        if peer_id:
-            self.note_peer(peer_id, peer_url)
-            self.observe_peer(peer_id)
+        # The caller's headers are claims: they label metrics and what it is known to
+        # hold, never evidence that it is alive (see observe_peer).
         return result.response
 
     def handle_update(self, body: bytes, peer_id: str | None) -> list[Change]:
@@ -412,6 +449,16 @@ class Node:
 
     def _on_record(self, change: RecordChange) -> None:
         self._wake.set()  # local changes start gossip's eager pushes by themselves
+        if (
+            change.kind == "entity"
+            and not change.local
+            and change.id == self.replica_entity
+            and self.url
+            and self._assert_self()
+        ):
+            self.log.warning(
+                "a synced change retracted or altered %s; declared it again", change.id
+            )
 
     async def _timer(self) -> None:
         """Tick the replica at its next deadline (and re-arm whenever something changed)."""

@@ -101,7 +101,7 @@ async def test_first_contact_learns_the_seed_and_pushes_what_it_lacks(start: Sta
     # the push carried no state vector: a learned from the update what b holds of its own
     known = a.peers.peers["b"].known
     assert all(known.get(client, 0) > 0 for client in b.replica.writer_clients)
-    assert b.directory["a"] == a.url and a.directory["b"] == b.url
+    assert b.live_peers() == {"a": a.url} and a.live_peers() == {"b": b.url}
     assert a.replica.exists("replica:b") and b.replica.exists("replica:a")
     # b observed a once a was declared: a round carries that, then nothing is left to send
     await settle([a, b])
@@ -175,8 +175,10 @@ async def test_dead_peer_drops_out_and_comes_back(start: StartNode, clock: FakeC
     assert a.live_peers() == {}
     assert a.gossip.targets() == {}
     assert await a.gossip.round() == []
-    # b still has a as a seed: its next round revives both directions
+    # b still has a as a seed: its round observes a, and carries b's own heartbeat to a
+    # (a's part in the exchange is no evidence of b: anyone can claim to be b)
     assert b.gossip.targets() == {a.url: "a"}
+    b.replica.observe("replica:b", ok=True, ttl=LIVENESS)  # b's heartbeat
     (exchange,) = await b.gossip.round()
     assert exchange.ok
     assert a.replica.exists("replica:b") and b.replica.exists("replica:a")

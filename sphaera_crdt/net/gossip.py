@@ -407,9 +407,10 @@ class Gossip:
         if exchange.merge_seconds > merged_before:
             node.metrics.merge_seconds.observe(exchange.merge_seconds - merged_before)
         node.metrics.sync_exchanges.labels(label, "out", "ok").inc()
-        if exchange.peer_id is not None:
-            node.note_peer(exchange.peer_id, answer.url or url)
-            node.observe_peer(exchange.peer_id)
+        if answer.replica_id is not None:
+            # Evidence of a peer: this node reached the URL it chose and the answer named
+            # the peer; the node checks that the URL is the one the peer's record declares.
+            node.observe_peer(answer.replica_id, url)
         return len(body), len(answer.body), follow
 
     # -- bookkeeping -----------------------------------------------------------------------

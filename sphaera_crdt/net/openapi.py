@@ -59,7 +59,7 @@ _PEER_HEADERS: Final[list[JsonObject]] = [
         "name": "Sphaera-Replica",
         "in": "header",
         "required": False,
-        "description": "The calling replica's id. A successful sync is an observation of it.",
+        "description": "The calling replica's id: a claim, never evidence that it lives.",
         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     },
     {
@@ -70,6 +70,19 @@ _PEER_HEADERS: Final[list[JsonObject]] = [
         "schema": {"type": "string", "format": "uri", "maxLength": 2048},
     },
 ]
+
+#: Who answered a sync: a caller that reached a peer's declared URL and reads that peer's
+#: id here counts the exchange as an observation of it.
+_ANSWER_HEADERS: Final[JsonObject] = {
+    "Sphaera-Replica": {
+        "description": "The answering replica's id.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+    "Sphaera-Url": {
+        "description": "The URL the answering replica declares.",
+        "schema": {"type": "string", "format": "uri", "maxLength": 2048},
+    },
+}
 
 #: Errors that any route with a body can answer.
 _BODY_ERRORS: Final[JsonObject] = {
@@ -351,10 +364,13 @@ def _paths(metrics_auth: bool) -> JsonObject:
                 "parameters": _PEER_HEADERS,
                 "requestBody": {"required": True, **_bytes("y-protocols SYNC messages")},
                 "responses": {
-                    "200": _bytes(
-                        "SYNC_STEP2 then SYNC_STEP1; to a push alone, SYNC_STEP1 of the "
-                        "pushed writers' clocks"
-                    ),
+                    "200": {
+                        **_bytes(
+                            "SYNC_STEP2 then SYNC_STEP1; to a push alone, SYNC_STEP1 of the "
+                            "pushed writers' clocks"
+                        ),
+                        "headers": _ANSWER_HEADERS,
+                    },
                     "400": _error(
                         "Malformed messages (`invalid_message`), update (`invalid_update`) "
                         "or peer header (`invalid_header`); nothing was merged."
