@@ -40,6 +40,7 @@ from .core.views import Change, RecordChange, Status
 from .errors import InputError, RemoteError
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
+from .net.peers import parse_allowed, server_ssl_context
 from .persistence import Persistence, open_replica
 from .store import SQLiteStore, Store, StoreError
 
@@ -81,6 +82,13 @@ class NodeConfig:
     insecure: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: The CA that peers' certificates must verify under (default: the system's trust).
+    tls_ca: str | None = None
+    #: Callers must present a client certificate under ``tls_ca``.
+    tls_require_client_cert: bool = False
+    #: Hosts and CIDR networks of peers that may be sent the token, besides the seeds'
+    #: hosts and loopback (see :mod:`.net.peers`).
+    allow_peers: tuple[str, ...] = ()
     #: The URL peers use to reach this node (default: derived from host and port).
     public_url: str | None = None
     #: Seconds without a fresh observation after which a replica is no longer alive
@@ -117,6 +125,13 @@ class NodeConfig:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_require_client_cert and (self.tls_cert is None or self.tls_ca is None):
+            raise ConfigError("--tls-require-client-cert needs --tls-cert, --tls-key and --tls-ca")
+        for entry in self.allow_peers:
+            try:
+                parse_allowed(entry)
+            except InputError as exc:
+                raise ConfigError(str(exc)) from None
         if self.liveness is not None and self.liveness <= 0:
             raise ConfigError("liveness must be positive")
         if self.durability not in ("full", "normal"):
@@ -233,7 +248,10 @@ class Node:
         if not self.config.public_url:
             host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
             self.url = f"{self.config.scheme}://{host}:{port}"
-        self.client = PeerClient(self)
+        try:
+            self.client = PeerClient(self)
+        except InputError as exc:  # its --tls-ca, certificate or key
+            raise ConfigError(str(exc)) from exc
         self._declare_self()
         self.gossip = Gossip(self)
         self._tasks.append(asyncio.create_task(self._timer(), name="sphaera-timer"))
@@ -290,14 +308,10 @@ class Node:
             await self.persistence.flush()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.tls_cert:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load TLS certificate or key: {exc}") from exc
-        return context
+            return server_ssl_context(self.config)
+        except InputError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def _bound_port(self) -> int:
         assert self._runner is not None

@@ -3,15 +3,21 @@ node's own membership record, which synced writes cannot take away."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from nodes import LIVENESS, FakeClock, StartNode, node_factory, settle
-from test_gossip import front
+from test_gossip import front, stand_in
 
+from sphaera_crdt.core.constraints import observed
 from sphaera_crdt.core.replica import Replica
+from sphaera_crdt.net.client import PeerNotAllowed
 from sphaera_crdt.node import Node, NodeConfig
 
 pytestmark = pytest.mark.asyncio
@@ -142,3 +148,79 @@ async def test_a_node_reasserts_its_record_at_start(clock: FakeClock, change: st
     other.merge(replica.delta())
     theirs = other.entity("replica:a")
     assert theirs is not None and (theirs.owner, theirs.attrs) == ("a", view.attrs)
+
+
+# -- who gets the token --------------------------------------------------------------------
+
+
+async def test_a_url_from_the_merged_state_gets_the_token_only_if_allowed(
+    start: StartNode, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A record names a URL on a host nobody allowed (here a name that resolves to the
+    loopback stand-in): it is not contacted, so the token never reaches it."""
+    seen: list[str | None] = []
+
+    async def recording(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=503)
+
+    loop = asyncio.get_running_loop()
+    real_getaddrinfo = loop.getaddrinfo
+
+    async def resolving(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return await real_getaddrinfo(
+            "127.0.0.1" if host == "peer.example" else host, *args, **kwargs
+        )
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolving)
+    local, runner = await stand_in(recording)
+    try:
+        url = local.replace("127.0.0.1", "peer.example")
+        stranger = Replica("stranger", clock=clock)
+        entity = "replica:stranger"
+        stranger.declare(
+            entity, kind="replica", attrs={"url": url}, requires=observed(entity, within=LIVENESS)
+        )
+        stranger.observe(entity, ok=True, ttl=LIVENESS)
+        a = await start("a", token="secret-token")
+        a.handle_update(stranger.delta(), "stranger")
+        assert a.live_peers() == {"stranger": url}
+        with caplog.at_level(logging.WARNING, logger="sphaera_crdt"):
+            assert a.gossip.targets() == {}
+            assert await a.gossip.round() == []
+            with pytest.raises(PeerNotAllowed):
+                await a.gossip.exchange(url)
+        assert seen == []
+        assert [r.getMessage() for r in caplog.records if url in r.getMessage()] != []
+        # Allowed by name, the same URL is a peer like any other.
+        b = await start("b", token="secret-token", allow_peers=("peer.example",))
+        b.handle_update(stranger.delta(), "stranger")
+        assert b.gossip.targets() == {url: "stranger"}
+        (exchange,) = await b.gossip.round()
+        assert not exchange.ok and seen == ["Bearer secret-token"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_token_never_follows_a_redirect(start: StartNode) -> None:
+    seen: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=503)
+
+    target, target_runner = await stand_in(elsewhere)
+
+    async def redirecting(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"{target}/v1/sync")
+
+    url, runner = await stand_in(redirecting)
+    try:
+        a = await start("a", token="secret-token", peers=[url])
+        (exchange,) = await a.gossip.round()
+        assert not exchange.ok and "307" in (exchange.error or "")
+        assert seen == []
+    finally:
+        await runner.cleanup()
+        await target_runner.cleanup()

@@ -80,6 +80,24 @@ __all__ = ["demo", "serve"]
     "--tls-cert", type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate."
 )
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="The private key of --tls-cert.")
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False),
+    help="CA that https peers' certificates must verify under (default: the system's).",
+)
+@click.option(
+    "--tls-require-client-cert",
+    is_flag=True,
+    help="Callers must present a certificate under --tls-ca (mutual TLS).",
+)
+@click.option(
+    "--allow-peer",
+    "allow_peers",
+    multiple=True,
+    metavar="HOST|CIDR",
+    help="Also send the token to peers at this host or network (repeat); "
+    "seeds' hosts and loopback always are.",
+)
 @click.option("--public-url", metavar="URL", help="The URL peers reach this node at.")
 @click.option(
     "--liveness",
@@ -108,6 +126,9 @@ def serve(
     insecure: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    tls_ca: str | None,
+    tls_require_client_cert: bool,
+    allow_peers: tuple[str, ...],
     public_url: str | None,
     liveness: float | None,
     log_level: str,
@@ -137,6 +158,9 @@ def serve(
             insecure=insecure,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            tls_ca=tls_ca,
+            tls_require_client_cert=tls_require_client_cert,
+            allow_peers=allow_peers,
             public_url=public_url.rstrip("/") if public_url else None,
             liveness=liveness,
             data_dir=data_dir,

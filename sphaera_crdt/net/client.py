@@ -8,11 +8,12 @@ The bearer token goes into the ``Authorization`` header only: never into a URL, 
 line or an exception message.
 
 A peer exchange has a deadline of three gossip intervals, kept within 1-5 seconds
-(``NodeConfig.extra["client_timeout"]`` overrides it). HTTPS peers are verified against
-the system's trust store. A test (or a deployment with a
-private certificate authority) passes its own :class:`ssl.SSLContext` as
-``NodeConfig.extra["client_ssl"]`` (for :class:`PeerClient`) or as ``ssl=`` (for
-:class:`ApiClient`).
+(``NodeConfig.extra["client_timeout"]`` overrides it). :class:`PeerClient` contacts only
+the URLs that :class:`~.peers.PeerAllowlist` allows, never follows a redirect, and
+verifies HTTPS peers under ``--tls-ca`` when given (presenting the node's own certificate
+to peers that require one), else under the system's trust store (see :mod:`.peers`). A
+test may pass its own :class:`ssl.SSLContext` as ``NodeConfig.extra["client_ssl"]`` (for
+:class:`PeerClient`) or as ``ssl=`` (for :class:`ApiClient`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,19 @@ import aiohttp
 import orjson
 
 from ..errors import RemoteError, SphaeraError
+from .peers import PeerAllowlist, client_ssl_context
 
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["ApiClient", "ApiError", "PeerClient", "PeerUnavailable", "SyncAnswer"]
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "PeerClient",
+    "PeerNotAllowed",
+    "PeerUnavailable",
+    "SyncAnswer",
+]
 
 REPLICA_HEADER: Final = "Sphaera-Replica"
 URL_HEADER: Final = "Sphaera-Url"
@@ -57,6 +66,10 @@ class PeerUnavailable(SphaeraError):
         super().__init__(message)
         self.url = url
         self.status = status
+
+
+class PeerNotAllowed(PeerUnavailable):
+    """A peer URL that this node does not contact: its host is not an allowed peer."""
 
 
 class ApiError(SphaeraError):
@@ -109,6 +122,9 @@ class PeerClient:
 
     Args:
         node: The node whose identity (replica id, URL, token) requests carry.
+
+    Raises:
+        InputError: The node's ``--tls-ca``, certificate or key cannot be loaded.
     """
 
     def __init__(self, node: Node) -> None:
@@ -118,7 +134,8 @@ class PeerClient:
         context = config.extra.get("client_ssl")
         if context is not None and not isinstance(context, ssl.SSLContext):
             raise TypeError("NodeConfig.extra['client_ssl'] must be an ssl.SSLContext")
-        self._ssl = _ssl_option(context)
+        self._ssl = _ssl_option(context if context is not None else client_ssl_context(config))
+        self.allowlist = PeerAllowlist.from_config(config)
         self._node = node
         self._session: aiohttp.ClientSession | None = None
 
@@ -138,18 +155,30 @@ class PeerClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)
         return self._session
 
+    def allows(self, url: str) -> bool:
+        """Whether this node contacts a peer at ``url`` (see :mod:`.peers`)."""
+        return self.allowlist.allows(url)
+
     async def sync(self, url: str, body: bytes) -> SyncAnswer:
         """One sync exchange: ``POST {url}/v1/sync`` with ``body``.
 
         Raises:
-            PeerUnavailable: Network error, timeout, or an answer other than 200.
+            PeerNotAllowed: ``url`` is not an allowed peer; nothing was sent.
+            PeerUnavailable: Network error, timeout, or an answer other than 200 (a
+                redirect included: the token never follows one).
             RemoteError: The answer is larger than :data:`MAX_ANSWER`.
         """
+        if not self.allows(url):
+            raise PeerNotAllowed(
+                f"{url} is not an allowed peer (a seed's host, loopback, --allow-peer, "
+                "or https under --tls-ca)",
+                url=url,
+            )
         target = f"{url.rstrip('/')}/v1/sync"
         session = self._open()
         try:
             async with session.post(
-                target, data=body, headers=self._headers(), ssl=self._ssl
+                target, data=body, headers=self._headers(), ssl=self._ssl, allow_redirects=False
             ) as response:
                 if response.status != 200:
                     detail = await _error_detail(response)

@@ -15,7 +15,9 @@ what only a node has: peers found by URL, metrics and logs.
   backing off, no exchange in flight), one after another, and pushes each exactly what
   its answer shows it lacks. An idle round carries state vectors (and headers) only.
 * **Targets** are the live peers (``replica:<id>`` entities that exist here) and the seeds
-  (``--peer`` URLs), which stay candidates whatever the merged state says. A URL that
+  (``--peer`` URLs), which stay candidates whatever the merged state says. A URL that a
+  record declares is contacted only if it is an allowed peer (:mod:`.peers`): the merged
+  state is anyone's with the token, and the token must not go wherever it points. A URL that
   failed is skipped for a while, the delay doubling per failure (capped); seeds are
   thereby retried with exponential backoff, and dead peers stop costing timeouts until
   their entity ages out and they drop out of gossip by themselves.
@@ -117,6 +119,8 @@ class Gossip:
         #: url -> replica id, from the ``Sphaera-Replica`` header of its answers
         self._url_ids: dict[str, str] = {}
         self._self_urls: set[str] = set()
+        #: declared URLs not contacted because they are not allowed (warned about once)
+        self._refused: set[str] = set()
         #: node.live_peers() builds every entity's view: cached until a replica entity changes
         self._live: dict[str, str] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
@@ -297,7 +301,7 @@ class Gossip:
         found: dict[str, str | None] = {
             url: peer_id
             for peer_id, url in self._live_peers().items()
-            if url not in skip and due(url, now)
+            if url not in skip and due(url, now) and self._allowed(peer_id, url)
         }
         for url in node.seeds:
             if url in found or url in skip or not due(url, now):
@@ -306,6 +310,21 @@ class Gossip:
             if seed_id is None or (seed_id not in found.values() and seed_id != node.replica.id):
                 found[url] = seed_id
         return found
+
+    def _allowed(self, peer_id: str, url: str) -> bool:
+        """Whether the URL a peer's record declares may be contacted (warned once if not:
+        the record may be a stranger's, or the cluster lacks an ``--allow-peer``)."""
+        if self.node.client.allows(url):
+            return True
+        if url not in self._refused:
+            self._refused.add(url)
+            self._log.warning(
+                "not contacting %s at %s: not an allowed peer (a seed's host, loopback, "
+                "--allow-peer, or https under --tls-ca)",
+                peer_id,
+                url,
+            )
+        return False
 
     # -- one exchange ----------------------------------------------------------------------
 
