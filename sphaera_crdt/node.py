@@ -463,15 +463,16 @@ class Node:
 
     def _on_record(self, change: RecordChange) -> None:
         self._wake.set()  # local changes start gossip's eager pushes by themselves
-        if (
-            change.kind == "entity"
-            and not change.local
-            and change.id == self.replica_entity
-            and self.url
-            and self._assert_self()
-        ):
+        if change.kind != "entity" or change.local or change.id != self.replica_entity:
+            return
+        found = self.replica.entity(change.id)
+        if self.url and self._assert_self():
+            # Two nodes started with one id would take turns here: the log shows it.
             self.log.warning(
-                "a synced change retracted or altered %s; declared it again", change.id
+                "a synced change retracted or altered %s (owner %s, url %s); declared it again",
+                change.id,
+                None if found is None else found.owner,
+                None if found is None else found.attrs.get("url"),
             )
 
     async def _timer(self) -> None:

@@ -3,6 +3,7 @@ cluster's own (made here with trustme), with and without mutual TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import aiohttp
 import pytest
 import trustme
 from nodes import FakeClock, converged, node_factory, settle
+from procs import Processes
 
 from sphaera_crdt.errors import InputError
+from sphaera_crdt.net.client import ApiClient, PeerUnavailable
 from sphaera_crdt.net.peers import PeerAllowlist, parse_allowed
 from sphaera_crdt.node import ConfigError, NodeConfig
 
@@ -148,3 +151,50 @@ async def test_a_three_node_https_cluster_on_its_own_ca(
         (exchange,) = await d.gossip.round()
         assert not exchange.ok
         assert d.replica.entity("db") is None and a.replica.entity("replica:d") is None
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_sphaera_serve_processes_on_their_own_ca_with_mutual_tls(tmp_path: Path) -> None:
+    """The flags end to end: three ``sphaera serve`` processes, no ``SSL_CERT_FILE``."""
+    authority = Authority(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    client = authority.client_context("cli")
+    procs = Processes()  # its processes get no SPHAERA_* and we set no SSL_CERT_FILE
+    try:
+
+        def serve(name: str, peers: list[str]) -> str:
+            cert, key = authority.issue(name)
+            args = [
+                *("--tls-cert", cert, "--tls-key", key, "--tls-ca", authority.file),
+                *("--tls-require-client-cert", "--token-file", str(token)),
+                *("--gossip-interval", "0.1", "--liveness", "2"),
+            ]
+            return procs.start(name, peers=peers, args=args).url
+
+        first = serve("a", [])
+        urls = [first, serve("b", [first]), serve("c", [first])]
+        assert all(url.startswith("https://") for url in urls)
+        async with ApiClient(urls[2], token="t0ken", ssl=client) as api:
+            await api.put("db", kind="postgres")
+
+        async def view(url: str) -> tuple[str | None, dict[str, str]]:
+            """(status of db, status of every replica) on the node at ``url``."""
+            async with ApiClient(url, token="t0ken", ssl=client) as api:
+                replicas = (await api.replicas())["replicas"]
+                db = (await api.entities()).get("db")
+            statuses = {peer: str(about["status"]) for peer, about in replicas.items()}
+            return (None if db is None else str(db["status"])), statuses
+
+        wanted = ("exists", {"a": "exists", "b": "exists", "c": "exists"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (views := [await view(url) for url in urls]) != [wanted] * 3:
+            assert loop.time() < deadline, f"not converged: {views}"
+            await asyncio.sleep(0.1)
+        with pytest.raises(PeerUnavailable):
+            async with ApiClient(first, token="t0ken", ssl=authority.client_context()) as api:
+                await api.entities()
+    finally:
+        procs.close()
