@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -82,8 +84,7 @@ class Authority:
         cert = self.ca.issue_cert("127.0.0.1", common_name=holder)
         chain = self.directory / f"{self.name}-{holder}.pem"
         key = self.directory / f"{self.name}-{holder}.key"
-        for blob in cert.cert_chain_pems:
-            blob.write_to_path(str(chain), append=True)
+        chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
         cert.private_key_pem.write_to_path(str(key))
         return str(chain), str(key)
 
@@ -196,5 +197,18 @@ async def test_sphaera_serve_processes_on_their_own_ca_with_mutual_tls(tmp_path:
         with pytest.raises(PeerUnavailable):
             async with ApiClient(first, token="t0ken", ssl=authority.client_context()) as api:
                 await api.entities()
+        # The client commands: with a certificate of the CA, and without one.
+        cert, key = authority.issue("cli")
+        tls = ["--url", first, "--token-file", str(token), "--tls-ca", authority.file]
+        served = sphaera("get", "db", *tls, "--tls-cert", cert, "--tls-key", key)
+        assert served.returncode == 0 and '"status": "exists"' in served.stdout
+        refused = sphaera("get", "db", *tls)
+        assert refused.returncode != 0 and refused.stdout == ""
+        assert len(refused.stderr.strip().splitlines()) == 1
     finally:
         procs.close()
+
+
+def sphaera(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sphaera_crdt", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)

@@ -1,11 +1,13 @@
 """The client commands: each one :class:`~sphaera_crdt.net.client.ApiClient` call to a
-running node (``--url``, ``--token-file``, ``--timeout``)."""
+running node (``--url``, ``--token-file``, ``--timeout``, and ``--tls-ca``, ``--tls-cert``,
+``--tls-key`` for https)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +68,16 @@ class Remote:
     url: str
     token: str | None
     timeout: float
+    #: How to verify an https node (and the certificate to present); system trust if None.
+    ssl: ssl.SSLContext | None = None
 
     def call(self, action: Callable[[ApiClient], Awaitable[T]]) -> T:
         """Run ``action`` with a client of the node; library errors become one line."""
 
         async def go() -> T:
-            async with ApiClient(self.url, token=self.token, timeout=self.timeout) as api:
+            async with ApiClient(
+                self.url, token=self.token, timeout=self.timeout, ssl=self.ssl
+            ) as api:
                 return await action(api)
 
         try:
@@ -80,14 +86,41 @@ class Remote:
             raise Fail(str(exc)) from None
 
 
+def _client_tls(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The TLS context of ``--tls-ca``, ``--tls-cert`` and ``--tls-key`` (``None``: none
+    given, the system's trust store)."""
+    if (cert is None) != (key is None):
+        raise BadConfig("--tls-cert and --tls-key go together")
+    if ca is None and cert is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise BadConfig(f"cannot load the TLS files: {exc}") from None
+    return context
+
+
 def client_options(function: Callable[..., None]) -> Callable[..., None]:
-    """Add ``--url``, ``--token-file`` and ``--timeout``; the command gets ``remote``."""
+    """Add ``--url``, ``--token-file``, ``--timeout`` and the TLS options; the command
+    gets ``remote``."""
 
     @functools.wraps(function)
-    def command(*args: Any, url: str, token_file: Path | None, timeout: float, **kw: Any) -> None:
+    def command(
+        *args: Any,
+        url: str,
+        token_file: Path | None,
+        timeout: float,
+        tls_ca: str | None,
+        tls_cert: str | None,
+        tls_key: str | None,
+        **kw: Any,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise BadConfig(f"--url must start with http:// or https://, not {url!r}")
-        remote = Remote(url=url, token=read_token(token_file), timeout=timeout)
+        context = _client_tls(tls_ca, tls_cert, tls_key)
+        remote = Remote(url=url, token=read_token(token_file), timeout=timeout, ssl=context)
         function(*args, remote=remote, **kw)
 
     options = [
@@ -110,6 +143,17 @@ def client_options(function: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
             help="Seconds to wait for an answer.",
         ),
+        click.option(
+            "--tls-ca",
+            type=click.Path(dir_okay=False),
+            help="CA the node's certificate must verify under (default: the system's).",
+        ),
+        click.option(
+            "--tls-cert",
+            type=click.Path(dir_okay=False),
+            help="Client certificate to present (a node with --tls-require-client-cert).",
+        ),
+        click.option("--tls-key", type=click.Path(dir_okay=False), help="The key of --tls-cert."),
     ]
     for option in reversed(options):
         command = option(command)
