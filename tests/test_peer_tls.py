@@ -42,7 +42,7 @@ def test_the_allowlist() -> None:
         "not a url",
     ):
         assert not seeded.allows(url), url
-    listed = allowlist("10.0.0.0/8", "node.example", "2001:db8::1")
+    listed = allowlist("10.0.0.0/8", "node.example", "[2001:db8::1]")
     assert listed.allows("http://10.200.0.1:1") and listed.allows("https://node.example:1")
     assert listed.allows("http://[2001:db8::1]:1")
     assert not listed.allows("http://11.0.0.1:1") and not listed.allows("http://[2001:db8::2]:1")

@@ -70,6 +70,8 @@ def parse_allowed(entry: str) -> str | Network:
         InputError: Neither (empty, a URL, a malformed network).
     """
     text = entry.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):  # an IPv6 address as URLs write it
+        text = text[1:-1]
     if "/" in text or _address(text) is not None:
         try:
             return ipaddress.ip_network(text, strict=False)
