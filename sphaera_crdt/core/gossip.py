@@ -45,8 +45,9 @@ eager   an UPDATE alone: our own changes since the    nothing
   round trip, and relaying them as well would deliver them twice. What a lost push
   carried is relayed from the next round on.
 * **Liveness is not pushed.** Observations of ``replica:<id>`` entities (a node's
-  heartbeat, a peer observed after an exchange) travel with the rounds: pushed eagerly,
-  every heartbeat of every node would cost a request to every other node.
+  heartbeat, a peer observed after an exchange this node started to the peer's declared
+  URL: a caller's claim to be someone is no evidence) travel with the rounds: pushed
+  eagerly, every heartbeat of every node would cost a request to every other node.
 * **What a peer holds** (:class:`~.sync.PeerKnowledge`) is learned from every state
   vector it sends (in answers and in requests) and every update it pushes. A peer whose
   state vector shows less than we believed it had restarted without its state: it is
