@@ -13,11 +13,12 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from nodes import LIVENESS, FakeClock, StartNode, node_factory, settle
+from procs import Processes
 from test_gossip import front, stand_in
 
 from sphaera_crdt.core.constraints import observed
 from sphaera_crdt.core.replica import Replica
-from sphaera_crdt.net.client import PeerNotAllowed
+from sphaera_crdt.net.client import ApiClient, PeerNotAllowed
 from sphaera_crdt.node import Node, NodeConfig
 
 pytestmark = pytest.mark.asyncio
@@ -224,3 +225,42 @@ async def test_the_token_never_follows_a_redirect(start: StartNode) -> None:
     finally:
         await runner.cleanup()
         await target_runner.cleanup()
+
+
+@pytest.mark.slow
+async def test_a_killed_process_dies_whatever_its_name_claims() -> None:
+    """Real processes: b is SIGKILLed while a caller keeps sending a's sync route b's
+    headers; a finds b absent once its liveness window has passed."""
+    procs = Processes()
+    try:
+        gossip = ["--gossip-interval", "0.1", "--liveness", "1"]
+        a = procs.start("a", args=gossip)
+        b = procs.start("b", peers=[a.url], args=gossip)
+
+        async def status_of_b() -> str:
+            async with ApiClient(a.url, timeout=2) as api:
+                return str((await api.replicas())["replicas"].get("b", {}).get("status"))
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await status_of_b() != "exists":
+            assert loop.time() < deadline, "b never joined"
+            await asyncio.sleep(0.05)
+        b.kill()
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Sphaera-Replica": "b",
+            "Sphaera-Url": b.url,
+        }
+        deadline = loop.time() + 10
+        async with aiohttp.ClientSession() as session:
+            while await status_of_b() == "exists":
+                assert loop.time() < deadline, "a spoofed header kept b alive"
+                async with session.post(
+                    f"{a.url}/v1/sync", data=b"\x00\x00\x01\x00", headers=headers
+                ) as answer:
+                    assert answer.status == 200
+                await asyncio.sleep(0.05)
+        assert await status_of_b() == "absent"
+    finally:
+        procs.close()
