@@ -407,6 +407,10 @@ class Gossip:
         if exchange.merge_seconds > merged_before:
             node.metrics.merge_seconds.observe(exchange.merge_seconds - merged_before)
         node.metrics.sync_exchanges.labels(label, "out", "ok").inc()
+        if answer.replica_id is not None:
+            node.measure_clock(
+                answer.replica_id, url, answer.time, sent=answer.sent, received=answer.received
+            )
         if exchange.peer_id is not None:
             node.note_peer(exchange.peer_id, answer.url or url)
             node.observe_peer(exchange.peer_id)
