@@ -494,12 +494,17 @@ class Node:
                     self.log.exception("tick failed")
 
     async def _heartbeat(self) -> None:
-        """Observe this replica every liveness/4 seconds, so that peers keep it alive (not
-        while its clock is the outlier: every replica would misjudge the observation)."""
+        """Observe this replica every liveness/4 seconds, so that peers keep it alive."""
         period = self.config.liveness_window / 4
         while True:
             await asyncio.sleep(period)
-            if self.clock_outlier() is not None:
-                continue
-            self.replica.observe(self.replica_entity, ok=True, ttl=self.config.liveness_window)
-            self._last_observed[self.replica.id] = self.clock()
+            self.beat()
+
+    def beat(self) -> bool:
+        """Observe this replica (its heartbeat), unless its clock is the outlier: every
+        replica would misjudge the observation's date. Returns whether it observed."""
+        if self.clock_outlier() is not None:
+            return False
+        self.replica.observe(self.replica_entity, ok=True, ttl=self.config.liveness_window)
+        self._last_observed[self.replica.id] = self.clock()
+        return True
