@@ -158,6 +158,8 @@ async def test_the_outlier_refuses_observations_until_its_clock_is_back(
     assert status == 503
     assert health["status"] == "clock-skew" and health["replica"] == "c"
     assert health["clock_offset"] == SKEW and health["max_clock_skew"] == 5.0
+    assert health["error"]["code"] == "clock_skew"
+    assert "30.000s ahead" in health["error"]["message"]
     status, error = await post_observation(c, "db")
     assert status == 503
     assert error["error"]["code"] == "clock_skew"

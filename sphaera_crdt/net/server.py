@@ -399,10 +399,11 @@ async def healthz_route(request: web.Request) -> web.Response:
     """``GET /healthz``: ``{"status": "ok", "replica": ID}``; never needs the token.
 
     While this node's clock is the outlier it answers 503 with ``{"status": "clock-skew",
-    "replica", "clock_offset", "max_clock_skew", "message"}``: the node still serves
-    reads and syncs, but refuses observations, so it is not ready for the whole of its
-    role (a load balancer or readiness probe sends traffic elsewhere; restarting it would
-    not fix its clock, so do not use this as a liveness probe to restart on).
+    "replica", "clock_offset", "max_clock_skew", "error": {"code", "message"}}`` (an error
+    answer like any other, with the facts beside it). 503 rather than 200: the node still
+    serves reads and syncs but refuses observations, so it is not ready for the whole of
+    its role, and a load balancer or readiness probe should send traffic elsewhere
+    (restarting it would not fix its clock: not a liveness probe to restart on).
     """
     node = request.app[NODE]
     outlier = node.clock_outlier()
@@ -414,7 +415,7 @@ async def healthz_route(request: web.Request) -> web.Response:
             "replica": node.replica.id,
             "clock_offset": outlier.offset,
             "max_clock_skew": outlier.max_skew,
-            "message": outlier.describe(),
+            "error": {"code": "clock_skew", "message": outlier.describe()},
         },
         503,
     )
