@@ -55,9 +55,7 @@ async def start(base: FakeClock) -> AsyncIterator[Start]:
                 "liveness": LIVENESS,
                 **config,
             }
-            node = Node(
-                NodeConfig(replica_id=name, **settings), clock=OffsetClock(base, offset)
-            )
+            node = Node(NodeConfig(replica_id=name, **settings), clock=OffsetClock(base, offset))
             return await stack.enter_async_context(node)
 
         yield start
