@@ -243,3 +243,15 @@ def test_the_outlier_is_away_from_a_strict_majority_of_recently_measured_peers()
     assert watch.outlier(159.0) is not None
     assert watch.outlier(161.0) is None  # a and c measured 61 s ago: b alone votes
     assert watch.own_offset(1000.0) is None
+
+
+def test_the_outlier_stays_so_until_measurements_say_otherwise() -> None:
+    watch = ClockWatch(5.0, 60.0)
+    watch.measured("a", 130.0, 100.0, 100.0)
+    assert watch.current is not None
+    # its peers look dead to it and it stops calling them: that proves nothing
+    assert watch.check(1000.0) == [] and watch.current is not None
+    assert watch.outlier(1000.0) is None
+    notices = watch.measured("a", 1000.5, 1000.0, 1000.0)
+    assert [n.kind for n in notices] == ["peer_back", "outlier_over"]
+    assert watch.current is None

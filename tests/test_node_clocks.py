@@ -7,8 +7,10 @@ wall clock."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -253,3 +255,33 @@ async def test_max_clock_skew_is_configured(start: Start) -> None:
     assert (await get(b, "/healthz"))[0] == 200
     with pytest.raises(ConfigError):
         NodeConfig(replica_id="x", max_clock_skew=0.0)
+
+
+@pytest.mark.slow
+async def test_a_fast_clock_no_longer_keeps_a_dead_peer_alive() -> None:
+    """Real time, a 3 s liveness window and a node 12 s ahead: a stopped peer disappears
+    once its own evidence ages out, and stays gone (it stayed alive about 15 s before: the
+    fast node's observations of it counted until they were 3 s old on that node's clock)."""
+    skew = 12.0
+    settings: dict[str, Any] = {"port": 0, "gossip_interval": 0.2, "liveness": 3.0}
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(Node(NodeConfig(replica_id="a", **settings)))
+        b = Node(NodeConfig(replica_id="b", peers=(a.url,), **settings))
+        await b.__aenter__()
+        c = Node(
+            NodeConfig(replica_id="c", peers=(a.url, b.url), **settings),
+            clock=lambda: time.time() + skew,
+        )
+        await stack.enter_async_context(c)
+        async with asyncio.timeout(10):
+            while not (a.replica.exists("replica:b") and c.clocks.current is not None):
+                await asyncio.sleep(0.05)
+        await b.close()
+        stopped = time.monotonic()
+        async with asyncio.timeout(3.0 + 3.0):
+            while a.replica.exists("replica:b"):
+                await asyncio.sleep(0.05)
+        gone = time.monotonic() - stopped
+        while time.monotonic() - stopped < skew + 3.0:
+            assert not a.replica.exists("replica:b"), f"b alive again after {gone:.1f}s"
+            await asyncio.sleep(0.2)

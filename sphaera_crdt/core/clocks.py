@@ -20,10 +20,12 @@ own clock is wrong.
 
 A replica is the **outlier** when a strict majority of the peers it measured within the
 last ``window`` seconds (each such answer is itself a proof that the peer is live) are
-away (CockroachDB fences a node in the same way). Two replicas alone cannot tell whose
-clock is wrong: each then sees the other away, and both are outliers until their clocks
-agree, which fails closed. Its offset is reported as its clock minus the median of the
-peers' clocks.
+away (CockroachDB fences a node in the same way). It stays the outlier until measurements
+say otherwise: measurements that merely age out (its peers look dead to a replica whose
+clock is wrong, so it may stop calling them) prove nothing about its clock. A replica that
+measured a single peer follows it: of two replicas that measure each other, both stop
+observing until their clocks agree, which fails closed. Its offset is reported as its
+clock minus the median of the peers' clocks.
 
 :class:`ClockWatch` keeps the measurements and reports each transition once, as a
 :class:`ClockNotice` the driver logs: a peer going away and coming back, this replica
@@ -257,9 +259,10 @@ class ClockWatch:
 
     def check(self, now: float) -> list[ClockNotice]:
         """Decide whether this replica is the outlier at ``now``; returns the transition,
-        if it is one."""
-        outlier = self.outlier(now)
+        if it is one. With no measurement within the window, the decision stands."""
         was = self._outlier
+        recent = any(abs(now - m.at) <= self.window for m in self._latest.values())
+        outlier = self.outlier(now) if recent else was
         self._outlier = outlier
         if outlier is not None and was is None:
             return [
