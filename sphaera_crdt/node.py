@@ -185,7 +185,7 @@ class Node:
             raise ConfigError("the replica's id differs from the configured one")
         self.metrics = NodeMetrics()
         #: peers' clock offsets, measured with ``clock`` (the one clock of the node)
-        self.clocks = ClockWatch(config.max_clock_skew, config.liveness_window)
+        self.clock_watch = ClockWatch(config.max_clock_skew, config.liveness_window)
         self.events = EventHub()
         self.peers = sync.PeerKnowledge()
         #: the gossip's decisions (what to send, what answers teach), shared with the server
@@ -435,9 +435,9 @@ class Node:
             declared = None if view is None else view.attrs.get("url")
             if type(declared) is not str or declared.rstrip("/") != url:
                 return
-        for notice in self.clocks.measured(peer_id, peer_time, sent, received):
+        for notice in self.clock_watch.measured(peer_id, peer_time, sent, received):
             self._clock_notice(notice)
-        offset = self.clocks.offset(peer_id)
+        offset = self.clock_watch.offset(peer_id)
         if offset is not None:
             self.metrics.peer_clock_offset.labels(self.metrics.peer(peer_id)).set(offset)
         self._clock_gauges()
@@ -445,10 +445,10 @@ class Node:
     def clock_outlier(self) -> Outlier | None:
         """Whether this node's clock is now more than ``max_clock_skew`` away from a
         majority of its live peers (``None`` when it is not); logs the transitions."""
-        for notice in self.clocks.check(self.clock()):
+        for notice in self.clock_watch.check(self.clock()):
             self._clock_notice(notice)
         self._clock_gauges()
-        return self.clocks.current
+        return self.clock_watch.current
 
     def _clock_notice(self, notice: ClockNotice) -> None:
         if notice.kind == "outlier":
@@ -459,9 +459,9 @@ class Node:
             self.log.info("%s", notice.text)
 
     def _clock_gauges(self) -> None:
-        own = self.clocks.own_offset(self.clock())
+        own = self.clock_watch.own_offset(self.clock())
         self.metrics.clock_offset.set(math.nan if own is None else own)
-        self.metrics.clock_outlier.set(0 if self.clocks.current is None else 1)
+        self.metrics.clock_outlier.set(0 if self.clock_watch.current is None else 1)
 
     def status_counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}

@@ -227,7 +227,7 @@ async def test_a_forged_inbound_time_does_not_make_a_node_the_outlier(start: Sta
             ) as response,
         ):
             assert response.status == 200
-    assert a.clocks.offset("b") != 1000.0
+    assert a.clock_watch.offset("b") != 1000.0
     assert await get(a, "/healthz") == (200, {"status": "ok", "replica": "a"})
 
 
@@ -235,15 +235,15 @@ async def test_an_answer_from_an_undeclared_url_is_not_a_measurement(start: Star
     a = await start("a")
     b = await start("b", peers=[a.url], offset=SKEW)
     await rounds([a, b])
-    assert b.clocks.offset("a") == -SKEW  # a seed: its answers count
-    before = a.clocks.offset("b")
+    assert b.clock_watch.offset("a") == -SKEW  # a seed: its answers count
+    before = a.clock_watch.offset("b")
     # a reaches b at an address b never declared (a proxy, an alias): not counted
     b.clock.offset = 2 * SKEW  # type: ignore[attr-defined]
     alias = b.url.replace("127.0.0.1", "localhost")
     assert (await a.gossip.exchange(alias)).ok
-    assert a.clocks.offset("b") == before != 2 * SKEW
+    assert a.clock_watch.offset("b") == before != 2 * SKEW
     await a.gossip.exchange(b.url)
-    assert a.clocks.offset("b") == 2 * SKEW
+    assert a.clock_watch.offset("b") == 2 * SKEW
 
 
 async def test_max_clock_skew_is_configured(start: Start) -> None:
@@ -251,7 +251,7 @@ async def test_max_clock_skew_is_configured(start: Start) -> None:
     assert a.replica.max_skew == 60.0
     b = await start("b", peers=[a.url], offset=SKEW, max_clock_skew=60.0)
     await rounds([a, b])
-    assert b.clocks.offset("a") == -SKEW
+    assert b.clock_watch.offset("a") == -SKEW
     assert (await get(b, "/healthz"))[0] == 200
     with pytest.raises(ConfigError):
         NodeConfig(replica_id="x", max_clock_skew=0.0)
@@ -273,7 +273,9 @@ async def test_a_fast_clock_no_longer_keeps_a_dead_peer_alive() -> None:
             clock=lambda: time.time() + skew,
         )
         await stack.enter_async_context(c)
-        await eventually(lambda: a.replica.exists("replica:b") and c.clocks.current is not None)
+        await eventually(
+            lambda: a.replica.exists("replica:b") and c.clock_watch.current is not None
+        )
         await b.close()
         stopped = time.monotonic()
         await eventually(lambda: not a.replica.exists("replica:b"), seconds=3.0 + 3.0)

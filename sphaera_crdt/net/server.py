@@ -312,7 +312,7 @@ async def replicas_route(request: web.Request) -> web.Response:
             continue
         url = view.attrs.get("url")
         replica_id = view.id.removeprefix(RESERVED_PREFIX)
-        offset = 0.0 if replica_id == node.replica.id else node.clocks.offset(replica_id)
+        offset = 0.0 if replica_id == node.replica.id else node.clock_watch.offset(replica_id)
         replicas[replica_id] = {
             "url": url if type(url) is str else None,
             "status": view.status.value,
