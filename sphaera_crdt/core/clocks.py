@@ -223,15 +223,6 @@ class ClockWatch:
         measurement = self._latest.get(peer)
         return None if measurement is None else measurement.offset
 
-    def measurements(self) -> dict[str, Measurement]:
-        """The latest measurement of every peer measured so far."""
-        return dict(self._latest)
-
-    def forget(self, peer: str) -> None:
-        """Drop a peer's measurements (it left the cluster)."""
-        self._latest.pop(peer, None)
-        self._away.discard(peer)
-
     def outlier(self, now: float) -> Outlier | None:
         """Whether, at ``now``, this replica's clock is away from a majority of its peers."""
         recent = [m for m in self._latest.values() if abs(now - m.at) <= self.window]
