@@ -33,7 +33,9 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from .core import sync
+from .core.clocks import ClockNotice, ClockWatch, Outlier
 from .core.constraints import observed
+from .core.formulas import DEFAULT_MAX_SKEW
 from .core.gossip import GossipPlanner
 from .core.replica import Replica
 from .core.views import Change, RecordChange, Status
@@ -103,6 +105,9 @@ class NodeConfig:
     #: Compact the update log once it holds this many updates or bytes.
     compact_count: int = 10_000
     compact_bytes: int = 16 * 1024 * 1024
+    #: Seconds clocks may differ: observations dated further ahead do not count, and a
+    #: node this far from a majority of its live peers refuses to observe.
+    max_clock_skew: float = DEFAULT_MAX_SKEW
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +143,10 @@ class NodeConfig:
             raise ConfigError(f"durability must be full or normal, not {self.durability!r}")
         if self.compact_count < 1 or self.compact_bytes < 1:
             raise ConfigError("compaction thresholds must be positive")
+        if not 0 < self.max_clock_skew < math.inf:
+            raise ConfigError(
+                f"max clock skew must be a positive number of seconds, not {self.max_clock_skew}"
+            )
 
     @property
     def liveness_window(self) -> float:
@@ -176,14 +185,24 @@ class Node:
                 raise ConfigError("a node with a data directory restores its own replica")
             self.store = SQLiteStore(config.data_dir, durability=config.durability)  # type: ignore[arg-type]
             try:
-                replica = open_replica(config.replica_id, self.store, clock=clock, logger=self.log)
+                replica = open_replica(
+                    config.replica_id,
+                    self.store,
+                    clock=clock,
+                    logger=self.log,
+                    max_skew=config.max_clock_skew,
+                )
             except StoreError:
                 self.store.close()
                 raise
-        self.replica = replica or Replica(config.replica_id, clock=clock, logger=self.log)
+        self.replica = replica or Replica(
+            config.replica_id, clock=clock, logger=self.log, max_skew=config.max_clock_skew
+        )
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
         self.metrics = NodeMetrics()
+        #: peers' clock offsets, measured with ``clock`` (the one clock of the node)
+        self.clock_watch = ClockWatch(config.max_clock_skew, config.liveness_window)
         self.events = EventHub()
         self.peers = sync.PeerKnowledge()
         #: the gossip's decisions (what to send, what answers teach), shared with the server
@@ -383,7 +402,7 @@ class Node:
         answer from another URL (a seed's alias, a URL some record names for someone else)
         does not show that the declared one works.
         """
-        if replica_id == self.replica.id:
+        if replica_id == self.replica.id or self.clock_outlier() is not None:
             return
         declared = self.replica.entity(f"replica:{replica_id}")
         if declared is None or declared.kind != "replica":
@@ -448,6 +467,53 @@ class Node:
             self.peers.learn_update(peer_id, body)
         return changes
 
+    # -- clocks ----------------------------------------------------------------------------
+
+    def measure_clock(
+        self, peer_id: str, url: str, peer_time: float | None, sent: float, received: float
+    ) -> None:
+        """An exchange this node started to ``url``, sent at ``sent`` and answered at
+        ``received`` (this node's clock), came back from ``peer_id`` with its clock reading.
+
+        Counted only for an exchange to the peer's declared URL or to a seed: an answer
+        from elsewhere that claims the peer's id says nothing about the peer's clock.
+        """
+        if peer_time is None or peer_id == self.replica.id:
+            return
+        url = url.rstrip("/")
+        if url not in self.seeds:
+            view = self.replica.entity(f"replica:{peer_id}")
+            declared = None if view is None else view.attrs.get("url")
+            if type(declared) is not str or declared.rstrip("/") != url:
+                return
+        for notice in self.clock_watch.measured(peer_id, peer_time, sent, received):
+            self._clock_notice(notice)
+        offset = self.clock_watch.offset(peer_id)
+        if offset is not None:
+            self.metrics.peer_clock_offset.labels(self.metrics.peer(peer_id)).set(offset)
+        self._clock_gauges()
+
+    def clock_outlier(self) -> Outlier | None:
+        """Whether this node's clock is now more than ``max_clock_skew`` away from a
+        majority of its live peers (``None`` when it is not); logs the transitions."""
+        for notice in self.clock_watch.check(self.clock()):
+            self._clock_notice(notice)
+        self._clock_gauges()
+        return self.clock_watch.current
+
+    def _clock_notice(self, notice: ClockNotice) -> None:
+        if notice.kind == "outlier":
+            self.log.error("%s", notice.text)
+        elif notice.kind == "peer_away":
+            self.log.warning("%s", notice.text)
+        else:
+            self.log.info("%s", notice.text)
+
+    def _clock_gauges(self) -> None:
+        own = self.clock_watch.own_offset(self.clock())
+        self.metrics.clock_offset.set(math.nan if own is None else own)
+        self.metrics.clock_outlier.set(0 if self.clock_watch.current is None else 1)
+
     def status_counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
         for view in self.replica.entities().values():
@@ -494,5 +560,13 @@ class Node:
         period = self.config.liveness_window / 4
         while True:
             await asyncio.sleep(period)
-            self.replica.observe(self.replica_entity, ok=True, ttl=self.config.liveness_window)
-            self._last_observed[self.replica.id] = self.clock()
+            self.beat()
+
+    def beat(self) -> bool:
+        """Observe this replica (its heartbeat), unless its clock is the outlier: every
+        replica would misjudge the observation's date. Returns whether it observed."""
+        if self.clock_outlier() is not None:
+            return False
+        self.replica.observe(self.replica_entity, ok=True, ttl=self.config.liveness_window)
+        self._last_observed[self.replica.id] = self.clock()
+        return True

@@ -208,8 +208,8 @@ async def test_replicas_lists_replica_entities(client: Client, node: Node) -> No
     body = await response.json()
     assert body["self"] == "a"
     assert body["replicas"] == {
-        "a": {"url": None, "status": "exists"},
-        "b": {"url": "http://127.0.0.1:9", "status": "exists"},
+        "a": {"url": None, "status": "exists", "clock_offset": 0.0},
+        "b": {"url": "http://127.0.0.1:9", "status": "exists", "clock_offset": None},
     }
 
 

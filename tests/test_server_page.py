@@ -163,3 +163,15 @@ async def test_the_page_asks_for_a_token_after_a_401(tmp_path: Path) -> None:
     assert shown["form"] == "shown"
     assert shown["live"] == "token needed"
     assert shown["self"] == "a"  # /healthz needs no token
+
+
+async def test_the_page_shows_a_banner_while_the_clock_is_the_outlier(tmp_path: Path) -> None:
+    async with Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600)) as node:
+        now = node.clock()
+        # one peer measured 30 s behind this node: a majority of one
+        node.clock_watch.measured("b", peer_time=now - 30.0, sent=now, received=now)
+        node.replica.declare("replica:b", kind="replica", attrs={"url": "http://127.0.0.1:9"})
+        shown = await run_page(tmp_path, node, "", {**AWAITED, "banner": "Clock skew"})
+    assert "30.000s ahead of the median of its live peers" in shown["banner"]
+    assert "records no observations" in shown["banner"]
+    assert "b exists http://127.0.0.1:9 -30.000 s" in shown["replicas"]

@@ -278,18 +278,20 @@ def observe(
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
 def replicas(remote: Remote, as_json: bool) -> None:
-    """List the replicas the node knows, with their liveness."""
+    """List the replicas the node knows, with their liveness and clock offsets."""
     answer = remote.call(lambda api: api.replicas())
     if as_json:
         _echo_json(answer)
         return
     me = answer.get("self")
-    table = Table("replica", "url", "status", box=None, header_style="bold")
+    table = Table("replica", "url", "status", "clock offset", box=None, header_style="bold")
     for replica_id, info in sorted(answer.get("replicas", {}).items()):
+        offset = info.get("clock_offset")
         table.add_row(
             f"{replica_id} (self)" if replica_id == me else replica_id,
             str(info.get("url") or ""),
             _status_cell(info.get("status")),
+            f"{offset:+.3f}s" if type(offset) in (int, float) and replica_id != me else "",
         )
     Console().print(table)
 

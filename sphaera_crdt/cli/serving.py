@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..core import names
+from ..core.formulas import DEFAULT_MAX_SKEW
 from ..errors import SphaeraError
 from ..node import DEFAULT_MAX_BODY, DEFAULT_PORT, ConfigError, Node, NodeConfig
 from .app import DEFAULT_DATA, TOKEN_ENV, BadConfig, Fail, cli, read_token
@@ -105,6 +106,14 @@ __all__ = ["demo", "serve"]
     help="Seconds a replica stays alive without fresh observations [default: 10 intervals].",
 )
 @click.option(
+    "--max-clock-skew",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_SKEW,
+    show_default=True,
+    help="Seconds clocks may differ: observations dated further ahead do not count, and a "
+    "node this far from most of its live peers refuses observations.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="warning",
@@ -131,6 +140,7 @@ def serve(
     allow_peers: tuple[str, ...],
     public_url: str | None,
     liveness: float | None,
+    max_clock_skew: float,
     log_level: str,
 ) -> None:
     """Serve one replica over HTTP and gossip with its peers.
@@ -163,6 +173,7 @@ def serve(
             allow_peers=allow_peers,
             public_url=public_url.rstrip("/") if public_url else None,
             liveness=liveness,
+            max_clock_skew=max_clock_skew,
             data_dir=data_dir,
             durability=durability,
         )

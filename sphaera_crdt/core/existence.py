@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from . import cycles, derivation
 from .compiler import Compiled, Malformed, compile_rule
-from .formulas import FALSE, TRUE, UNKNOWN, Evaluator
+from .formulas import DEFAULT_MAX_SKEW, FALSE, TRUE, UNKNOWN, Evaluator
 from .records import MergedView
 
 __all__ = ["ExistenceEngine", "Malformed", "StatusChange"]
@@ -60,10 +60,15 @@ class ExistenceEngine:
         view: The merged view the rules and facts come from (read only).
         replica_id: This replica, for ``"by": "self"``.
         predicates: Named predicates for ``call`` clauses.
+        max_skew: Seconds an observation may be dated ahead of the clock and still count.
     """
 
     def __init__(
-        self, view: MergedView, replica_id: str, predicates: Mapping[str, Callable[..., Any]]
+        self,
+        view: MergedView,
+        replica_id: str,
+        predicates: Mapping[str, Callable[..., Any]],
+        max_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.view = view
         #: Kleene value of every entity that is not FALSE
@@ -85,7 +90,7 @@ class ExistenceEngine:
         self.deadline: dict[str, float] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._dirty: set[str] = set()
-        self.evaluator = Evaluator(view, self.status, replica_id, predicates)
+        self.evaluator = Evaluator(view, self.status, replica_id, predicates, max_skew)
         #: entities evaluated by the last step (a measure of incremental work)
         self.evaluated = 0
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from .compiler import Compiled, Node, Tree
 from .existence import ExistenceEngine, Malformed
-from .formulas import FALSE, TRUE, UNKNOWN, stale_from
+from .formulas import FALSE, TRUE, UNKNOWN, stale_from, usable_from
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]
 
@@ -187,10 +187,17 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
         return _describe_exists(engine, node[1])
     if op == "observed":
         facts = _observed_facts(engine, node)
-        return (
+        text = (
             f"{facts['fresh']} of {facts['quorum']} needed fresh observations of {node[1]}"
             f" within {node[2]:g}s"
         )
+        future = facts.get("dated_in_future")
+        if future:
+            text += (
+                f"; {future['count']} dated in the future by up to {future['ahead']:g}s"
+                f" (more than the {future['max_skew']:g}s allowed)"
+            )
+        return text
     if op == "attr":
         return f"attr {node[1]}.{'.'.join(node[2])} {node[3]} {node[4]!r} is {VALUE_NAMES[value]}"
     name = node[1]
@@ -305,8 +312,11 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, subject, within, by, quorum, want_ok = node
     now = engine.evaluator.now
     table = engine.view.observations.get(subject, {})
+    max_skew = engine.evaluator.max_skew
     listed: list[dict[str, Any]] = []
     fresh = 0
+    future = 0
+    ahead_most = 0.0
     for observer in sorted(table):
         if by == "self" and observer != engine.evaluator.replica_id:
             continue
@@ -314,7 +324,9 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
             continue
         observation = table[observer].observation
         limit = within if observation.ttl is None else min(within, observation.ttl)
-        is_fresh = now - observation.at <= limit
+        ahead = observation.at - now
+        early = ahead > max_skew
+        is_fresh = not early and now - observation.at <= limit
         counts = is_fresh and observation.ok is want_ok
         fresh += counts
         item: dict[str, Any] = {
@@ -324,11 +336,18 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
             "age": now - observation.at,
             "fresh": is_fresh,
         }
-        if not is_fresh:
+        if early:
+            # Its observer's clock runs ahead of this replica's (or the date is forged).
+            item["dated_in_future"] = ahead
+            item["usable_from"] = usable_from(observation.at, max_skew)
+            if observation.ok is want_ok:
+                future += 1
+                ahead_most = max(ahead_most, ahead)
+        elif not is_fresh:
             item["stale_since"] = stale_from(observation.at, limit)
         if len(listed) < MAX_OBSERVATIONS:
             listed.append(item)
-    return {
+    facts: dict[str, Any] = {
         "subject": subject,
         "within": within,
         "by": by if by in ("*", "self") else sorted(by),
@@ -337,6 +356,13 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
         "fresh": fresh,
         "observations": listed,
     }
+    if future:
+        facts["dated_in_future"] = {
+            "count": future,
+            "ahead": round(ahead_most, 3),
+            "max_skew": max_skew,
+        }
+    return facts
 
 
 def _attr_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:

@@ -14,6 +14,10 @@ evaluations read them the same way.
 
 Evaluation also reports the earliest *deadline*: the instant after which an observation it
 relied on stops being fresh, so a replica knows when to re-evaluate with time alone.
+
+An observation dated more than ``max_skew`` seconds after ``now`` is not fresh evidence
+(its observer's clock runs ahead, or it was forged): it does not count, and its deadline
+is the instant it comes within ``max_skew`` of the reader's clock, when it may start to.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from .records import ABSENT_ATTR, MergedView
 if TYPE_CHECKING:
     from .compiler import Node, Tree
 
-__all__ = ["FALSE", "TRUE", "UNKNOWN", "Evaluator", "stale_from"]
+__all__ = ["DEFAULT_MAX_SKEW", "FALSE", "TRUE", "UNKNOWN", "Evaluator", "stale_from", "usable_from"]
 
 FALSE: Final = 0
 UNKNOWN: Final = 1
 TRUE: Final = 2
 INF: Final = math.inf
+#: Seconds an observation may be dated ahead of the reader's clock and still count.
+DEFAULT_MAX_SKEW: Final = 5.0
 
 #: Entries kept by an evaluator's memo of stale instants before it starts over.
 _STALE_MEMO: Final = 4096
@@ -45,24 +51,32 @@ def stale_from(at: float, limit: float) -> float:
     so re-evaluating at the returned instant sees the observation stale and one float
     earlier sees it fresh: no timer can spin on it and none is late.
     """
+    return _first(lambda t: t - at > limit, at + limit)
 
-    def stale(t: float) -> bool:
-        return t - at > limit
 
-    guess = at + limit
+def usable_from(at: float, max_skew: float) -> float:
+    """The first float ``t`` at which ``at - t > max_skew`` no longer holds: the instant an
+    observation dated ``at`` stops being too far in the future (tested as the evaluation
+    tests it, like :func:`stale_from`)."""
+    return _first(lambda t: at - t <= max_skew, at - max_skew)
+
+
+def _first(after: Callable[[float], bool], guess: float) -> float:
+    """The first float at which the monotonic predicate ``after`` holds, searched near
+    ``guess`` (``inf`` if none)."""
     if math.isinf(guess):
-        return guess if stale(guess) else INF
-    # Bracket the boundary: ``low`` fresh, ``high`` stale, widening by doubling steps.
-    step = math.ulp(guess) or math.ulp(limit) or 5e-324
+        return guess if after(guess) else INF
+    # Bracket the boundary: ``low`` before, ``high`` after, widening by doubling steps.
+    step = math.ulp(guess) or 5e-324
     low, high = guess, guess
-    if stale(guess):
+    if after(guess):
         low = guess - step
-        while stale(low):
+        while after(low):
             step *= 2
             low = guess - step
     else:
         high = guess + step
-        while not stale(high):
+        while not after(high):
             step *= 2
             high = guess + step
             if math.isinf(high):
@@ -72,7 +86,7 @@ def stale_from(at: float, limit: float) -> float:
         middle = low + (high - low) / 2
         if middle <= low or middle >= high:
             middle = math.nextafter(low, INF)
-        if stale(middle):
+        if after(middle):
             high = middle
         else:
             low = middle
@@ -87,6 +101,7 @@ class Evaluator:
         status: Current statuses as Kleene values (missing means ``FALSE``).
         replica_id: This replica (for ``"by": "self"``).
         predicates: Named predicates for ``call`` clauses.
+        max_skew: Seconds an observation may be dated ahead of ``now`` and still count.
     """
 
     def __init__(
@@ -95,11 +110,13 @@ class Evaluator:
         status: dict[str, int],
         replica_id: str,
         predicates: Mapping[str, Callable[..., Any]],
+        max_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.view = view
         self.status = status
         self.replica_id = replica_id
         self.predicates = predicates
+        self.max_skew = max_skew
         self.now = 0.0
         #: earliest instant at which some evaluated observation is stale
         self.deadline = INF
@@ -219,6 +236,12 @@ class Evaluator:
                 continue
             observation = winner.observation
             if observation.ok is not want_ok:
+                continue
+            if observation.at - now > self.max_skew:
+                # Dated in the future: no evidence yet, but it may become some.
+                usable = usable_from(observation.at, self.max_skew)
+                if usable < soonest:
+                    soonest = usable
                 continue
             limit = within
             if observation.ttl is not None and observation.ttl < limit:

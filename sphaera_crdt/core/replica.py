@@ -27,7 +27,7 @@ from .causal import CausalGate
 from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
-from .formulas import FALSE, TRUE, UNKNOWN
+from .formulas import DEFAULT_MAX_SKEW, FALSE, TRUE, UNKNOWN
 from .lib0 import decode_state_vector
 from .outbox import ChangeCallback, Outbox, RecordCallback
 from .records import (
@@ -72,6 +72,9 @@ class Replica:
         declare_self: Declare ``replica:<id>`` at construction (default true).
         identities: Draws the nonce and the Yrs client ids not given (random by default);
             a seeded source makes a replica's bytes repeatable.
+        max_skew: Seconds an observation may be dated ahead of this replica's clock and
+            still count as fresh evidence (5 by default); one dated further ahead does not
+            count until the clock catches up with it.
     """
 
     def __init__(
@@ -85,9 +88,15 @@ class Replica:
         client_id: int | None = None,
         declare_self: bool = True,
         identities: Identities | None = None,
+        max_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.id: Final = names.check_replica_id(replica_id)
         self._clock = clock
+        if type(max_skew) not in (int, float) or not 0 <= max_skew < math.inf:
+            raise InvalidValue(
+                f"max_skew must be a finite number of seconds >= 0, not {max_skew!r}"
+            )
+        self.max_skew: Final = float(max_skew)
         self.predicates: dict[str, Callable[..., Any]] = dict(predicates or {})
         self._log = logger or _log
         if nonce is None:
@@ -109,7 +118,7 @@ class Replica:
         )
         # Stamps never go below the epoch, so offsets written in entries stay positive.
         self._stamp = epoch - 1
-        self._engine = ExistenceEngine(self._view, self.id, self.predicates)
+        self._engine = ExistenceEngine(self._view, self.id, self.predicates, self.max_skew)
         self._events = Outbox(self._log)
         self._writers: dict[str, tuple[str, str, int] | None] = {}
         self._gate = CausalGate(self._doc, self._log)
@@ -127,13 +136,15 @@ class Replica:
         logger: logging.Logger | None = None,
         declare_self: bool = True,
         identities: Identities | None = None,
+        max_skew: float = DEFAULT_MAX_SKEW,
     ) -> Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
         The replica gets a fresh Yrs client id (reusing one with restored state makes
         replicas diverge silently) and a fresh container: the entries of its earlier
         containers are copied into it, and the old containers are dropped. Every status is
-        then derived from scratch. ``identities`` draws the new client ids and nonce.
+        then derived from scratch. ``identities`` draws the new client ids and nonce;
+        ``max_skew`` is the constructor's.
 
         Raises:
             InvalidUpdate: A saved update cannot be applied.
@@ -145,6 +156,7 @@ class Replica:
             logger=logger,
             declare_self=False,
             identities=identities,
+            max_skew=max_skew,
         )
         view = replica._view
         mine: dict[str, tuple[int, str]] = {}
@@ -364,7 +376,7 @@ class Replica:
         Leaves the replica's own statuses alone; useful to audit the incremental engine.
         Only entities that are not ``absent`` are listed.
         """
-        engine = ExistenceEngine(self._view, self.id, self.predicates)
+        engine = ExistenceEngine(self._view, self.id, self.predicates, self.max_skew)
         derived = engine.recompute(self._clock() if now is None else now)
         return {entity: _STATUS[value] for entity, value in sorted(derived.items())}
 

@@ -29,6 +29,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from ..core.clocks import format_time, parse_time
 from ..errors import RemoteError, SphaeraError
 from .peers import PeerAllowlist, client_ssl_context
 
@@ -46,6 +47,8 @@ __all__ = [
 
 REPLICA_HEADER: Final = "Sphaera-Replica"
 URL_HEADER: Final = "Sphaera-Url"
+#: The sender's clock, seconds since the epoch as a float, on sync requests and answers.
+TIME_HEADER: Final = "Sphaera-Time"
 SYNC_CONTENT_TYPE: Final = "application/octet-stream"
 #: Bounds of a peer exchange's deadline, whatever the gossip interval.
 MIN_TIMEOUT: Final = 1.0
@@ -96,11 +99,17 @@ class SyncAnswer:
         body: The sync messages it sent back (STEP2 then STEP1).
         replica_id: Its ``Sphaera-Replica`` response header, if it sent one.
         url: Its ``Sphaera-Url`` response header, if it sent one.
+        time: Its clock when it answered (``Sphaera-Time``), if it sent a usable one.
+        sent: This node's clock when the request was sent.
+        received: This node's clock when the answer's headers came.
     """
 
     body: bytes
     replica_id: str | None = None
     url: str | None = None
+    time: float | None = None
+    sent: float = 0.0
+    received: float = 0.0
 
 
 def peer_timeout(gossip_interval: float) -> float:
@@ -148,6 +157,7 @@ class PeerClient:
         }
         if node.url:
             headers[URL_HEADER] = node.url
+        headers[TIME_HEADER] = format_time(node.clock())
         return headers
 
     def _open(self) -> aiohttp.ClientSession:
@@ -176,10 +186,14 @@ class PeerClient:
             )
         target = f"{url.rstrip('/')}/v1/sync"
         session = self._open()
+        clock = self._node.clock
         try:
+            headers = self._headers()
+            sent = clock()
             async with session.post(
-                target, data=body, headers=self._headers(), ssl=self._ssl, allow_redirects=False
+                target, data=body, headers=headers, ssl=self._ssl, allow_redirects=False
             ) as response:
+                received = clock()  # the peer read its clock between sent and now
                 if response.status != 200:
                     detail = await _error_detail(response)
                     raise PeerUnavailable(
@@ -192,6 +206,9 @@ class PeerClient:
                     body=answer,
                     replica_id=response.headers.get(REPLICA_HEADER) or None,
                     url=response.headers.get(URL_HEADER) or None,
+                    time=parse_time(response.headers.get(TIME_HEADER)),
+                    sent=sent,
+                    received=received,
                 )
         except TimeoutError as exc:
             raise PeerUnavailable(f"{url} timed out", url=url) from exc

@@ -427,6 +427,9 @@ class Gossip:
             node.metrics.merge_seconds.observe(exchange.merge_seconds - merged_before)
         node.metrics.sync_exchanges.labels(label, "out", "ok").inc()
         if answer.replica_id is not None:
+            node.measure_clock(
+                answer.replica_id, url, answer.time, sent=answer.sent, received=answer.received
+            )
             # Evidence of a peer: this node reached the URL it chose and the answer named
             # the peer; the node checks that the URL is the one the peer's record declares.
             node.observe_peer(answer.replica_id, url)

@@ -68,6 +68,26 @@ class NodeMetrics:
             ["status"],
             registry=r,
         )
+        self.peer_clock_offset = Gauge(
+            "sphaera_peer_clock_offset_seconds",
+            "Each peer's clock minus this node's, as last measured by an exchange this node "
+            "started.",
+            ["peer"],
+            registry=r,
+        )
+        self.clock_offset = Gauge(
+            "sphaera_clock_offset_seconds",
+            "This node's clock minus the median of its recently measured peers' clocks "
+            "(NaN when none was measured).",
+            registry=r,
+        )
+        self.clock_offset.set(float("nan"))
+        self.clock_outlier = Gauge(
+            "sphaera_clock_outlier",
+            "1 while this node's clock is more than the allowed skew away from a majority "
+            "of its live peers (it then refuses to record observations), else 0.",
+            registry=r,
+        )
 
     def peer(self, peer: str | None) -> str:
         """The label value for a peer: its id or URL while labels are left, else ``"other"``."""

@@ -18,7 +18,7 @@ ERROR_CODES: Final = tuple(
     """invalid_json invalid_request invalid_value invalid_identifier invalid_constraint
     invalid_message invalid_update invalid_header unauthorized not_found method_not_allowed
     request_timeout body_too_large unsupported_media_type bad_request http_error
-    internal_error""".split()
+    internal_error clock_skew""".split()
 )
 
 JsonObject = dict[str, Any]
@@ -69,6 +69,14 @@ _PEER_HEADERS: Final[list[JsonObject]] = [
         "description": "The URL at which the calling replica is reached (http or https).",
         "schema": {"type": "string", "format": "uri", "maxLength": 2048},
     },
+    {
+        "name": "Sphaera-Time",
+        "in": "header",
+        "required": False,
+        "description": "The caller's clock, seconds since the epoch (a float). Not trusted: "
+        "offsets are measured only from answers to exchanges a node started.",
+        "schema": {"type": "string", "maxLength": 32},
+    },
 ]
 
 #: Who answered a sync: a caller that reached a peer's declared URL and reads that peer's
@@ -81,6 +89,11 @@ _ANSWER_HEADERS: Final[JsonObject] = {
     "Sphaera-Url": {
         "description": "The URL the answering replica declares.",
         "schema": {"type": "string", "format": "uri", "maxLength": 2048},
+    },
+    "Sphaera-Time": {
+        "description": "This node's clock when it answered, seconds since the epoch: the "
+        "caller measures this node's clock offset from it and the round trip.",
+        "schema": {"type": "string"},
     },
 }
 
@@ -283,10 +296,16 @@ _SCHEMAS: Final[JsonObject] = {
                 "type": "object",
                 "additionalProperties": {
                     "type": "object",
-                    "required": ["url", "status"],
+                    "required": ["url", "status", "clock_offset"],
                     "properties": {
                         "url": {"type": ["string", "null"]},
                         "status": _ref("Status"),
+                        "clock_offset": {
+                            "type": ["number", "null"],
+                            "description": "The replica's clock minus this node's, in "
+                            "seconds, as last measured by a sync exchange this node started "
+                            "(0 for this node, null when never measured).",
+                        },
                     },
                 },
             },
@@ -322,6 +341,20 @@ _SCHEMAS: Final[JsonObject] = {
         "type": "object",
         "required": ["status", "replica"],
         "properties": {"status": {"const": "ok"}, "replica": {"type": "string"}},
+    },
+    "ClockSkew": {
+        "description": "The answer of `/healthz` while this node's clock is the outlier.",
+        "allOf": [_ref("Error")],
+        "required": ["status", "replica", "clock_offset", "max_clock_skew"],
+        "properties": {
+            "status": {"const": "clock-skew"},
+            "replica": {"type": "string"},
+            "clock_offset": {
+                "type": "number",
+                "description": "This node's clock minus the median of its live peers'.",
+            },
+            "max_clock_skew": {"type": "number"},
+        },
     },
 }
 
@@ -487,6 +520,12 @@ def _paths(metrics_auth: bool) -> JsonObject:
                     "200": _json_body(_ref("Observation"), "The observation as stored"),
                     **unauthorized,
                     **_JSON_ERRORS,
+                    "503": _error(
+                        "This node's clock is more than `--max-clock-skew` away from a "
+                        "majority of its live peers (`clock_skew`, the message names the "
+                        "offset): it records no observation until its clock is back. "
+                        "`Retry-After` says when to try again."
+                    ),
                 },
             }
         },
@@ -541,7 +580,15 @@ def _paths(metrics_auth: bool) -> JsonObject:
                 "operationId": "health",
                 "summary": "Liveness of this node; never needs a token",
                 "security": [],
-                "responses": {"200": _json_body(_ref("Health"), "Serving")},
+                "responses": {
+                    "200": _json_body(_ref("Health"), "Serving"),
+                    "503": _error(
+                        "This node's clock is the outlier: it serves reads and syncs but "
+                        "refuses observations. The body also holds `status` "
+                        '(`"clock-skew"`), `replica`, `clock_offset` and `max_clock_skew` '
+                        "(schema `ClockSkew`)."
+                    ),
+                },
             }
         },
         "/metrics": {

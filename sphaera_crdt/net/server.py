@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -24,6 +25,7 @@ import orjson
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..core.clocks import format_time
 from ..core.views import EntityView
 from ..errors import RemoteError
 from ..node import Node
@@ -139,7 +141,12 @@ async def sync_route(request: web.Request) -> web.Response:
     return web.Response(
         body=answer,
         content_type=OCTETS,
-        headers={"Sphaera-Replica": node.replica.id, "Sphaera-Url": node.url},
+        headers={
+            "Sphaera-Replica": node.replica.id,
+            "Sphaera-Url": node.url,
+            # read last, so that the caller's round trip brackets it
+            "Sphaera-Time": format_time(node.clock()),
+        },
     )
 
 
@@ -267,6 +274,7 @@ async def observe_route(request: web.Request) -> web.Response:
     data = await read_json_object(request, frozenset({"subject", "ok", "value", "ttl"}))
     if "subject" not in data:
         raise ApiError(422, "invalid_request", "an observation needs a 'subject'")
+    _refuse_if_outlier(node)
     observation = node.replica.observe(
         data["subject"], ok=data.get("ok", True), value=data.get("value"), ttl=data.get("ttl")
     )
@@ -274,10 +282,28 @@ async def observe_route(request: web.Request) -> web.Response:
     return json_response(observation.to_json())
 
 
+def _refuse_if_outlier(node: Node) -> None:
+    """503 while this node's clock is the outlier: its observations would be dated wrongly
+    for every replica that reads them."""
+    outlier = node.clock_outlier()
+    if outlier is not None:
+        retry = max(1, math.ceil(node.config.gossip_interval))
+        raise ApiError(
+            503,
+            "clock_skew",
+            f"{outlier.describe()}; observations are refused until it is back "
+            f"(clock offset {outlier.offset:+.3f}s)",
+            headers={hdrs.RETRY_AFTER: str(retry)},
+        )
+
+
 async def replicas_route(request: web.Request) -> web.Response:
-    """``GET /v1/replicas``: ``{"self": ID, "replicas": {ID: {"url", "status"}}}``.
+    """``GET /v1/replicas``: ``{"self": ID, "replicas": {ID: {"url", "status",
+    "clock_offset"}}}``.
 
     Built from the ``replica:<id>`` entities of the merged state, this node included.
+    ``clock_offset`` is the replica's clock minus this node's in seconds, as last measured
+    by an exchange this node started (``0`` for this node, ``null`` when never measured).
     """
     node = request.app[NODE]
     replicas: dict[str, dict[str, Any]] = {}
@@ -285,9 +311,12 @@ async def replicas_route(request: web.Request) -> web.Response:
         if view.kind != "replica" or not view.id.startswith(RESERVED_PREFIX):
             continue
         url = view.attrs.get("url")
-        replicas[view.id.removeprefix(RESERVED_PREFIX)] = {
+        replica_id = view.id.removeprefix(RESERVED_PREFIX)
+        offset = 0.0 if replica_id == node.replica.id else node.clock_watch.offset(replica_id)
+        replicas[replica_id] = {
             "url": url if type(url) is str else None,
             "status": view.status.value,
+            "clock_offset": offset,
         }
     return json_response({"self": node.replica.id, "replicas": replicas})
 
@@ -367,8 +396,29 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 
 async def healthz_route(request: web.Request) -> web.Response:
-    """``GET /healthz``: ``{"status": "ok", "replica": ID}``; never needs the token."""
-    return json_response({"status": "ok", "replica": request.app[NODE].replica.id})
+    """``GET /healthz``: ``{"status": "ok", "replica": ID}``; never needs the token.
+
+    While this node's clock is the outlier it answers 503 with ``{"status": "clock-skew",
+    "replica", "clock_offset", "max_clock_skew", "error": {"code", "message"}}`` (an error
+    answer like any other, with the facts beside it). 503 rather than 200: the node still
+    serves reads and syncs but refuses observations, so it is not ready for the whole of
+    its role, and a load balancer or readiness probe should send traffic elsewhere
+    (restarting it would not fix its clock: not a liveness probe to restart on).
+    """
+    node = request.app[NODE]
+    outlier = node.clock_outlier()
+    if outlier is None:
+        return json_response({"status": "ok", "replica": node.replica.id})
+    return json_response(
+        {
+            "status": "clock-skew",
+            "replica": node.replica.id,
+            "clock_offset": outlier.offset,
+            "max_clock_skew": outlier.max_skew,
+            "error": {"code": "clock_skew", "message": outlier.describe()},
+        },
+        503,
+    )
 
 
 async def metrics_route(request: web.Request) -> web.Response:
@@ -376,6 +426,7 @@ async def metrics_route(request: web.Request) -> web.Response:
     node = request.app[NODE]
     for status, count in node.status_counts().items():
         node.metrics.entities.labels(status).set(count)
+    node.clock_outlier()  # brings the clock gauges up to date
     return web.Response(
         body=generate_latest(node.metrics.registry),
         headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST},

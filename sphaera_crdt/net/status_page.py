@@ -1,10 +1,10 @@
 """The live status page served on ``GET /``: one static HTML file with inline script.
 
-The page holds no data: its script reads ``/healthz``, ``/v1/replicas`` and
-``/v1/entities`` and follows ``/v1/events`` (with ``fetch``, which, unlike ``EventSource``,
-can send the ``Authorization`` header). It loads nothing from other origins, and the
-Content-Security-Policy it is served with allows exactly its own inline script and style
-(by hash) and requests to its own origin.
+The page holds no data: its script reads ``/healthz`` (a banner says when this node's
+clock is the outlier), ``/v1/replicas`` and ``/v1/entities`` and follows ``/v1/events``
+(with ``fetch``, which, unlike ``EventSource``, can send the ``Authorization`` header).
+It loads nothing from other origins, and the Content-Security-Policy it is served with
+allows exactly its own inline script and style (by hash) and requests to its own origin.
 """
 
 from __future__ import annotations
