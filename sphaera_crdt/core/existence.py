@@ -36,7 +36,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from . import cycles, derivation
-from .compiler import Compiled, Malformed, compile_rule
+from .compiler import Compiled, Malformed, Rule, rule_of
 from .formulas import FALSE, TRUE, UNKNOWN, Evaluator
 from .records import MergedView
 
@@ -49,8 +49,6 @@ StatusChange = tuple[str, int, int]
 
 #: A key missing from :attr:`ExistenceEngine.rules` (``None`` is a rule: no requirements).
 _MISSING: Final = object()
-
-Rule = Compiled | Malformed | None
 
 
 class ExistenceEngine:
@@ -192,8 +190,8 @@ class ExistenceEngine:
         self.status.clear()
         self.evaluator.now = now
         self.evaluator.deadline = INF
-        pending, dead = derivation.compile_all(self)
-        self.evaluated = derivation.derive_all(self, pending, dead)
+        pending = derivation.compile_all(self)
+        self.evaluated = derivation.derive_all(self, pending)
         return dict(self.status)
 
     def _components(self, region: Container[str], roots: Iterable[str]) -> list[list[str]]:
@@ -334,20 +332,10 @@ class ExistenceEngine:
             self._restructure(entity, old_deps, new_deps)
 
     def _set_rule(self, entity: str) -> None:
-        record = self.view.records.get(entity)
-        winner = None if record is None else record.fields.get("q")
-        current = self.rules.get(entity, _MISSING)
-        if winner is None or winner.value is None:
-            if current is None:
-                return
-        elif isinstance(current, Compiled) and current.data is winner.value:
-            return  # compiled from this very winner: its requires did not change
+        rule = rule_of(self.view.records.get(entity))
+        if rule is self.rules.get(entity, _MISSING):
+            return  # no rule still, or compiled from the same winner (kept on it)
         self._forget(entity)
-        rule: Rule
-        if winner is None or winner.value is None:
-            rule = None
-        else:
-            rule = compile_rule(winner)
         self.rules[entity] = rule
         if isinstance(rule, Compiled):
             if rule.exists:

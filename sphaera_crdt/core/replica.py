@@ -408,9 +408,13 @@ class Replica:
         """The latest observation of each observer, of one subject or of all subjects."""
         table = self._view.observations
         subjects = sorted(table) if subject is None else [subject]
-        return [
-            winner.copy() for name in subjects for _, winner in sorted(table.get(name, {}).items())
-        ]
+        found = []
+        for name in subjects:
+            for _, winner in sorted(table.get(name, {}).items()):
+                observation = winner.copy()
+                if observation is not None:  # unreadable ones are counted, see unreadable
+                    found.append(observation)
+        return found
 
     # -- replication -----------------------------------------------------------------------
 
@@ -458,6 +462,14 @@ class Replica:
         for waiting, waiting_needs in gate.released():
             self._integrate(waiting, records, waiting_needs)
         return self._finish(records)
+
+    @property
+    def unreadable(self) -> int:
+        """Entries merged from other writers that could not be read: undecodable, empty,
+        nested too deep, beyond the value limits, of the wrong type or shape, or with no
+        stamp. A readable entry never stands in for one: an unreadable ``requires`` or
+        retracted flag leaves its entity undetermined, and :meth:`why` names the fields."""
+        return self._view.malformed + self._view.unreadable
 
     @property
     def held_updates(self) -> int:
