@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
+from . import codec
 from .compiler import Compiled, Node, Tree
 from .existence import ExistenceEngine, Malformed
 from .formulas import FALSE, TRUE, UNKNOWN, stale_from
@@ -290,7 +291,7 @@ def _explain_node(
         return out
     if op == "call":
         out["name"] = node[1]
-        out["args"] = node[2]
+        out["args"] = codec.copy(node[2])  # the rule's own dict must stay untouched
         if node[1] not in engine.evaluator.predicates:
             out["error"] = f"unknown predicate {node[1]!r}"
         return out
@@ -377,7 +378,7 @@ def _attr_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, entity, path, op, expected = node
     out: dict[str, Any] = {"entity": entity, "path": ".".join(path), "op": op}
     if op != "present":
-        out["expected"] = expected
+        out["expected"] = codec.copy(expected)  # the rule's own value must stay untouched
     record = engine.view.records.get(entity)
     if record is None or record.retracted:
         out["actual"] = None

@@ -197,9 +197,12 @@ def observation_payload(ok: bool, value: Any, at: float, ttl: float | None) -> s
 
 
 def make_entry(key: str, stamp: int, epoch: int, value: Any, where: str) -> Entry:
-    """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
+    """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values.
+
+    The entry holds a copy of a list or dict ``value``, never the caller's object.
+    """
     payload = encode_payload(value, where)
-    return key, stamp_text(stamp - epoch) + payload, stamp, value, payload
+    return key, stamp_text(stamp - epoch) + payload, stamp, fresh_copy(value, payload), payload
 
 
 def removed_entry(key: str, stamp: int, epoch: int) -> Entry:
@@ -302,7 +305,7 @@ def restamp(text: str, epoch: int, new_epoch: int) -> tuple[int, str] | None:
 
 
 def fresh_copy(value: Any, payload: str) -> Any:
-    """A copy of a decoded value that callers may mutate freely."""
+    """A copy of ``value`` (whose payload is ``payload``) that nobody else holds."""
     if type(value) in (dict, list):
         return codec.loads(payload)
     return value

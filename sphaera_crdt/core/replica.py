@@ -39,6 +39,7 @@ from .records import (
     Winner,
     attr_payload,
     encode_payload,
+    fresh_copy,
     make_entry,
     nonce_epoch,
     observation_payload,
@@ -241,7 +242,9 @@ class Replica:
         head = stamp_text(stamp - epoch)
         for key, value in attrs.items():
             payload = payloads[key]
-            entries.append((f"{base}a{SEP}{key}", head + payload, stamp, value, payload))
+            # The view keeps a copy: the caller may go on mutating its own value.
+            copied = fresh_copy(value, payload)
+            entries.append((f"{base}a{SEP}{key}", head + payload, stamp, copied, payload))
         record = self._view.records.get(entity_id)
         if record is not None:
             for key, winner in record.attrs.items():
@@ -292,7 +295,9 @@ class Replica:
         records: list[RecordChange] = []
         changed = False
         for key, value, payload in encoded:
-            if view.apply_attr(entity_id, key, Winner(order, value, payload)):
+            # The view keeps a copy: the caller may go on mutating its own value.
+            winner = Winner(order, fresh_copy(value, payload), payload)
+            if view.apply_attr(entity_id, key, winner):
                 changed = True
         if changed:
             self._engine.record_changed(entity_id, "a")
@@ -335,6 +340,7 @@ class Replica:
             view.max_stamp = stamp
         records: list[RecordChange] = []
         order = (stamp, self.id, self._doc.nonce)
+        # The view may keep the caller's value: readers decode their copy from the payload.
         if view.apply_observation(subject, order, observation, payload):
             self._engine.observation_changed(subject)
             if self._events.records:
