@@ -39,6 +39,8 @@ MAX_CHAIN: Final = 100_000
 #: add at most :data:`~.codec.MAX_DEPTH`): together well within the 254 orjson writes.
 MAX_NESTING: Final = 100
 _NO_CYCLE: Final[frozenset[str]] = frozenset()
+#: Clauses explained by nested clauses or entities (the others by flat facts).
+_NESTED: Final = frozenset({"all", "any", "at_least", "not", "exists"})
 
 
 def reason(engine: ExistenceEngine, entity: str) -> str:
@@ -238,7 +240,7 @@ def _explain_entity(
     if entity in path:
         out["see"] = "above (cycle)"
         return out
-    cut = level + 1 >= MAX_NESTING
+    cut = level + 2 > MAX_NESTING  # no room for its clause and the clause's dependency
     if depth <= 0 or cut:
         if cut:
             out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
@@ -258,7 +260,7 @@ def _explain_node(
     node = _tree(node)
     op = node[0]
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
-    if op in ("all", "any", "at_least", "not", "exists") and level + 2 >= MAX_NESTING:
+    if level + (1 if op == "exists" else 2) > MAX_NESTING and op in _NESTED:
         out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
         leaf = _first_leaf(engine, node if op != "exists" else node[1], value)
         if leaf is not None:
