@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import json.encoder
 import math
+import sys
 from typing import Any, Final
 
 from ..errors import InvalidValue
 
 __all__ = [
     "MAX_DEPTH",
+    "BeyondLimits",
     "JsonValue",
     "check_text",
     "check_value",
@@ -58,10 +60,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
+class BeyondLimits(ValueError):
+    """Well-formed JSON text holds a value beyond the limits of values (see :func:`loads`)."""
+
+
 def _finite_float(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):  # 1e400 reads as inf
-        raise ValueError(f"{text} is not a finite number")
+        raise BeyondLimits(f"{text[:40]} is not a finite number")
     return number
 
 
@@ -166,11 +172,18 @@ def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
     """Decode text written by :func:`dumps`.
 
     Raises:
-        ValueError: The text is malformed, holds a non-finite number or an int of more
-            digits than Python converts, or nests deeper than ``max_depth`` lists and
-            dicts (text nested far deeper than that may raise ``RecursionError``).
+        BeyondLimits: The text holds a non-finite number or an int of more digits than
+            Python converts, or nests deeper than ``max_depth`` lists and dicts.
+        ValueError: The text is malformed.
+        RecursionError: The text nests far deeper than ``max_depth``.
     """
-    value = _DECODE(text)
+    try:
+        value = _DECODE(text)
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            digits = sys.get_int_max_str_digits()
+            raise BeyondLimits(f"an int of more than {digits} digits") from exc
+        raise
     # Text with few brackets cannot nest deep: only then is the value walked.
     if type(value) in (list, dict) and text.count("[") + text.count("{") > max_depth:
         _check_depth(value, max_depth)
@@ -178,12 +191,12 @@ def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def _check_depth(value: list[Any] | dict[str, Any], max_depth: int) -> None:
-    """Raise ``ValueError`` if ``value`` nests deeper than ``max_depth`` (iteratively)."""
+    """Raise :class:`BeyondLimits` if ``value`` nests deeper than ``max_depth``."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > max_depth:
-            raise ValueError(f"nested deeper than {max_depth} levels")
+            raise BeyondLimits(f"nested deeper than {max_depth} levels")
         children = item.values() if type(item) is dict else item
         stack.extend((child, depth + 1) for child in children if type(child) in (list, dict))
 

@@ -269,6 +269,8 @@ def parse_entry(
         return stamp, codec.loads(payload, max_depth), payload
     except RecursionError:
         return stamp, Unreadable(f"nested deeper than {max_depth} levels"), payload
+    except codec.BeyondLimits as exc:
+        return stamp, Unreadable(str(exc)), payload
     except ValueError as exc:
         return stamp, Unreadable(_short(f"undecodable payload: {exc}")), payload
 
