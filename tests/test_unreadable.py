@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pycrdt import Map
 from rawpeer import entry, field, raw_write
 
 from sphaera_crdt import Replica, Status, attr, observed
@@ -275,3 +276,12 @@ def test_a_deep_observation_value_within_the_limit_is_read() -> None:
     b.merge(a.delta())
     assert b.observations("db")[0].value == deep
     assert b.unreadable == 0
+
+
+def test_entries_that_are_no_strings_are_counted() -> None:
+    a, b = pair()
+    raw_write(a, {field("db", "x"): 5, field("db", "k"): Map({"x": "y"})})
+    b.merge(a.delta())
+    assert b.unreadable == 2
+    restored = Replica.restore("c", [b.delta()], clock=lambda: NOW)
+    assert restored.unreadable == 2
