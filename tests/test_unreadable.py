@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Map
 from rawpeer import entry, field, raw_write
 
@@ -285,3 +287,59 @@ def test_entries_that_are_no_strings_are_counted() -> None:
     assert b.unreadable == 2
     restored = Replica.restore("c", [b.delta()], clock=lambda: NOW)
     assert restored.unreadable == 2
+
+
+PAYLOADS = st.sampled_from(
+    [
+        "t",
+        "f",
+        "n",
+        "5",
+        "'x",
+        "{",
+        "",
+        "[" * 200 + "]" * 200,
+        '{"exists":"e0"}',
+        '{"exists":"e1"}',
+        '{"not":{"exists":"e2"}}',
+        '{"any":[{"exists":"e1"},{"exists":"e2"}]}',
+        '{"attr":["e0","v"],"op":"eq","value":1}',
+        '{"observed":"e1","within":60}',
+        "[true,null,990.0,null]",
+        "[true,null,1e400,null]",
+        '{"exists":',
+    ]
+)
+WRITES = st.lists(
+    st.tuples(
+        st.sampled_from(["e0", "e1", "e2"]),
+        st.sampled_from(["q", "x", "k", "a\x1fv", "s"]),
+        PAYLOADS,
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(writes=WRITES)
+def test_whatever_a_raw_writer_writes_replicas_agree(writes: list[tuple[str, str, str]]) -> None:
+    a, b = pair()
+    a.declare("e0", attrs={"v": 1})
+    a.declare("e1", requires={"exists": "e0"})
+    a.declare("e2", requires={"not": {"exists": "e1"}})
+    b.merge(a.delta())
+    for stamp, (entity, name, payload) in enumerate(writes, start=NEWER):
+        key = f"s\x1f{entity}" if name == "s" else field(entity, name)
+        raw_write(a, {key: entry(stamp, payload)})
+        b.merge(a.delta())
+        audit(b)
+    for entity in ("e0", "e1", "e2"):
+        b.why(entity, depth=5)
+        b.entity(entity)
+    # A replica that starts from the same state derives the same statuses.
+    fresh = Replica("c", clock=lambda: NOW)
+    fresh.merge(b.delta())
+    assert {e: fresh.status(e) for e in ("e0", "e1", "e2")} == {
+        e: b.status(e) for e in ("e0", "e1", "e2")
+    }
