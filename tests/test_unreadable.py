@@ -29,6 +29,7 @@ UNREADABLE = [
     pytest.param('{"exists":', "undecodable", id="undecodable"),
     pytest.param('{"exists":"d', "undecodable", id="truncated"),
     pytest.param("", "empty payload", id="empty"),
+    pytest.param("!", "marked removed", id="removed-marker"),
     pytest.param("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "nested deeper", id="too-deep"),
     pytest.param("[" * 300 + "true" + "]" * 300, "nested deeper", id="orjson-deep"),
     pytest.param("[" * 100_000 + "]" * 100_000, "nested deeper", id="recursion-deep"),

@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-Each declared entity is a rule ``e <- F_e`` where ``F_e`` is its compiled constraint. The
-``exists`` atoms of the rules form a directed graph (``e -> d`` when ``F_e`` mentions
-``exists(d)``). Its strongly connected components, ordered so that dependencies come first,
-are solved one at a time with the statuses of everything below them fixed:
+Each declared entity is a rule ``e <- F_e`` where ``F_e`` is its compiled constraint (an
+undeclared or retracted entity has none: it is absent whatever it required, so a retracted
+member of a cycle leaves it). The ``exists`` atoms of the rules form a directed graph
+(``e -> d`` when ``F_e`` mentions ``exists(d)``). Its strongly connected components,
+ordered so that dependencies come first, are solved one at a time with the statuses of
+everything below them fixed:
 
 * a component of one entity that does not mention itself is a Kleene evaluation;
 * a cyclic component gets its well-founded model (:mod:`.cycles`): an unsupported positive

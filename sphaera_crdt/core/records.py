@@ -459,12 +459,11 @@ class MergedView:
     def _apply_field(self, entity: str, name: str, winner: Winner) -> Changed | None:
         if name in FIELDS:
             value = winner.value
-            if value is ABSENT_ATTR:
-                self.malformed += 1
-                return None
             if type(value) not in _FIELD_TYPES[name]:
                 # Only a peer or a raw client writes these: seen, and never read as absent.
-                if type(value) is not Unreadable:
+                if value is ABSENT_ATTR:
+                    winner.value = Unreadable(f"{FIELD_NAMES[name]} is marked removed")
+                elif type(value) is not Unreadable:
                     winner.value = Unreadable(
                         f"{FIELD_NAMES[name]} is {_describe(value)}, not {_FIELD_EXPECTS[name]}"
                     )
