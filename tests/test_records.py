@@ -120,6 +120,8 @@ def test_entries_without_a_stamp_parse_to_none(text: str) -> None:
         ("A" + "[" * 5000 + "]" * 5000, "nested deeper than 128"),
         ("A" + "1" * 5000, "more than 4300 digits"),
         ("A[1e400]", "1e400 is not a finite number"),
+        ('A"\\ud800"', "lone surrogate"),
+        ('A{"\\udfff":1}', "lone surrogate"),
     ],
 )
 def test_entries_with_a_stamp_but_no_readable_payload_are_unreadable(

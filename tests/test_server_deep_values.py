@@ -154,3 +154,23 @@ async def test_deep_entries_from_a_peer_break_no_route(
     assert set(why["unreadable"]) == {"kind", "attrs.v"}
     metrics = await (await client.get("/metrics")).text()
     assert "sphaera_unreadable_entries_total 4.0" in metrics
+
+
+async def test_lone_surrogates_from_a_peer_break_no_route(client: Client, node: Node) -> None:
+    peer = Replica("p", clock=lambda: NOW)
+    peer.declare("db", attrs={"smile": "\U0001f600"})
+    raw_write(
+        peer,
+        {
+            field("db", "a\x1fv"): entry(2_000_000, '"\\ud800"'),
+            field("db", "a\x1fw"): entry(2_000_000, '{"\\udfff":1}'),
+            field("db", "a\x1fpair"): entry(2_000_000, '"\\ud83d\\ude00"'),
+            "s\x1fdb": entry(2_000_000, '[true,"\\udc00",999.0,null]'),
+        },
+    )
+    response = await client.post("/v1/updates", data=peer.delta(), headers=OCTETS)
+    assert response.status == 204
+    await every_route_answers(client, "db")
+    db = await (await client.get("/v1/entities/db")).json()
+    assert db["attrs"] == {"smile": "\U0001f600", "pair": "\U0001f600"}
+    assert node.replica.unreadable == 3

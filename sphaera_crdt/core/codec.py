@@ -13,8 +13,8 @@ encoder on a value's way out can write with room to spare: orjson refuses docume
 nested deeper than 254 levels, and a value is shown inside answers (an entity inside
 ``{"entities": {...}}``) and inside explanation trees, which add their own levels.
 :func:`loads` holds text from other replicas to the same limits as :func:`dumps` holds
-values written here: too deep, a non-finite number or an int of more digits than Python
-converts is refused, never read as something else.
+values written here: too deep, a non-finite number, an int of more digits than Python
+converts or a lone surrogate is refused, never read as something else.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import math
+import re
 import sys
 from typing import Any, Final
 
@@ -71,6 +72,8 @@ def _finite_float(text: str) -> float:
     return number
 
 
+#: The JSON escape of a UTF-16 surrogate (lone ones cannot be written as UTF-8).
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
 
 
@@ -172,8 +175,9 @@ def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
     """Decode text written by :func:`dumps`.
 
     Raises:
-        BeyondLimits: The text holds a non-finite number or an int of more digits than
-            Python converts, or nests deeper than ``max_depth`` lists and dicts.
+        BeyondLimits: The text holds a non-finite number, an int of more digits than
+            Python converts or a string with a lone surrogate, or nests deeper than
+            ``max_depth`` lists and dicts.
         ValueError: The text is malformed.
         RecursionError: The text nests far deeper than ``max_depth``.
     """
@@ -187,6 +191,12 @@ def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
     # Text with few brackets cannot nest deep: only then is the value walked.
     if type(value) in (list, dict) and text.count("[") + text.count("{") > max_depth:
         _check_depth(value, max_depth)
+    # An escaped lone surrogate decodes to a str that no encoder writes as UTF-8.
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None:
+        try:
+            _ENCODE(value).encode()
+        except UnicodeError as exc:
+            raise BeyondLimits("a string with a lone surrogate") from exc
     return value
 
 
