@@ -239,6 +239,7 @@ def test_an_unreadable_observation_replaces_the_older_one_and_is_named() -> None
     assert facts["observations"][0]["observer"] == "mallory"
     assert "finite" in facts["observations"][0]["unreadable"]
     assert b.unreadable == 1
+    assert "finite" in b.why("db")["unreadable"]["observation by mallory"]
     audit(b)
 
     # Another observer's fresh observation is enough on its own.

@@ -228,7 +228,11 @@ def _explain_entity(
         "reason": reason(engine, entity),
     }
     record = engine.view.records.get(entity)
-    unreadable = None if record is None else record.unreadable()
+    unreadable = {} if record is None else record.unreadable()
+    table = engine.view.observations.get(entity, {})
+    unread = sorted(observer for observer, winner in table.items() if winner.observation is None)
+    for observer in unread[:MAX_OBSERVATIONS]:
+        unreadable[f"observation by {observer}"] = table[observer].unreadable
     if unreadable:
         out["unreadable"] = unreadable
     cycle = _cycle(engine, entity)
