@@ -284,3 +284,28 @@ def test_attrs_must_be_a_mapping(attrs: Any) -> None:
     with pytest.raises(InvalidValue, match="mapping"):
         a.declare("x", attrs=attrs)
     assert snapshot(a) == before
+
+
+def test_replicas_refuse_values_nested_past_the_limit_and_change_nothing() -> None:
+    from sphaera_crdt import Replica, attr, not_
+
+    def nested(depth: int) -> Any:
+        value: Any = 0
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    replica = Replica("r", clock=lambda: 1000.0)
+    replica.declare("db", attrs={"v": nested(codec.MAX_DEPTH)})
+    before = replica.delta()
+    too_deep = nested(codec.MAX_DEPTH + 1)
+    clause = attr("db", "v", "eq", nested(codec.MAX_DEPTH - 1))  # fits on its own
+    with pytest.raises(InvalidValue, match="nested deeper than 128"):
+        replica.declare("x", attrs={"v": too_deep})
+    with pytest.raises(InvalidValue):
+        replica.update("db", {"w": too_deep})
+    with pytest.raises(InvalidValue):
+        replica.observe("db", value=too_deep)
+    with pytest.raises(InvalidValue):  # the requires as a whole nests too deep
+        replica.declare("x", requires=not_(clause))
+    assert replica.delta() == before

@@ -217,7 +217,8 @@ def nonabsent(statuses: dict[str, Status]) -> dict[str, Status]:
 
 
 def exists_deps(replica: Replica, entity: str) -> set[str]:
-    """The entities whose ``exists`` the current rule of ``entity`` mentions."""
+    """The entities whose ``exists`` the current rule of ``entity`` mentions (none for a
+    retracted one)."""
     view = replica.entity(entity)
     found: set[str] = set()
 
@@ -231,7 +232,8 @@ def exists_deps(replica: Replica, entity: str) -> set[str]:
             for value in node:
                 walk(value)
 
-    if view is not None:
+    # A retracted entity's rule is no edge: it is absent whatever its requires says.
+    if view is not None and view.reason != "retracted":
         walk(view.requires)
     return found
 

@@ -17,6 +17,7 @@ from sphaera_crdt.core import records
 from sphaera_crdt.core.records import (
     ABSENT_ATTR,
     DIGITS,
+    Unreadable,
     decode_payload,
     encode_payload,
     parse_entry,
@@ -100,11 +101,36 @@ def test_entries_parse(text: str, parsed: tuple[int, Any, str]) -> None:
     assert parse_entry(text, 100) == parsed
 
 
-@pytest.mark.parametrize(
-    "text", ["", "A", "~", "~t", "t", "A!x", "3!x", "A{", "Ax", "AtX", "g:5", "5"]
-)
-def test_malformed_entries_parse_to_none(text: str) -> None:
+@pytest.mark.parametrize("text", ["", "~", "~t", "t", "5", "{}"])
+def test_entries_without_a_stamp_parse_to_none(text: str) -> None:
     assert parse_entry(text, 0) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("A", "empty payload"),
+        ("A!x", "undecodable"),
+        ("3!x", "undecodable"),
+        ("A{", "undecodable"),
+        ("Ax", "empty payload"),  # "x" is a digit of the stamp
+        ("AtX", "undecodable"),
+        ("g:5", "undecodable"),
+        ("A" + "[" * 129 + "]" * 129, "nested deeper than 128"),
+        ("A" + "[" * 5000 + "]" * 5000, "nested deeper than 128"),
+        ("A" + "1" * 5000, "more than 4300 digits"),
+        ("A[1e400]", "1e400 is not a finite number"),
+        ('A"\\ud800"', "lone surrogate"),
+        ('A{"\\udfff":1}', "lone surrogate"),
+    ],
+)
+def test_entries_with_a_stamp_but_no_readable_payload_are_unreadable(
+    text: str, problem: str
+) -> None:
+    parsed = parse_entry(text, 0)
+    assert parsed is not None
+    assert type(parsed[1]) is Unreadable
+    assert problem in parsed[1].reason
 
 
 def test_restamp_moves_either_layout_to_this_one() -> None:

@@ -7,6 +7,14 @@ library reads them back as ``int`` (of any size) and ``float``.
 Only the JSON data model is accepted, with exact types: ``None``, ``bool``, ``int``,
 finite ``float``, ``str``, ``list`` and ``dict`` with ``str`` keys. Tuples, sets, bytes,
 enums, subclasses and NaN are refused, because they would not come back as they went in.
+
+Values nest at most :data:`MAX_DEPTH` lists and dicts deep. The limit is one that every
+encoder on a value's way out can write with room to spare: orjson refuses documents
+nested deeper than 254 levels, and a value is shown inside answers (an entity inside
+``{"entities": {...}}``) and inside explanation trees, which add their own levels.
+:func:`loads` holds text from other replicas to the same limits as :func:`dumps` holds
+values written here: too deep, a non-finite number, an int of more digits than Python
+converts or a lone surrogate is refused, never read as something else.
 """
 
 from __future__ import annotations
@@ -14,15 +22,19 @@ from __future__ import annotations
 import json
 import json.encoder
 import math
+import re
+import sys
 from typing import Any, Final
 
 from ..errors import InvalidValue
 
 __all__ = [
     "MAX_DEPTH",
+    "BeyondLimits",
     "JsonValue",
     "check_text",
     "check_value",
+    "copy",
     "dumps",
     "dumps_checked",
     "float_text",
@@ -33,8 +45,8 @@ __all__ = [
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
-#: Deepest nesting accepted.
-MAX_DEPTH: Final = 256
+#: Deepest nesting of lists and dicts accepted in a value (see the module's docstring).
+MAX_DEPTH: Final = 128
 
 _SCALARS: Final = frozenset({type(None), bool, int, str})
 _ENCODE: Final = json.JSONEncoder(
@@ -49,7 +61,20 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
-_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
+class BeyondLimits(ValueError):
+    """Well-formed JSON text holds a value beyond the limits of values (see :func:`loads`)."""
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 reads as inf
+        raise BeyondLimits(f"{text[:40]} is not a finite number")
+    return number
+
+
+#: The JSON escape of a UTF-16 surrogate (lone ones cannot be written as UTF-8).
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
 
 
 def check_value(value: object, where: str = "value") -> None:
@@ -146,6 +171,48 @@ def float_text(value: float, where: str = "value") -> str:
     return float.__repr__(value)
 
 
-def loads(text: str) -> Any:
-    """Decode text written by :func:`dumps`; raises ``ValueError`` on malformed text."""
-    return _DECODE(text)
+def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode text written by :func:`dumps`.
+
+    Raises:
+        BeyondLimits: The text holds a non-finite number, an int of more digits than
+            Python converts or a string with a lone surrogate, or nests deeper than
+            ``max_depth`` lists and dicts.
+        ValueError: The text is malformed.
+        RecursionError: The text nests far deeper than ``max_depth``.
+    """
+    try:
+        value = _DECODE(text)
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            digits = sys.get_int_max_str_digits()
+            raise BeyondLimits(f"an int of more than {digits} digits") from exc
+        raise
+    # Text with few brackets cannot nest deep: only then is the value walked.
+    if type(value) in (list, dict) and text.count("[") + text.count("{") > max_depth:
+        _check_depth(value, max_depth)
+    # An escaped lone surrogate decodes to a str that no encoder writes as UTF-8.
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None:
+        try:
+            _ENCODE(value).encode()
+        except UnicodeError as exc:
+            raise BeyondLimits("a string with a lone surrogate") from exc
+    return value
+
+
+def _check_depth(value: list[Any] | dict[str, Any], max_depth: int) -> None:
+    """Raise :class:`BeyondLimits` if ``value`` nests deeper than ``max_depth``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise BeyondLimits(f"nested deeper than {max_depth} levels")
+        children = item.values() if type(item) is dict else item
+        stack.extend((child, depth + 1) for child in children if type(child) in (list, dict))
+
+
+def copy(value: Any) -> Any:
+    """A deep copy of a value that :func:`check_value` accepted (scalars are returned)."""
+    if type(value) in (list, dict):
+        return _DECODE(dumps_checked(value))
+    return value

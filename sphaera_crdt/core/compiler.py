@@ -22,11 +22,21 @@ from . import codec, names
 from .constraints import ATTR_OPS, MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES, check_constraint
 from .formulas import FALSE, TRUE
 from .names import MAX_ID_LEN
+from .records import Unreadable
 
 if TYPE_CHECKING:
-    from .records import Winner
+    from .records import EntityRecord, Winner
 
-__all__ = ["Compiled", "Malformed", "Node", "Tree", "compile_constraint", "compile_rule"]
+__all__ = [
+    "Compiled",
+    "Malformed",
+    "Node",
+    "Rule",
+    "Tree",
+    "compile_constraint",
+    "compile_rule",
+    "rule_of",
+]
 
 #: A compiled clause other than an ``exists`` atom: ``(OP, ...)``.
 Tree = tuple[Any, ...]
@@ -35,7 +45,8 @@ Node = Tree | str
 
 
 class Malformed(str):
-    """The message of a ``requires`` that did not compile; its entity is undetermined."""
+    """The message of a ``requires`` that did not compile or could not be read (or of a
+    retracted flag that could not be read); its entity is undetermined."""
 
     __slots__ = ()
 
@@ -79,19 +90,50 @@ class _Unsure(Exception):
 _Found = list[Any]
 
 
+#: An entity's rule: compiled, malformed, or ``None`` (nothing to evaluate: no
+#: requirements, or an entity that is undeclared or retracted).
+Rule = Compiled | Malformed | None
+
+
+def rule_of(record: EntityRecord | None) -> Rule:
+    """The rule an entity's record states.
+
+    An undeclared or retracted entity has none: it is absent whatever its ``requires``
+    says, and its old rule must not count as an edge of the dependency graph (a retracted
+    member of a cycle leaves the cycle). A retracted flag that cannot be read leaves the
+    entity undetermined.
+    """
+    if record is None:
+        return None
+    flag = record.fields.get("x")
+    if flag is None or flag.value is True:
+        return None
+    if flag.value is not False:
+        reason = flag.value.reason if type(flag.value) is Unreadable else "not a bool"
+        return Malformed(f"unreadable retracted flag: {reason}")
+    winner = record.fields.get("q")
+    if winner is None or winner.value is None:
+        return None
+    return compile_rule(winner)
+
+
 def compile_rule(winner: Winner) -> Compiled | Malformed:
     """The rule of a ``requires`` field's winning entry, compiled once per record version.
 
-    The compiled rule (or the message of a malformed one) is kept on the winner, so every
-    engine over the view, a full derivation included, compiles each version of a rule
-    once; a new winner (the record changed) starts without one.
+    The compiled rule (or the message of a malformed or unreadable one) is kept on the
+    winner, so every engine over the view, a full derivation included, compiles each
+    version of a rule once; a new winner (the record changed) starts without one.
     """
     rule: Compiled | Malformed | None = winner.rule
     if rule is None:
-        try:
-            rule = compile_constraint(winner.value)
-        except InvalidConstraint as exc:
-            rule = Malformed(f"malformed requires: {exc}")
+        value = winner.value
+        if type(value) is Unreadable:
+            rule = Malformed(f"unreadable requires: {value.reason}")
+        else:
+            try:
+                rule = compile_constraint(value)
+            except InvalidConstraint as exc:
+                rule = Malformed(f"malformed requires: {exc}")
         winner.rule = rule
     return rule
 

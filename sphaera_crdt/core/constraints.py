@@ -13,7 +13,8 @@
 
 The builders below produce exactly this data, and :func:`check_constraint` accepts the
 same data from anywhere (a file, an HTTP body, another replica). Validation points at the
-bad part with a path such as ``requires.all[1].observed``.
+bad part with a path such as ``requires.all[1].observed``. A builder's result is a copy:
+lists and dicts handed to it may be mutated afterwards without changing it.
 """
 
 from __future__ import annotations
@@ -50,28 +51,28 @@ Constraint = bool | dict[str, Any]
 
 def exists(entity_id: str) -> dict[str, Any]:
     """Holds while ``entity_id`` exists on this replica."""
-    return check_constraint({"exists": entity_id}, "exists()")  # type: ignore[return-value]
+    return _built({"exists": entity_id}, "exists()")
 
 
 def all_of(*clauses: Constraint) -> dict[str, Any]:
     """Holds while every clause holds (``true`` for no clauses)."""
-    return check_constraint({"all": list(clauses)}, "all_of()")  # type: ignore[return-value]
+    return _built({"all": list(clauses)}, "all_of()")
 
 
 def any_of(*clauses: Constraint) -> dict[str, Any]:
     """Holds while some clause holds (``false`` for no clauses)."""
-    return check_constraint({"any": list(clauses)}, "any_of()")  # type: ignore[return-value]
+    return _built({"any": list(clauses)}, "any_of()")
 
 
 def not_(clause: Constraint) -> dict[str, Any]:
     """Holds while the clause does not."""
-    return check_constraint({"not": clause}, "not_()")  # type: ignore[return-value]
+    return _built({"not": clause}, "not_()")
 
 
 def at_least(k: int, *clauses: Constraint) -> dict[str, Any]:
     """Holds while at least ``k`` of the clauses hold."""
     data = {"at_least": k, "of": list(clauses)}
-    return check_constraint(data, "at_least()")  # type: ignore[return-value]
+    return _built(data, "at_least()")
 
 
 def observed(
@@ -87,7 +88,7 @@ def observed(
     ``by`` is ``"*"`` (anyone), ``"self"`` (this replica) or a list of replica ids.
     """
     data = {"observed": entity_id, "within": within, "by": by, "quorum": quorum, "ok": ok}
-    return check_constraint(data, "observed()")  # type: ignore[return-value]
+    return _built(data, "observed()")
 
 
 def attr(entity_id: str, path: str, op: str, value: Any = None) -> dict[str, Any]:
@@ -97,12 +98,18 @@ def attr(entity_id: str, path: str, op: str, value: Any = None) -> dict[str, Any
     data: dict[str, Any] = {"attr": [entity_id, path], "op": op}
     if op != "present":
         data["value"] = value
-    return check_constraint(data, "attr()")  # type: ignore[return-value]
+    return _built(data, "attr()")
 
 
 def call(name: str, **args: Any) -> dict[str, Any]:
     """Calls the predicate registered on the replica as ``name`` with ``args``."""
-    return check_constraint({"call": name, "args": args}, "call()")  # type: ignore[return-value]
+    return _built({"call": name, "args": args}, "call()")
+
+
+def _built(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A builder's checked result, copied (see the module's docstring)."""
+    check_constraint(data, where)
+    return codec.copy(data)  # type: ignore[no-any-return]
 
 
 def check_constraint(data: Any, where: str = "requires") -> Constraint:

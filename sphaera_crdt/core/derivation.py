@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .compiler import Compiled, Malformed, Node, compile_rule
+from .compiler import Compiled, Malformed, Node, compile_rule, rule_of
 from .cycles import ROUNDS, negates_member, settle, solve_cycle
 from .formulas import FALSE, INF, TRUE, UNKNOWN
 
@@ -33,61 +33,61 @@ if TYPE_CHECKING:
 __all__ = ["compile_all", "derive_all"]
 
 
-def compile_all(engine: ExistenceEngine) -> tuple[dict[str, int], set[str]]:
+def compile_all(engine: ExistenceEngine) -> dict[str, int]:
     """Compile the rule of every record, index what each one reads, and evaluate the
     rules that mention no ``exists`` (they depend on no status).
 
-    Returns the number of ``exists`` targets of each entity that has some, and those of
-    them that are retracted (undeclared or withdrawn).
+    Returns the number of ``exists`` targets of each entity that has some. An undeclared
+    or retracted entity has no rule (see :func:`~.compiler.rule_of`), hence no edges.
     """
     rules = engine.rules
     rdeps = engine.rdeps
     status = engine.status
     evaluator = engine.evaluator
     pending: dict[str, int] = {}
-    dead: set[str] = set()
     for entity, record in engine.view.records.items():
         fields = record.fields
         winner = fields.get("q")
         retracted = fields.get("x")
-        live = retracted is not None and retracted.value is False
+        if retracted is None or retracted.value is not False:
+            unread = None if retracted is None else rule_of(record)
+            rules[entity] = unread
+            if unread is not None:  # a retracted flag that cannot be read
+                status[entity] = UNKNOWN
+            continue
         if winner is None or winner.value is None:
             rules[entity] = None
-            if live:
-                status[entity] = TRUE
+            status[entity] = TRUE
             continue
         rule = winner.rule
         if rule is None:
             rule = compile_rule(winner)
         rules[entity] = rule
         if type(rule) is Malformed:
-            if live:
-                status[entity] = UNKNOWN
+            status[entity] = UNKNOWN
             continue
         if rule.observed or rule.attrs or rule.calls:
             engine._index_reads(entity, rule)
         targets = rule.exists
         if targets:
             pending[entity] = len(targets)
-            if not live:
-                dead.add(entity)
             for dep in targets:
                 dependents = rdeps.get(dep)
                 if dependents is None:
                     rdeps[dep] = [entity]
                 else:
                     dependents.append(entity)  # type: ignore[union-attr]
-        elif live:
+        else:
             value = evaluator.kleene(rule.node)
             if evaluator.deadline != INF:
                 engine._set_deadline(entity, evaluator.deadline)
                 evaluator.deadline = INF
             if value:
                 status[entity] = value
-    return pending, dead
+    return pending
 
 
-def derive_all(engine: ExistenceEngine, pending: dict[str, int], dead: set[str]) -> int:
+def derive_all(engine: ExistenceEngine, pending: dict[str, int]) -> int:
     """Evaluate the rules with ``exists`` atoms in dependency order, once those without
     are; returns the number of components solved (``evaluated``).
 
@@ -106,7 +106,7 @@ def derive_all(engine: ExistenceEngine, pending: dict[str, int], dead: set[str])
     ready: list[str] = []
     for dep in rdeps.keys() - pending.keys():
         _release(rdeps[dep], pending, ready)
-    solved += _kahn(engine, ready, pending, dead, 1)
+    solved += _kahn(engine, ready, pending, 1)
     if not pending:
         return solved
     starts = list(pending)
@@ -141,13 +141,13 @@ def derive_all(engine: ExistenceEngine, pending: dict[str, int], dead: set[str])
         for component in components:
             for entity in component:
                 del pending[entity]
-            _settle(engine, component, dead)
+            _settle(engine, component)
         solved += len(components)
         ready = []
         for component in components:
             for entity in component:
                 _release(rdeps.get(entity, ()), pending, ready)
-        solved += _kahn(engine, ready, pending, dead, None)
+        solved += _kahn(engine, ready, pending, None)
         # What was solved is a tail of the path (each entity on it waits for the next).
         while path and path[-1] not in pending:
             on_path.discard(path.pop())
@@ -173,7 +173,6 @@ def _kahn(
     engine: ExistenceEngine,
     ready: list[str],
     pending: dict[str, int],
-    dead: set[str],
     depth: int | None,
 ) -> int:
     """Solve ``ready`` and what becomes ready after it (Kahn's algorithm, in rounds);
@@ -210,30 +209,29 @@ def _kahn(
                     if dep_level > top:
                         top = dep_level
                 level[entity] = top + 1
-            if not dead or entity not in dead:
-                # The engine's _solve for an entity with edges, inline: the usual rules
-                # are an exists atom or an all of them.
-                node = rule.node
-                if type(node) is str:
-                    value = status_get(node, FALSE)
-                elif node[0] == "all":
-                    value = TRUE
-                    for child in node[1]:
-                        if type(child) is str:
-                            child_value = status_get(child, FALSE)
-                        else:
-                            child_value = kleene(child)
-                        if child_value < value:
-                            value = child_value
-                            if not value:
-                                break
-                else:
-                    value = kleene(node)
-                if rule.observed and evaluator.deadline != INF:
-                    engine._set_deadline(entity, evaluator.deadline)
-                    evaluator.deadline = INF
-                if value:
-                    status[entity] = value
+            # The engine's _solve for an entity with edges, inline: the usual rules
+            # are an exists atom or an all of them.
+            node = rule.node
+            if type(node) is str:
+                value = status_get(node, FALSE)
+            elif node[0] == "all":
+                value = TRUE
+                for child in node[1]:
+                    if type(child) is str:
+                        child_value = status_get(child, FALSE)
+                    else:
+                        child_value = kleene(child)
+                    if child_value < value:
+                        value = child_value
+                        if not value:
+                            break
+            else:
+                value = kleene(node)
+            if rule.observed and evaluator.deadline != INF:
+                engine._set_deadline(entity, evaluator.deadline)
+                evaluator.deadline = INF
+            if value:
+                status[entity] = value
             for dependent in rdeps.get(entity, ()):
                 left = pending[dependent] - 1
                 if left:
@@ -246,22 +244,20 @@ def _kahn(
     return solved
 
 
-def _settle(engine: ExistenceEngine, component: list[str], dead: set[str]) -> None:
+def _settle(engine: ExistenceEngine, component: list[str]) -> None:
     """Place and solve a component whose dependencies outside it are solved (full
-    derivation; ``dead`` are the retracted entities with edges)."""
+    derivation)."""
     entity = component[0]
     if len(component) > 1 or entity in engine._targets(entity):
         rep = engine._place(component)
         members = engine.members.get(rep) or [rep]
-        if not _settle_small(engine, members, dead):
+        if not _settle_small(engine, members):
             for member, value in solve_cycle(engine, members).items():
                 if value:
                     engine.status[member] = value
         engine.evaluator.deadline = INF
         return
     engine._place(component)
-    if entity in dead:
-        return
     evaluator = engine.evaluator
     value = evaluator.kleene(engine.rules[entity].node)  # type: ignore[union-attr]
     if evaluator.deadline != INF:
@@ -271,12 +267,12 @@ def _settle(engine: ExistenceEngine, component: list[str], dead: set[str]) -> No
         engine.status[entity] = value
 
 
-def _settle_small(engine: ExistenceEngine, members: list[str], dead: set[str]) -> bool:
+def _settle_small(engine: ExistenceEngine, members: list[str]) -> bool:
     """:func:`~.cycles.solve_cycle` for a small cycle of the full derivation, in place: its
     members have no status yet, so the same rounds run on the statuses themselves. Returns
-    ``False``, leaving nothing behind, when it does not apply (a retracted member, or a
-    cycle through negation that Fitting's model leaves open)."""
-    if len(members) > ROUNDS or (dead and not dead.isdisjoint(members)):
+    ``False``, leaving nothing behind, when it does not apply (a larger cycle, or one
+    through negation that Fitting's model leaves open)."""
+    if len(members) > ROUNDS:
         return False
     rules = engine.rules
     nodes: list[tuple[str, Node]] = []

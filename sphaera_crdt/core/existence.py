@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-Each declared entity is a rule ``e <- F_e`` where ``F_e`` is its compiled constraint. The
-``exists`` atoms of the rules form a directed graph (``e -> d`` when ``F_e`` mentions
-``exists(d)``). Its strongly connected components, ordered so that dependencies come first,
-are solved one at a time with the statuses of everything below them fixed:
+Each declared entity is a rule ``e <- F_e`` where ``F_e`` is its compiled constraint (an
+undeclared or retracted entity has none: it is absent whatever it required, so a retracted
+member of a cycle leaves it). The ``exists`` atoms of the rules form a directed graph
+(``e -> d`` when ``F_e`` mentions ``exists(d)``). Its strongly connected components,
+ordered so that dependencies come first, are solved one at a time with the statuses of
+everything below them fixed:
 
 * a component of one entity that does not mention itself is a Kleene evaluation;
 * a cyclic component gets its well-founded model (:mod:`.cycles`): an unsupported positive
@@ -36,7 +38,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from . import cycles, derivation
-from .compiler import Compiled, Malformed, compile_rule
+from .compiler import Compiled, Malformed, Rule, rule_of
 from .formulas import DEFAULT_MAX_SKEW, FALSE, TRUE, UNKNOWN, Evaluator
 from .records import MergedView
 
@@ -49,8 +51,6 @@ StatusChange = tuple[str, int, int]
 
 #: A key missing from :attr:`ExistenceEngine.rules` (``None`` is a rule: no requirements).
 _MISSING: Final = object()
-
-Rule = Compiled | Malformed | None
 
 
 class ExistenceEngine:
@@ -197,8 +197,8 @@ class ExistenceEngine:
         self.status.clear()
         self.evaluator.now = now
         self.evaluator.deadline = INF
-        pending, dead = derivation.compile_all(self)
-        self.evaluated = derivation.derive_all(self, pending, dead)
+        pending = derivation.compile_all(self)
+        self.evaluated = derivation.derive_all(self, pending)
         return dict(self.status)
 
     def _components(self, region: Container[str], roots: Iterable[str]) -> list[list[str]]:
@@ -339,20 +339,10 @@ class ExistenceEngine:
             self._restructure(entity, old_deps, new_deps)
 
     def _set_rule(self, entity: str) -> None:
-        record = self.view.records.get(entity)
-        winner = None if record is None else record.fields.get("q")
-        current = self.rules.get(entity, _MISSING)
-        if winner is None or winner.value is None:
-            if current is None:
-                return
-        elif isinstance(current, Compiled) and current.data is winner.value:
-            return  # compiled from this very winner: its requires did not change
+        rule = rule_of(self.view.records.get(entity))
+        if rule is self.rules.get(entity, _MISSING):
+            return  # no rule still, or compiled from the same winner (kept on it)
         self._forget(entity)
-        rule: Rule
-        if winner is None or winner.value is None:
-            rule = None
-        else:
-            rule = compile_rule(winner)
         self.rules[entity] = rule
         if isinstance(rule, Compiled):
             if rule.exists:

@@ -6,6 +6,11 @@ the *deciding* clauses (the false ones of a false ``all``, the true ones of a tr
 the unknown ones of an unknown clause). ``exists`` clauses explain the entity they name,
 to a bounded depth; past it, a chain of single causes is followed and summarised by its
 length and its last link, so a 100-deep chain reads in a few lines.
+
+However deep it is asked to go, a tree nests at most :data:`MAX_NESTING` levels (and says
+where it was cut): the values it shows nest at most :data:`~.codec.MAX_DEPTH` levels more,
+so every encoder on the way out (orjson stops at 254) can write it, and building it never
+recurses far. Fields that could not be read are named under ``"unreadable"``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
+from . import codec
 from .compiler import Compiled, Node, Tree
 from .existence import ExistenceEngine, Malformed
 from .formulas import FALSE, TRUE, UNKNOWN, stale_from, usable_from
+from .records import Unreadable
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]
 
@@ -28,7 +35,12 @@ MAX_CHILDREN: Final = 8
 MAX_OBSERVATIONS: Final = 10
 #: Longest chain followed when summarising.
 MAX_CHAIN: Final = 100_000
+#: Deepest nesting of lists and objects in a tree, not counting the values it shows (which
+#: add at most :data:`~.codec.MAX_DEPTH`): together well within the 254 orjson writes.
+MAX_NESTING: Final = 100
 _NO_CYCLE: Final[frozenset[str]] = frozenset()
+#: Clauses explained by nested clauses or entities (the others by flat facts).
+_NESTED: Final = frozenset({"all", "any", "at_least", "not", "exists"})
 
 
 def reason(engine: ExistenceEngine, entity: str) -> str:
@@ -58,7 +70,7 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
 
 def explain(engine: ExistenceEngine, entity: str, *, depth: int = 3) -> dict[str, Any]:
     """The explanation tree of an entity's current status."""
-    return _explain_entity(engine, entity, depth, ())
+    return _explain_entity(engine, entity, depth, (), 1)
 
 
 def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
@@ -187,9 +199,10 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
         return _describe_exists(engine, node[1])
     if op == "observed":
         facts = _observed_facts(engine, node)
+        unreadable = f" ({facts['unreadable']} unreadable)" if "unreadable" in facts else ""
         text = (
             f"{facts['fresh']} of {facts['quorum']} needed fresh observations of {node[1]}"
-            f" within {node[2]:g}s"
+            f" within {node[2]:g}s{unreadable}"
         )
         future = facts.get("dated_in_future")
         if future:
@@ -212,14 +225,23 @@ def _describe_exists(engine: ExistenceEngine, entity: str) -> str:
 
 
 def _explain_entity(
-    engine: ExistenceEngine, entity: str, depth: int, path: tuple[str, ...]
+    engine: ExistenceEngine, entity: str, depth: int, path: tuple[str, ...], level: int
 ) -> dict[str, Any]:
+    """The explanation of ``entity``, an object at nesting ``level`` of the tree."""
     value = engine.status.get(entity, FALSE)
     out: dict[str, Any] = {
         "entity": entity,
         "status": STATUS_NAMES[value],
         "reason": reason(engine, entity),
     }
+    record = engine.view.records.get(entity)
+    unreadable = {} if record is None else record.unreadable()
+    table = engine.view.observations.get(entity, {})
+    unread = sorted(observer for observer, winner in table.items() if winner.observation is None)
+    for observer in unread[:MAX_OBSERVATIONS]:
+        unreadable[f"observation by {observer}"] = table[observer].unreadable
+    if unreadable:
+        out["unreadable"] = unreadable
     cycle = _cycle(engine, entity)
     if cycle:
         out["cycle"] = sorted(cycle)
@@ -229,39 +251,50 @@ def _explain_entity(
     if entity in path:
         out["see"] = "above (cycle)"
         return out
-    if depth <= 0:
+    cut = level + 2 > MAX_NESTING  # no room for its clause and the clause's dependency
+    if depth <= 0 or cut:
+        if cut:
+            out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
         chain = _chain(engine, entity, set(path))
         if chain:
             out["chain"] = chain
         return out
-    out["because"] = _explain_node(engine, rule.node, depth - 1, (*path, entity))
+    out["because"] = _explain_node(engine, rule.node, depth - 1, (*path, entity), level + 1)
     return out
 
 
 def _explain_node(
-    engine: ExistenceEngine, node: Node, depth: int, path: tuple[str, ...]
+    engine: ExistenceEngine, node: Node, depth: int, path: tuple[str, ...], level: int
 ) -> dict[str, Any]:
+    """The explanation of a clause, an object at nesting ``level`` of the tree."""
     value = _value(engine, node)
     node = _tree(node)
     op = node[0]
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
+    if level + (1 if op == "exists" else 2) > MAX_NESTING and op in _NESTED:
+        out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
+        leaf = _first_leaf(engine, node if op != "exists" else node[1], value)
+        if leaf is not None:
+            out["first_cause"] = leaf[0]
+        return out
     if op in ("all", "any", "at_least"):
         children = node[2] if op == "at_least" else node[1]
         if op == "at_least":
             out["need"] = node[1]
         deciding = [child for child in children if _value(engine, child) == value]
         out["deciding"] = [
-            _explain_node(engine, child, depth, path) for child in deciding[:MAX_CHILDREN]
+            _explain_node(engine, child, depth, path, level + 2)
+            for child in deciding[:MAX_CHILDREN]
         ]
         if len(deciding) > MAX_CHILDREN:
             out["more"] = len(deciding) - MAX_CHILDREN
         return out
     if op == "not":
-        out["deciding"] = [_explain_node(engine, node[1], depth, path)]
+        out["deciding"] = [_explain_node(engine, node[1], depth, path, level + 2)]
         return out
     if op == "exists":
         out["entity"] = node[1]
-        out["dependency"] = _explain_entity(engine, node[1], depth, path)
+        out["dependency"] = _explain_entity(engine, node[1], depth, path, level + 1)
         return out
     if op == "observed":
         out.update(_observed_facts(engine, node))
@@ -271,7 +304,7 @@ def _explain_node(
         return out
     if op == "call":
         out["name"] = node[1]
-        out["args"] = node[2]
+        out["args"] = codec.copy(node[2])  # the rule's own dict must stay untouched
         if node[1] not in engine.evaluator.predicates:
             out["error"] = f"unknown predicate {node[1]!r}"
         return out
@@ -314,7 +347,7 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     table = engine.view.observations.get(subject, {})
     max_skew = engine.evaluator.max_skew
     listed: list[dict[str, Any]] = []
-    fresh = 0
+    fresh = unreadable = 0
     future = 0
     ahead_most = 0.0
     for observer in sorted(table):
@@ -323,6 +356,11 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
         if by not in ("*", "self") and observer not in by:
             continue
         observation = table[observer].observation
+        if observation is None:
+            unreadable += 1
+            if len(listed) < MAX_OBSERVATIONS:
+                listed.append({"observer": observer, "unreadable": table[observer].unreadable})
+            continue
         limit = within if observation.ttl is None else min(within, observation.ttl)
         ahead = observation.at - now
         early = ahead > max_skew
@@ -362,6 +400,8 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
             "ahead": round(ahead_most, 3),
             "max_skew": max_skew,
         }
+    if unreadable:
+        facts["unreadable"] = unreadable
     return facts
 
 
@@ -369,11 +409,15 @@ def _attr_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     _, entity, path, op, expected = node
     out: dict[str, Any] = {"entity": entity, "path": ".".join(path), "op": op}
     if op != "present":
-        out["expected"] = expected
+        out["expected"] = codec.copy(expected)  # the rule's own value must stay untouched
     record = engine.view.records.get(entity)
     if record is None or record.retracted:
         out["actual"] = None
         out["missing"] = "undeclared" if record is None or not record.declared else "retracted"
+        return out
+    winner = record.attrs.get(path[0])
+    if winner is not None and type(winner.value) is Unreadable:
+        out["unreadable"] = winner.value.reason
         return out
     attrs = record.attrs_copy()
     value: Any = attrs

@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .records import ABSENT_ATTR, MergedView
+from .records import ABSENT_ATTR, MergedView, Unreadable
 
 if TYPE_CHECKING:
     from .compiler import Node, Tree
@@ -223,7 +223,7 @@ class Evaluator:
         if not by_observer:
             return FALSE
         now = self.now
-        count = 0
+        count = unreadable = 0
         soonest = INF
         if by == "self":
             candidates: Any = ((self.replica_id, by_observer.get(self.replica_id)),)
@@ -235,6 +235,9 @@ class Evaluator:
             if winner is None:
                 continue
             observation = winner.observation
+            if observation is None:  # could not be read: it might have counted
+                unreadable += 1
+                continue
             if observation.ok is not want_ok:
                 continue
             if observation.at - now > self.max_skew:
@@ -258,7 +261,9 @@ class Evaluator:
                     soonest = stale
         if soonest < self.deadline:
             self.deadline = soonest
-        return TRUE if count >= quorum else FALSE
+        if count >= quorum:
+            return TRUE
+        return UNKNOWN if count + unreadable >= quorum else FALSE
 
     def _attr(self, node: Tree) -> int:
         _, entity, path, op, expected = node
@@ -269,6 +274,8 @@ class Evaluator:
         if winner is None or winner.value is ABSENT_ATTR:
             return FALSE
         value = winner.value
+        if type(value) is Unreadable or not record.live:
+            return UNKNOWN  # an unreadable value, or a retracted flag that cannot be read
         for part in path[1:]:
             if type(value) is not dict or part not in value:
                 return FALSE
@@ -299,9 +306,21 @@ def _compare(op: str, value: Any, expected: Any) -> bool:
 
 
 def _same(a: Any, b: Any) -> bool:
-    # JSON equality: 1 == 1.0 holds, but True is not 1.
-    if type(a) is bool or type(b) is bool:
-        return type(a) is type(b) and a == b
+    """JSON equality at every depth: ``1 == 1.0`` holds, but ``true`` is not ``1``, also
+    inside lists and objects (Python's ``==`` says ``[True] == [1]``). Values nest at
+    most :data:`~.codec.MAX_DEPTH` deep, so the recursion is bounded."""
+    kind = type(a)
+    other = type(b)
+    if kind is list:
+        return other is list and len(a) == len(b) and all(map(_same, a, b))
+    if kind is dict:
+        return (
+            other is dict
+            and a.keys() == b.keys()
+            and all(_same(value, b[key]) for key, value in a.items())
+        )
+    if kind is bool or other is bool or other is list or other is dict:
+        return kind is other and a == b
     return bool(a == b)
 
 

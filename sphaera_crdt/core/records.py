@@ -26,8 +26,13 @@ concurrent writes resolve the same way everywhere.
 Texts of the first layout, ``<offset in hex>:<json>`` and ``<offset in hex>!``, are read as
 well: they begin with a hex digit or ``-``, which no stamp of this layout does.
 
-Everything here tolerates garbage: entries that arrive malformed from a peer are counted
-and ignored, never raised.
+Everything here tolerates garbage, and none of it is read as absent. An entry whose stamp
+cannot be read cannot be ordered: it is counted and ignored. An entry whose stamp reads but
+whose payload does not (undecodable, empty, nested deeper than the value limit, a number
+beyond the value limits, or a field of the wrong type) is *unreadable*: it is counted and
+takes part in last-writer-wins like any other, so a newer unreadable version replaces an
+older readable one, and readers see an :class:`Unreadable` value that names the problem
+(an unreadable ``requires`` makes its entity undetermined, see :mod:`.compiler`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ __all__ = [
     "Entry",
     "MergedView",
     "Order",
+    "Unreadable",
     "attr_payload",
     "decode_payload",
     "encode_payload",
@@ -66,7 +72,26 @@ Changed = tuple[str, str | None, str]
 #: The decoded value of a removed attribute.
 ABSENT_ATTR: Final = object()
 
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """The value of an entry whose payload could not be read, with the reason."""
+
+    reason: str
+
+
 FIELDS: Final = frozenset({"k", "q", "o", "x"})
+#: What each field is called in reasons and explanations.
+FIELD_NAMES: Final = {"k": "kind", "q": "requires", "o": "owner", "x": "retracted"}
+_ANY: Final = frozenset({type(None), bool, int, float, str, list, dict})
+#: The types each field may have (``requires`` is checked when its rule is compiled).
+_FIELD_TYPES: Final = {
+    "k": frozenset({str, type(None)}),
+    "q": _ANY,
+    "o": frozenset({str, type(None)}),
+    "x": frozenset({bool}),
+}
+_FIELD_EXPECTS: Final = {"k": "a string or null", "o": "a string or null", "x": "true or false"}
 
 #: The 64 digits of a stamp, in order of value: none is a hex digit, ``-`` or ``~``, and
 #: none can begin a payload.
@@ -172,9 +197,12 @@ def observation_payload(ok: bool, value: Any, at: float, ttl: float | None) -> s
 
 
 def make_entry(key: str, stamp: int, epoch: int, value: Any, where: str) -> Entry:
-    """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values."""
+    """Encode one entry; raises :class:`~sphaera_crdt.errors.InvalidValue` for bad values.
+
+    The entry holds a copy of a list or dict ``value``, never the caller's object.
+    """
     payload = encode_payload(value, where)
-    return key, stamp_text(stamp - epoch) + payload, stamp, value, payload
+    return key, stamp_text(stamp - epoch) + payload, stamp, fresh_copy(value, payload), payload
 
 
 def removed_entry(key: str, stamp: int, epoch: int) -> Entry:
@@ -216,8 +244,14 @@ def split_entry(text: str, epoch: int = 0) -> tuple[int, str] | None:
     return stamp, text[head.end() :]
 
 
-def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str] | None:
-    """Return ``(stamp, value, payload)`` or ``None`` if the text is malformed."""
+def parse_entry(
+    text: str, epoch: int = 0, max_depth: int = codec.MAX_DEPTH
+) -> tuple[int, Any, str] | None:
+    """Return ``(stamp, value, payload)``, or ``None`` if the text has no stamp.
+
+    A payload that cannot be read (empty, undecodable, nested deeper than ``max_depth``,
+    beyond the value limits) gives an :class:`Unreadable` value.
+    """
     split = split_entry(text, epoch)
     if split is None:
         return None
@@ -225,11 +259,42 @@ def parse_entry(text: str, epoch: int = 0) -> tuple[int, Any, str] | None:
     if payload == REMOVED:
         return stamp, ABSENT_ATTR, ""
     if not payload:
-        return None
+        return stamp, Unreadable("empty payload"), payload
     try:
-        return stamp, decode_payload(payload), payload
-    except (ValueError, RecursionError):
-        return None
+        if payload[:1] == STRING:
+            return stamp, payload[1:], payload
+        literal = _LITERALS.get(payload, payload)
+        if literal is not payload:
+            return stamp, literal, payload
+        return stamp, codec.loads(payload, max_depth), payload
+    except RecursionError:
+        return stamp, Unreadable(f"nested deeper than {max_depth} levels"), payload
+    except codec.BeyondLimits as exc:
+        return stamp, Unreadable(str(exc)), payload
+    except ValueError as exc:
+        return stamp, Unreadable(_short(f"undecodable payload: {exc}")), payload
+
+
+_OBSERVATION_DEPTH: Final = codec.MAX_DEPTH + 1
+_JSON_TYPES: Final[dict[type, str]] = {
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _describe(value: Any) -> str:
+    """A short description of a value a peer wrote, for a reason."""
+    if value is None or type(value) is bool:
+        return "null" if value is None else "true" if value else "false"
+    return f"{_JSON_TYPES.get(type(value), 'unreadable')} {_short(repr(value))}"
+
+
+def _short(text: str) -> str:
+    """``text`` cut to a length fit for a reason (a peer chooses what it holds)."""
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def restamp(text: str, epoch: int, new_epoch: int) -> tuple[int, str] | None:
@@ -242,7 +307,7 @@ def restamp(text: str, epoch: int, new_epoch: int) -> tuple[int, str] | None:
 
 
 def fresh_copy(value: Any, payload: str) -> Any:
-    """A copy of a decoded value that callers may mutate freely."""
+    """A copy of ``value`` (whose payload is ``payload``) that nobody else holds."""
     if type(value) in (dict, list):
         return codec.loads(payload)
     return value
@@ -264,15 +329,17 @@ class Winner:
 @dataclass(slots=True)
 class ObservationWinner:
     order: Order
-    observation: Observation
+    #: ``None`` when the entry could not be read (``unreadable`` says why)
+    observation: Observation | None
     payload: str
+    unreadable: str = ""
 
-    def copy(self) -> Observation:
+    def copy(self) -> Observation | None:
         """The observation with a value callers may mutate freely."""
-        value = self.observation.value
-        if type(value) not in (dict, list):
-            return self.observation
-        return replace(self.observation, value=codec.loads(self.payload)[1])
+        observation = self.observation
+        if observation is None or type(observation.value) not in (dict, list):
+            return observation
+        return replace(observation, value=codec.loads(self.payload, codec.MAX_DEPTH + 1)[1])
 
 
 @dataclass(slots=True)
@@ -289,8 +356,27 @@ class EntityRecord:
 
     @property
     def retracted(self) -> bool:
+        """Undeclared or retracted (an unreadable flag is neither: see :attr:`live`)."""
         winner = self.fields.get("x")
-        return winner is None or winner.value is not False
+        return winner is None or winner.value is True
+
+    @property
+    def live(self) -> bool:
+        """Declared and not retracted."""
+        winner = self.fields.get("x")
+        return winner is not None and winner.value is False
+
+    def unreadable(self) -> dict[str, str]:
+        """The fields and attributes whose winning entry could not be read, with why."""
+        found = {
+            FIELD_NAMES[name]: winner.value.reason
+            for name, winner in self.fields.items()
+            if type(winner.value) is Unreadable
+        }
+        for name, winner in self.attrs.items():
+            if type(winner.value) is Unreadable:
+                found[f"attrs.{name}"] = winner.value.reason
+        return found
 
     def field(self, name: str) -> Any:
         winner = self.fields.get(name)
@@ -310,12 +396,14 @@ class EntityRecord:
         return {
             name: winner.copy_value()
             for name, winner in self.attrs.items()
-            if winner.value is not ABSENT_ATTR
+            if winner.value is not ABSENT_ATTR and type(winner.value) is not Unreadable
         }
 
     def requires_copy(self) -> Any:
         winner = self.fields.get("q")
-        return None if winner is None else winner.copy_value()
+        if winner is None or type(winner.value) is Unreadable:
+            return None
+        return winner.copy_value()
 
 
 class MergedView:
@@ -326,7 +414,10 @@ class MergedView:
         #: subject -> observer replica id -> winning observation
         self.observations: dict[str, dict[str, ObservationWinner]] = {}
         self.max_stamp = 0
+        #: entries ignored because they cannot be ordered (no stamp, a foreign key)
         self.malformed = 0
+        #: entries merged whose payload could not be read (see :class:`Unreadable`)
+        self.unreadable = 0
         #: logical keys held (entity fields, attributes, observations): the live data size
         self.size = 0
 
@@ -335,7 +426,8 @@ class MergedView:
 
         Returns what changed (see :data:`Changed`), or ``None`` when nothing did.
         """
-        parsed = parse_entry(text, epoch)
+        # An observation's payload wraps its value in a list: one level more.
+        parsed = parse_entry(text, epoch, _OBSERVATION_DEPTH if key[:1] == "s" else codec.MAX_DEPTH)
         if parsed is None:
             self.malformed += 1
             return None
@@ -366,9 +458,16 @@ class MergedView:
 
     def _apply_field(self, entity: str, name: str, winner: Winner) -> Changed | None:
         if name in FIELDS:
-            if winner.value is ABSENT_ATTR:
-                self.malformed += 1
-                return None
+            value = winner.value
+            if type(value) not in _FIELD_TYPES[name]:
+                # Only a peer or a raw client writes these: seen, and never read as absent.
+                if value is ABSENT_ATTR:
+                    winner.value = Unreadable(f"{FIELD_NAMES[name]} is marked removed")
+                elif type(value) is not Unreadable:
+                    winner.value = Unreadable(
+                        f"{FIELD_NAMES[name]} is {_describe(value)}, not {_FIELD_EXPECTS[name]}"
+                    )
+                self.unreadable += 1
             record = self.records.get(entity)
             if record is None:
                 record = self.records[entity] = EntityRecord(entity, {}, {})
@@ -380,6 +479,8 @@ class MergedView:
             record.fields[name] = winner
             return entity, None, name
         if name.startswith("a" + SEP) and len(name) > 2:
+            if type(winner.value) is Unreadable:
+                self.unreadable += 1
             return (entity, None, "a") if self.apply_attr(entity, name[2:], winner) else None
         self.malformed += 1
         return None
@@ -401,30 +502,51 @@ class MergedView:
     def _apply_observation(
         self, observer: str, subject: str, order: Order, value: Any, payload: str
     ) -> Changed | None:
-        try:
+        observation: Observation | None = None
+        problem = ""
+        if type(value) is Unreadable:
+            problem = value.reason
+        elif type(value) is not list or len(value) != 4:
+            problem = f"an observation is [ok, value, at, ttl], not {_describe(value)}"
+        else:
             ok, data, at, ttl = value
-            observation = Observation(
-                observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
-            )
-        except (TypeError, ValueError):
-            self.malformed += 1
-            return None
-        if self.apply_observation(subject, order, observation, payload):
+            try:
+                observation = Observation(
+                    observer=observer, subject=subject, ok=ok, value=data, at=at, ttl=ttl
+                )
+            except ValueError as exc:
+                problem = _short(str(exc))
+        if observation is None:
+            # Counted, and it still replaces its writer's older observation: an unreadable
+            # newer one must not leave the older one standing as evidence.
+            self.unreadable += 1
+        if self.apply_observation(subject, order, observation, payload, problem, observer):
             return subject, observer, ""
         return None
 
     def apply_observation(
-        self, subject: str, order: Order, observation: Observation, payload: str
+        self,
+        subject: str,
+        order: Order,
+        observation: Observation | None,
+        payload: str,
+        unreadable: str = "",
+        observer: str = "",
     ) -> bool:
-        """Merge one observation whose stamp is already counted; whether it won."""
+        """Merge one observation whose stamp is already counted; whether it won.
+
+        ``observation`` is ``None`` for an unreadable one (then ``unreadable`` says why and
+        ``observer`` names its writer).
+        """
         by_observer = self.observations.get(subject)
         if by_observer is None:
             by_observer = self.observations[subject] = {}
-        observer = observation.observer
+        if observation is not None:
+            observer = observation.observer
         current = by_observer.get(observer)
         if current is None:
             self.size += 1
         elif current.order >= order:
             return False
-        by_observer[observer] = ObservationWinner(order, observation, payload)
+        by_observer[observer] = ObservationWinner(order, observation, payload, unreadable)
         return True

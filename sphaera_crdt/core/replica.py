@@ -39,6 +39,7 @@ from .records import (
     Winner,
     attr_payload,
     encode_payload,
+    fresh_copy,
     make_entry,
     nonce_epoch,
     observation_payload,
@@ -253,7 +254,9 @@ class Replica:
         head = stamp_text(stamp - epoch)
         for key, value in attrs.items():
             payload = payloads[key]
-            entries.append((f"{base}a{SEP}{key}", head + payload, stamp, value, payload))
+            # The view keeps a copy: the caller may go on mutating its own value.
+            copied = fresh_copy(value, payload)
+            entries.append((f"{base}a{SEP}{key}", head + payload, stamp, copied, payload))
         record = self._view.records.get(entity_id)
         if record is not None:
             for key, winner in record.attrs.items():
@@ -304,7 +307,9 @@ class Replica:
         records: list[RecordChange] = []
         changed = False
         for key, value, payload in encoded:
-            if view.apply_attr(entity_id, key, Winner(order, value, payload)):
+            # The view keeps a copy: the caller may go on mutating its own value.
+            winner = Winner(order, fresh_copy(value, payload), payload)
+            if view.apply_attr(entity_id, key, winner):
                 changed = True
         if changed:
             self._engine.record_changed(entity_id, "a")
@@ -347,6 +352,7 @@ class Replica:
             view.max_stamp = stamp
         records: list[RecordChange] = []
         order = (stamp, self.id, self._doc.nonce)
+        # The view may keep the caller's value: readers decode their copy from the payload.
         if view.apply_observation(subject, order, observation, payload):
             self._engine.observation_changed(subject)
             if self._events.records:
@@ -420,9 +426,13 @@ class Replica:
         """The latest observation of each observer, of one subject or of all subjects."""
         table = self._view.observations
         subjects = sorted(table) if subject is None else [subject]
-        return [
-            winner.copy() for name in subjects for _, winner in sorted(table.get(name, {}).items())
-        ]
+        found = []
+        for name in subjects:
+            for _, winner in sorted(table.get(name, {}).items()):
+                observation = winner.copy()
+                if observation is not None:  # unreadable ones are counted, see unreadable
+                    found.append(observation)
+        return found
 
     # -- replication -----------------------------------------------------------------------
 
@@ -470,6 +480,14 @@ class Replica:
         for waiting, waiting_needs in gate.released():
             self._integrate(waiting, records, waiting_needs)
         return self._finish(records)
+
+    @property
+    def unreadable(self) -> int:
+        """Entries merged from other writers that could not be read: undecodable, empty,
+        nested too deep, beyond the value limits, of the wrong type or shape, or with no
+        stamp. A readable entry never stands in for one: an unreadable ``requires`` or
+        retracted flag leaves its entity undetermined, and :meth:`why` names the fields."""
+        return self._view.malformed + self._view.unreadable
 
     @property
     def held_updates(self) -> int:

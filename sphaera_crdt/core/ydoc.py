@@ -414,17 +414,19 @@ class DocumentAdapter:
                 for entry_key in container.integrated.keys(handle)
             ]
         for entry_key, text in entries:
-            if type(text) is str:
-                yield key, entry_key, text
+            # A value that is no string (a raw client's) has no stamp: the reader counts it.
+            yield key, entry_key, text if type(text) is str else ""
 
     def _entry_observer(self, writer: str) -> Callable[[Any], None]:
         append = self._entry_changes.append  # the list, never the adapter (see above)
 
         def on_change(event: Any) -> None:
             for entry_key, change in event.keys.items():
+                if change.get("action") == "delete":
+                    continue
                 value = change.get("newValue")
-                if type(value) is str:
-                    append((writer, entry_key, value))
+                # A value that is no string (a raw client's) has no stamp: the reader counts it.
+                append((writer, entry_key, value if type(value) is str else ""))
 
         return on_change
 

@@ -88,6 +88,18 @@ class NodeMetrics:
             "of its live peers (it then refuses to record observations), else 0.",
             registry=r,
         )
+        self.unreadable_entries = Counter(
+            "sphaera_unreadable_entries_total",
+            "Entries merged from other writers that could not be read (never read as absent).",
+            registry=r,
+        )
+        self._unreadable_seen = 0
+
+    def count_unreadable(self, total: int) -> None:
+        """Bring ``sphaera_unreadable_entries_total`` up to the replica's running count."""
+        if total > self._unreadable_seen:
+            self.unreadable_entries.inc(total - self._unreadable_seen)
+            self._unreadable_seen = total
 
     def peer(self, peer: str | None) -> str:
         """The label value for a peer: its id or URL while labels are left, else ``"other"``."""

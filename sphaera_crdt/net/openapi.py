@@ -133,7 +133,10 @@ _SCHEMAS: Final[JsonObject] = {
     },
     "Status": {"type": "string", "enum": ["exists", "absent", "undetermined"]},
     "Value": {
-        "description": "Any JSON value; ints and floats keep their type on every replica.",
+        "description": (
+            "Any JSON value; ints and floats keep their type on every replica. Lists and "
+            "objects nest at most 128 levels (a whole `requires` included): deeper is 422."
+        ),
     },
     "Attrs": {
         "type": "object",
@@ -262,6 +265,17 @@ _SCHEMAS: Final[JsonObject] = {
     "Explanation": {
         "type": "object",
         "description": "A tree of the clauses and facts that decided the status.",
+        "properties": {
+            "unreadable": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Fields of the record that could not be read, with why.",
+            },
+            "truncated": {
+                "type": "string",
+                "description": "The tree was cut here (it nests at most 100 levels).",
+            },
+        },
         "additionalProperties": True,
     },
     "ObservationRequest": {

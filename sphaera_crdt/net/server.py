@@ -427,6 +427,7 @@ async def metrics_route(request: web.Request) -> web.Response:
     for status, count in node.status_counts().items():
         node.metrics.entities.labels(status).set(count)
     node.clock_outlier()  # brings the clock gauges up to date
+    node.metrics.count_unreadable(node.replica.unreadable)
     return web.Response(
         body=generate_latest(node.metrics.registry),
         headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST},
