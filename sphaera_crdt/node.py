@@ -74,6 +74,8 @@ class NodeConfig:
     gossip_interval: float = 1.0
     fanout: int = 2
     max_body: int = DEFAULT_MAX_BODY
+    #: Bytes of updates held for missing predecessors at most (default: 4x ``max_body``).
+    max_held_bytes: int | None = None
     #: Seconds a client may take to send one request.
     read_timeout: float = 10.0
     insecure: bool = False
@@ -121,6 +123,13 @@ class NodeConfig:
             raise ConfigError(f"durability must be full or normal, not {self.durability!r}")
         if self.compact_count < 1 or self.compact_bytes < 1:
             raise ConfigError("compaction thresholds must be positive")
+        if self.max_held_bytes is not None and self.max_held_bytes < 0:
+            raise ConfigError(f"max held bytes must not be negative, not {self.max_held_bytes}")
+
+    @property
+    def held_bytes_limit(self) -> int:
+        """Bytes of updates held for missing predecessors at most."""
+        return 4 * self.max_body if self.max_held_bytes is None else self.max_held_bytes
 
     @property
     def liveness_window(self) -> float:
@@ -159,14 +168,26 @@ class Node:
                 raise ConfigError("a node with a data directory restores its own replica")
             self.store = SQLiteStore(config.data_dir, durability=config.durability)  # type: ignore[arg-type]
             try:
-                replica = open_replica(config.replica_id, self.store, clock=clock, logger=self.log)
+                replica = open_replica(
+                    config.replica_id,
+                    self.store,
+                    clock=clock,
+                    logger=self.log,
+                    max_held_bytes=config.held_bytes_limit,
+                )
             except StoreError:
                 self.store.close()
                 raise
-        self.replica = replica or Replica(config.replica_id, clock=clock, logger=self.log)
+        self.replica = replica or Replica(
+            config.replica_id,
+            clock=clock,
+            logger=self.log,
+            max_held_bytes=config.held_bytes_limit,
+        )
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
         self.metrics = NodeMetrics()
+        self.metrics.watch_held(lambda: self.replica.held_stats)
         self.events = EventHub()
         self.peers = sync.PeerKnowledge()
         #: the gossip's decisions (what to send, what answers teach), shared with the server
