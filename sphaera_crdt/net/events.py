@@ -1,6 +1,11 @@
 """Fan-out of status changes to server-sent-event clients.
 
-Each client gets a bounded queue. A client too slow to keep up is cut off (its stream ends
+An event is serialised once, when it is published, into the bytes every stream sends
+(:func:`encode_event`); each client's :class:`Subscriber` gets a reference to those bytes,
+so publishing costs one append per client whatever the number of clients. A stream wakes
+once for whatever accumulated since it last wrote and sends it in one write.
+
+Each client's backlog is bounded. A client too slow to keep up is cut off (its stream ends
 with an ``overflow`` event) rather than letting memory grow or the replica wait: it can
 reconnect, and a new stream starts with the current state.
 """
@@ -8,32 +13,82 @@ reconnect, and a new stream starts with the current state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import deque
 from typing import Any, Final
 
-__all__ = ["EventHub", "Subscriber"]
+import orjson
+
+__all__ = ["EventHub", "Subscriber", "encode_event"]
 
 #: Events buffered per client before it is cut off.
 QUEUE_SIZE: Final = 10_000
 
 
+def encode_event(name: str, data: Any) -> bytes:
+    """One server-sent event: its name and its data as one line of JSON."""
+    # orjson never writes a raw newline, so one data line always holds the whole event.
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+_OVERFLOW: Final = encode_event("overflow", {"dropped": True})
+
+
 class Subscriber:
-    """One client's queue of ``(event name, JSON data)``."""
+    """One client's backlog of serialised events.
+
+    Args:
+        size: Events buffered at most; the last slot is kept for the ``overflow`` event.
+    """
 
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(size)
-        self.overflowed = False
+        self._frames: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+        self._size = size
+        #: no event is added any more (cut off, or closed); the stream ends once drained
+        self.finished = False
 
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        while True:
-            name, data = await self.queue.get()
-            yield name, data
-            if name == "overflow":
-                return
+    def push(self, frame: bytes) -> bool:
+        """Add one serialised event; ``False`` once the client is cut off (too slow)."""
+        frames = self._frames
+        if len(frames) >= self._size - 1:
+            frames.append(_OVERFLOW)
+            self.finish()
+            return False
+        frames.append(frame)
+        if not self._ready.is_set():
+            self._ready.set()
+        return True
+
+    def finish(self) -> None:
+        """End the stream once what is buffered has been sent."""
+        self.finished = True
+        self._ready.set()
+
+    async def take(self) -> bytes:
+        """Wait for events, then everything buffered, serialised back to back (empty once
+        the stream is finished and drained)."""
+        if not self._frames and not self.finished:
+            await self._ready.wait()
+        self._ready.clear()
+        frames = self._frames
+        if len(frames) == 1:
+            return frames.popleft()
+        taken = b"".join(frames)
+        frames.clear()
+        return taken
+
+    @property
+    def backlog(self) -> int:
+        """Events buffered and not yet taken."""
+        return len(self._frames)
 
 
 class EventHub:
-    """Publishes events to every subscriber without ever blocking the publisher."""
+    """Publishes events to every subscriber without ever blocking the publisher.
+
+    Args:
+        queue_size: Events buffered per subscriber before it is cut off.
+    """
 
     def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
         self._subscribers: set[Subscriber] = set()
@@ -51,13 +106,10 @@ class EventHub:
         return len(self._subscribers)
 
     def publish(self, name: str, data: Any) -> None:
-        for subscriber in list(self._subscribers):
-            if subscriber.overflowed:
-                continue
-            queue = subscriber.queue
-            if queue.qsize() >= self._size - 1:
-                subscriber.overflowed = True
-                queue.put_nowait(("overflow", {"dropped": True}))
-                self._subscribers.discard(subscriber)
-            else:
-                queue.put_nowait((name, data))
+        """Serialise an event once and hand the bytes to every subscriber."""
+        if not self._subscribers:
+            return
+        frame = encode_event(name, data)
+        cut_off = [subscriber for subscriber in self._subscribers if not subscriber.push(frame)]
+        for subscriber in cut_off:
+            self._subscribers.discard(subscriber)

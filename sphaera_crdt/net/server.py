@@ -15,7 +15,6 @@ or when the application shuts down (so that closing a node never waits for them)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -27,14 +26,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..core.views import EntityView
 from ..errors import RemoteError
 from ..node import Node
-from .events import Subscriber
+from .events import Subscriber, encode_event
 from .middleware import (
     JSON,
     NODE,
     OCTETS,
     ApiError,
     auth_middleware,
-    dumps,
     errors_middleware,
     json_response,
     kind_of,
@@ -51,8 +49,6 @@ __all__ = ["HEARTBEAT", "STATE", "ServerState", "create_app"]
 HEARTBEAT: Final = 15.0
 #: ``replica:<id>`` records are written by their replica only, never over this API.
 RESERVED_PREFIX: Final = "replica:"
-# An internal marker that ends an event stream at shutdown (never sent to clients).
-_CLOSE: Final = "\x00close"
 
 
 @dataclass(slots=True)
@@ -295,11 +291,6 @@ async def replicas_route(request: web.Request) -> web.Response:
 # -- events --------------------------------------------------------------------------------
 
 
-def _event(name: str, data: Any) -> bytes:
-    # orjson never writes a raw newline, so one data line always holds the whole event.
-    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
-
-
 async def events_route(request: web.Request) -> web.StreamResponse:
     """``GET /v1/events``: status changes as server-sent events.
 
@@ -309,6 +300,9 @@ async def events_route(request: web.Request) -> web.StreamResponse:
     ``{"entity", "before", "after", "reason"}``. An idle stream carries a
     ``: keep-alive`` comment every 15 s. A client too slow to keep up receives a final
     ``overflow`` event and the stream ends: reconnect, and start again from a snapshot.
+
+    Events come serialised by the hub, once for all streams (:mod:`.events`); a stream
+    sends whatever accumulated since its last write in one write.
     """
     state = request.app[STATE]
     node = request.app[NODE]
@@ -326,18 +320,17 @@ async def events_route(request: web.Request) -> web.StreamResponse:
             for entity_id, view in node.replica.entities().items()
         }
         await response.prepare(request)
-        await response.write(_event("snapshot", {"entities": snapshot}))
+        await response.write(encode_event("snapshot", {"entities": snapshot}))
         while True:
             try:
                 async with asyncio.timeout(state.heartbeat):
-                    name, data = await subscriber.queue.get()
+                    frames = await subscriber.take()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if name == _CLOSE:
-                break
-            await response.write(_event(name, data))
-            if name == "overflow":
+            if frames:
+                await response.write(frames)
+            if subscriber.finished and not subscriber.backlog:
                 break
     except ConnectionError:
         node.log.debug("event stream client went away")
@@ -352,10 +345,7 @@ async def _close_streams(app: web.Application) -> None:
     state = app[STATE]
     for subscriber in list(state.streams):
         app[NODE].events.unsubscribe(subscriber)
-        # The hub keeps one slot free until it cuts a subscriber off, and a cut-off stream
-        # ends by itself; either way the stream finishes.
-        with contextlib.suppress(asyncio.QueueFull):
-            subscriber.queue.put_nowait((_CLOSE, None))
+        subscriber.finish()
 
 
 # -- operations ----------------------------------------------------------------------------
