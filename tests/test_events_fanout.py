@@ -16,7 +16,7 @@ from aiohttp import ClientResponse, TCPConnector
 from aiohttp.test_utils import TestClient, TestServer
 
 from sphaera_crdt.net import events
-from sphaera_crdt.net.events import EventHub
+from sphaera_crdt.net.events import EventHub, Subscriber
 from sphaera_crdt.net.server import create_app
 from sphaera_crdt.node import Node, NodeConfig
 
@@ -125,3 +125,42 @@ async def test_a_finished_stream_sends_its_backlog_then_ends() -> None:
     assert taken.count(b"event: change") == 2
     assert taken.endswith(b'event: overflow\ndata: {"dropped":true}\n\n')
     assert subscriber.finished and await subscriber.take() == b""
+
+
+async def test_a_burst_of_events_wakes_each_waiting_stream_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = EventHub()
+    subscribers = [hub.subscribe() for _ in range(STREAMS)]
+    takes = [asyncio.ensure_future(subscriber.take()) for subscriber in subscribers]
+    await asyncio.sleep(0)  # every stream now waits for an event
+    assert len(hub.waiting) == STREAMS
+    wakes: list[Subscriber] = []
+    wake = Subscriber.wake
+
+    def counting(self: Subscriber) -> None:
+        wakes.append(self)
+        wake(self)
+
+    monkeypatch.setattr(Subscriber, "wake", counting)
+    for index in range(DEPENDENTS):
+        hub.publish("change", {"entity": f"e{index}"})
+    assert len(wakes) == STREAMS  # per burst and stream, not per event and stream
+    for taken in await asyncio.gather(*takes):
+        assert taken.count(b"event: change") == DEPENDENTS
+
+
+async def test_the_shared_log_keeps_only_what_some_stream_has_not_taken() -> None:
+    hub = EventHub(queue_size=8)
+    fast, slow = hub.subscribe(), hub.subscribe()
+    for index in range(40):
+        hub.publish("change", {"entity": f"e{index}"})
+        await fast.take()
+    # The slow stream fell behind by more than 7 events: cut off with what it was owed.
+    assert len(hub) == 1 and slow.finished
+    owed = await slow.take()
+    assert owed.count(b"event: change") == 7
+    assert owed.endswith(b'event: overflow\ndata: {"dropped":true}\n\n')
+    assert b'"e0"' in owed and b'"e6"' in owed and b'"e7"' not in owed
+    assert await slow.take() == b""
+    assert hub.retained <= 4  # trimmed: the fast stream took everything before

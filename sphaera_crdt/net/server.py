@@ -328,10 +328,9 @@ async def events_route(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if frames:
-                await response.write(frames)
-            if subscriber.finished and not subscriber.backlog:
-                break
+            if not frames:
+                break  # cut off or closed, and everything owed was sent
+            await response.write(frames)
     except ConnectionError:
         node.log.debug("event stream client went away")
     finally:
