@@ -221,7 +221,7 @@ class Node:
     async def _start(self) -> Self:
         from .net.client import PeerClient
         from .net.gossip import Gossip
-        from .net.server import create_app
+        from .net.server import RequestErrorLog, create_app
 
         if self.store is not None:
             self.persistence = Persistence(
@@ -242,6 +242,7 @@ class Node:
             handle_signals=False,
             access_log=None,
             keepalive_timeout=self.config.read_timeout,
+            logger=RequestErrorLog(),
         )
         await self._runner.setup()
         site = web.TCPSite(

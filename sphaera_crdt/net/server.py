@@ -15,12 +15,15 @@ or when the application shuts down (so that closing a node never waits for them)
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.views import EntityView
@@ -43,7 +46,7 @@ from .middleware import (
 from .openapi import openapi_document
 from .status_page import StatusPage, load_status_page
 
-__all__ = ["HEARTBEAT", "STATE", "ServerState", "create_app"]
+__all__ = ["HEARTBEAT", "STATE", "RequestErrorLog", "ServerState", "create_app"]
 
 #: Seconds between comment heartbeats on an idle event stream.
 HEARTBEAT: Final = 15.0
@@ -345,6 +348,55 @@ async def _close_streams(app: web.Application) -> None:
     for subscriber in list(state.streams):
         app[NODE].events.unsubscribe(subscriber)
         subscriber.finish()
+
+
+# -- malformed requests --------------------------------------------------------------------
+
+
+class RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log (``aiohttp.server``), with requests that aiohttp cannot parse
+    (a malformed request line or header, an oversized line: anyone can send those) written
+    as one line at DEBUG instead of an ERROR with a traceback each. Anything else aiohttp
+    reports keeps its traceback.
+
+    Give it to the runner: ``web.AppRunner(app, logger=RequestErrorLog())``.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("aiohttp.server"))
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            # aiohttp's message spans several lines (it draws a caret under the fault).
+            detail = " ".join(str(exc).split())[:300].replace("%", "%%")
+            kwargs = {key: value for key, value in kwargs.items() if key != "exc_info"}
+            msg = f"{msg}: {detail}"
+        return msg, kwargs
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+        **kwargs: object,
+    ) -> None:
+        level = logging.DEBUG if isinstance(exc_info, HttpProcessingError) else logging.ERROR
+        self.log(
+            level,
+            msg,
+            *args,
+            exc_info=exc_info,
+            stack_info=stack_info,
+            stacklevel=stacklevel,
+            extra=extra,
+            **kwargs,
+        )
 
 
 # -- operations ----------------------------------------------------------------------------
