@@ -1,10 +1,11 @@
 """Hostile update and sync bytes shared by the tests of held updates and decode bounds.
 
-* :func:`late_refusal`: an update that every check before Yrs accepts, that depends on a
-  missing predecessor (so it is held), and that Yrs refuses once released (an embedded JSON
-  value nested deeper than Yrs' JSON parser allows), with the valid update that releases it.
-* :func:`broken_delete_set`: a held-looking update whose delete set is cut short, which
-  must be refused before it is held.
+* :func:`deep_json` and :func:`broken_delete_set`: updates that depend on a missing
+  predecessor but that Yrs would refuse to decode, which must be refused before they are
+  held; with the valid update that would release them.
+* :func:`non_type_parent`: an update that depends on a missing predecessor and that Yrs
+  can only refuse once that predecessor is there (its parent is the predecessor's string
+  entry), with the predecessor.
 * :data:`UPDATE_BOMBS` / :data:`SYNC_BOMBS`: small bodies whose counts and lengths claim far
   more than they hold, the kind that made Yrs reserve hundreds of megabytes.
 """
@@ -27,15 +28,20 @@ def _sync(kind: int, payload: bytes, *, claimed: int | None = None) -> bytes:
     return bytes((0, kind)) + write_varuint(length) + payload
 
 
-def late_refusal(client: int = STRANGER) -> tuple[bytes, bytes]:
-    """``(predecessor, held)``: ``held`` continues ``client``'s clock after
-    ``predecessor``; it passes every check but Yrs refuses it."""
+def five_strings(client: int) -> bytes:
+    """An update by ``client`` of five map entries (clocks 0-4) in root ``m``."""
     doc: Doc[Any] = Doc(client_id=client)
     root = doc.get("m", type=Map)
     for index in range(5):
         with doc.transaction():
             root[f"k{index}"] = "v"
-    predecessor = doc.get_update()
+    return doc.get_update()
+
+
+def deep_json(client: int = STRANGER) -> tuple[bytes, bytes]:
+    """``(predecessor, held)``: ``held`` continues ``client``'s clock after
+    ``predecessor`` with an embedded JSON value nested deeper than Yrs' JSON parser
+    allows (Yrs refuses it only when it decodes it)."""
     deep = ("[" * 200 + "]" * 200).encode()
     # one client, one struct, at clock 5: an embed (ref 5) in root "m" under key "x"
     held = (
@@ -46,7 +52,21 @@ def late_refusal(client: int = STRANGER) -> tuple[bytes, bytes]:
         + deep
         + b"\x00"
     )
-    return predecessor, held
+    return five_strings(client), held
+
+
+def non_type_parent(client: int = STRANGER) -> tuple[bytes, bytes]:
+    """``(predecessor, held)``: ``held`` continues ``client``'s clock after
+    ``predecessor`` with an item whose parent is one of ``predecessor``'s string entries,
+    not a shared type (Yrs refuses it only while integrating)."""
+    held = (
+        b"\x01\x01"
+        + write_varuint(client)
+        + b"\x05\x28\x00"
+        + write_varuint(client)
+        + b"\x00\x01x\x01\x7e\x00"
+    )
+    return five_strings(client), held
 
 
 def broken_delete_set() -> tuple[bytes, bytes, Replica]:

@@ -4,6 +4,8 @@ counted) when Yrs refuses them once released, and bounded by count and by bytes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import bombs
 import pytest
@@ -12,43 +14,78 @@ from support import snapshot
 from sphaera_crdt import InvalidUpdate, Replica
 from sphaera_crdt.core.causal import MAX_HELD_BYTES
 from sphaera_crdt.core.lib0 import decode_state_vector
+from sphaera_crdt.core.ydoc import DocumentAdapter
 
 
 def clock() -> float:
     return 1000.0
 
 
-def test_an_update_with_a_broken_delete_set_is_refused_before_it_is_held() -> None:
-    predecessor, held, source = bombs.broken_delete_set()
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [(bombs.broken_delete_set, "deleted ranges"), (bombs.deep_json, "nested too deeply")],
+    ids=["broken delete set", "deep JSON"],
+)
+def test_an_update_yrs_would_not_decode_is_refused_before_it_is_held(
+    make: Callable[[], tuple[bytes, ...]], match: str
+) -> None:
+    predecessor, held, *_ = make()
     target = Replica("dst", clock=clock)
     before = snapshot(target)
-    with pytest.raises(InvalidUpdate, match="deleted ranges"):
+    with pytest.raises(InvalidUpdate, match=match):
         target.merge(held)
     assert target.held_stats.count == 0
     assert snapshot(target) == before
     target.merge(predecessor)  # nothing held that it could release and fail
-    assert decode_state_vector(target.state_vector())[source.client_id] > 0
+    assert target.held_stats.dropped == {"count": 0, "bytes": 0, "invalid": 0}
 
 
-def test_a_released_update_that_yrs_refuses_is_dropped_and_the_merge_goes_on(
+def test_a_released_update_with_a_non_type_parent_is_dropped_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    predecessor, held = bombs.late_refusal()
+    predecessor, held = bombs.non_type_parent()
     target = Replica("dst", clock=clock)
     assert target.merge(held) == []
-    assert target.held_stats.count == 1
-    assert target.held_stats.bytes == len(held)
+    assert (target.held_stats.count, target.held_stats.bytes) == (1, len(held))
     with caplog.at_level(logging.WARNING):
-        target.merge(predecessor)  # released the held update, which Yrs refuses
-    # The predecessor went in whole; the held update is gone, counted and logged.
+        target.merge(predecessor)
     assert decode_state_vector(target.state_vector())[bombs.STRANGER] == 5
     stats = target.held_stats
     assert (stats.count, stats.bytes, stats.dropped["invalid"]) == (0, 0, 1)
-    assert "dropped a held update" in caplog.text
-    # The replica keeps working: a later update from a real peer merges.
+    assert "must be deleted or shared ref type" in caplog.text
+
+
+def test_a_released_update_that_yrs_refuses_is_dropped_and_the_merge_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every refusal known is caught before an update is held; should Yrs still refuse a
+    # released one, it is dropped and the merge that released it goes on.
     source = Replica("src", clock=clock)
+    predecessor = source.delta()
+    state = source.state_vector()
     source.declare("db", attrs={"v": 1})
-    target.merge(source.delta(target.state_vector()))
+    held = source.delta(state)
+    apply = DocumentAdapter.apply
+
+    def refuse_held(self: DocumentAdapter, update: bytes, *args: Any) -> Any:
+        if update == held:
+            raise InvalidUpdate("cannot apply update: refused by Yrs")
+        return apply(self, update, *args)
+
+    monkeypatch.setattr(DocumentAdapter, "apply", refuse_held)
+    target = Replica("dst", clock=clock)
+    assert target.merge(held) == []
+    with caplog.at_level(logging.WARNING):
+        target.merge(predecessor)  # released the held update, which Yrs refuses
+    # The predecessor went in whole; the held update is gone, counted and logged.
+    assert target.entity(source.replica_entity) is not None
+    assert target.entity("db") is None
+    stats = target.held_stats
+    assert (stats.count, stats.bytes, stats.dropped["invalid"]) == (0, 0, 1)
+    assert "refused by Yrs" in caplog.text
+    # Sent again once nothing refuses it, it merges.
+    monkeypatch.undo()
+    target.merge(held)
     view = target.entity("db")
     assert view is not None and view.attrs == {"v": 1}
 

@@ -34,7 +34,45 @@ def _large() -> list[tuple[str, str, bytes]]:
     """Bodies near the size limit that are refused only at their end."""
     text = b"x" * (MAX_BODY - 4096)
     string_item = b"\x01\x01\x07\x00\x28\x01\x01m\x01x\x01\x77" + write_varuint(len(text)) + text
+    deep = ("[" * 200 + "]" * 200).encode()
+    nulls = MAX_BODY // 10
+    null_item = b"\x28\x01\x01m\x01x\x01\x7e"
+    # the node holds STRANGER's five string entries (clocks 0-4), see the fixture
+    under_string = b"\x28\x00" + write_varuint(bombs.STRANGER) + b"\x00\x01x\x01\x7e"
+    under_own = b"\x28\x00\x07\x00\x01x\x01\x7e"
     return [
+        (
+            "/v1/updates",
+            "many items, then JSON nested too deeply",
+            b"\x01"
+            + write_varuint(nulls + 1)
+            + b"\x07\x00"
+            + null_item * nulls
+            + b"\x25\x01\x01m\x01x"
+            + write_varuint(len(deep))
+            + deep
+            + b"\x00",
+        ),
+        (
+            "/v1/updates",
+            "many items under a string entry the node holds",
+            b"\x01"
+            + write_varuint(MAX_BODY // 12)
+            + write_varuint(bombs.STRANGER)
+            + b"\x05"
+            + under_string * (MAX_BODY // 12)
+            + b"\x00",
+        ),
+        (
+            "/v1/updates",
+            "many items under a string entry of their own",
+            b"\x01"
+            + write_varuint(nulls + 1)
+            + b"\x07\x00"
+            + null_item
+            + under_own * nulls
+            + b"\x00",
+        ),
         ("/v1/updates", "a large update with trailing bytes", string_item + b"\x00\x00"),
         (
             "/v1/sync",
@@ -98,6 +136,7 @@ def node() -> Iterator[NodeProcess]:
     try:
         process = processes.start("bombed", args=["--max-body", str(MAX_BODY)])
         # Warm up the paths the bombs take (parsers, aiohttp's buffers) with valid bodies.
+        assert _post(process.url + "/v1/updates", bombs.five_strings(bombs.STRANGER)) == 204
         for _ in range(3):
             assert _post(process.url + "/v1/sync", _sync(0, b"\x00")) == 200
             assert _post(process.url + "/v1/updates", b"\x00\x00") == 204

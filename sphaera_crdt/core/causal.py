@@ -11,8 +11,9 @@ items went in. :class:`CausalGate` keeps both out of the document:
   :func:`.updates.missing`) are not all held is kept aside, and released once they are;
   at most ``max_count`` updates and ``max_bytes`` bytes are kept, the oldest dropped first
   (their senders still have them and send them again with what they precede);
-* an update whose parents are not known shared types is tried first on a copy of the
-  document (:meth:`.DocumentAdapter.trial`), once per parent;
+* an update whose parents are not known shared types is refused unless a small probe
+  with one item under each such parent integrates into a copy of the document
+  (:meth:`.DocumentAdapter.trial`); a parent that passes is remembered;
 * an update that ends at or below our clocks and deletes nothing is a duplicate: there is
   nothing to do.
 
@@ -30,6 +31,7 @@ from typing import Final
 
 from ..errors import InvalidUpdate
 from . import updates
+from .lib0 import MAX_CLIENT, write_varuint
 from .ydoc import DocumentAdapter
 
 __all__ = ["MAX_HELD_BYTES", "MAX_HELD_UPDATES", "CausalGate", "HeldStats"]
@@ -178,11 +180,41 @@ class CausalGate:
 
         Yrs checks that an item's parent is a shared type only while integrating, after
         earlier items of the same update went in, so such an update would leave the
-        document half-changed. Parents created by the update itself are fine; any other is
-        checked once, by applying the update to a copy of the document, and remembered.
+        document half-changed. Parents created as types by the update itself are fine; a
+        parent among the update's own structs that is not a type is refused (Yrs collects
+        the items under a collected parent, so its own encoder never writes that). Any
+        other parent is checked once and remembered: a probe holding one small item under
+        each, :data:`PROBE_PARENTS` parents at a time, is applied to a copy of the
+        document (:meth:`.DocumentAdapter.trial`). The probe, not the update, so that
+        checking costs Yrs no more than a few bytes per parent whatever the update holds.
         """
         unknown = needs.parents - needs.types - self._types
         if not unknown:
             return
-        self._doc.trial(update)
+        for client, clock in unknown:
+            inside = needs.ranges.get(client)
+            if inside is not None and inside[0] <= clock < inside[1]:
+                raise InvalidUpdate(f"an item's parent {client}:{clock} is not a shared type")
+        clocks = self._doc.clocks()
+        prober = MAX_CLIENT
+        while prober in clocks:
+            prober -= 1
+        ordered = sorted(unknown)
+        for start in range(0, len(ordered), PROBE_PARENTS):
+            self._doc.trial(_probe(ordered[start : start + PROBE_PARENTS], prober))
         self._types |= unknown
+
+
+#: Parents checked per probe (see :meth:`CausalGate._check_parents`).
+PROBE_PARENTS: Final = 256
+
+
+def _probe(parents: list[tuple[int, int]], client: int) -> bytes:
+    """A v1 update by ``client`` (from clock 0) holding a null under key ``p`` in each of
+    ``parents``: Yrs integrates it only if every parent is a shared type (or deleted)."""
+    items = [
+        b"\x28\x00" + write_varuint(parent) + write_varuint(clock) + b"\x01p\x01\x7e"
+        for parent, clock in parents
+    ]
+    head = b"\x01" + write_varuint(len(items)) + write_varuint(client) + b"\x00"
+    return head + b"".join(items) + b"\x00"

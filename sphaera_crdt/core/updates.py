@@ -15,6 +15,7 @@ The walk follows the lib0/Yjs v1 encoding; any inconsistency raises
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -87,9 +88,12 @@ class _Reader:
     def json(self) -> None:
         text = self.string()
         try:
-            json.loads(text, parse_constant=_no_constant)
+            value = json.loads(
+                text, parse_constant=_no_constant, parse_float=_finite, parse_int=_finite
+            )
         except (ValueError, RecursionError) as exc:
             raise InvalidUpdate("invalid JSON in update content") from exc
+        _check_json(value)
 
     def any(self, depth: int = 0) -> None:
         if depth > 256:
@@ -130,6 +134,38 @@ class _Reader:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    # serde_json, which Yrs parses embedded JSON with, refuses numbers beyond a float's range
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return number
+
+
+#: serde_json refuses JSON nested 128 levels deep and more.
+_JSON_DEPTH: Final = 100
+
+
+def _check_json(value: object) -> None:
+    """What Yrs' JSON parser refuses and Python's accepts: deep nesting, lone surrogates."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _JSON_DEPTH:
+            raise InvalidUpdate("JSON in update content nested too deeply")
+        if type(item) is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidUpdate("lone surrogate in update JSON") from None
+        elif type(item) is list:
+            stack.extend((element, depth + 1) for element in item)
+        elif type(item) is dict:
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((element, depth + 1) for element in item.values())
 
 
 #: Type refs Yrs decodes: array, map, text, XML element, fragment, hook and text, subdocument
