@@ -146,3 +146,42 @@ def test_restored_replicas_take_the_limit_too() -> None:
     _, held = _never_applicable(1, 100)
     restored.merge(held[0])
     assert restored.held_stats.count == 0 and restored.held_stats.dropped["bytes"] == 1
+
+
+# -- parents -------------------------------------------------------------------------------
+
+
+def test_an_item_under_a_string_entry_is_refused_and_changes_nothing() -> None:
+    predecessor, held = bombs.non_type_parent()
+    target = Replica("dst", clock=clock)
+    target.merge(predecessor)
+    before = snapshot(target)
+    with pytest.raises(InvalidUpdate, match="must be deleted or shared ref type"):
+        target.merge(held)  # its predecessor is there: checked at once, not held
+    assert snapshot(target) == before
+
+
+def test_an_item_under_a_non_type_of_its_own_update_is_refused() -> None:
+    # client 7 from clock 0: a null in root "m", then an item whose parent is that null
+    update = (
+        b"\x01\x02\x07\x00" + b"\x28\x01\x01m\x01x\x01\x7e" + b"\x28\x00\x07\x00\x01y\x01\x7e\x00"
+    )
+    target = Replica("dst", clock=clock)
+    before = snapshot(target)
+    with pytest.raises(InvalidUpdate, match="7:0 is not a shared type"):
+        target.merge(update)
+    assert snapshot(target) == before
+
+
+def test_after_a_restart_the_containers_of_peers_pass_the_probe() -> None:
+    peer = Replica("peer", clock=clock)
+    peer.declare("db", attrs={"v": 1})
+    target = Replica("dst", clock=clock)
+    target.merge(peer.delta())
+    # A restored replica knows no type yet: the peer's next write names its container.
+    restored = Replica.restore("dst", [target.delta()], clock=clock)
+    state = restored.state_vector()
+    peer.update("db", {"v": 2})
+    restored.merge(peer.delta(state))
+    view = restored.entity("db")
+    assert view is not None and view.attrs == {"v": 2}
