@@ -173,15 +173,31 @@ def test_an_item_under_a_non_type_of_its_own_update_is_refused() -> None:
     assert snapshot(target) == before
 
 
-def test_after_a_restart_the_containers_of_peers_pass_the_probe() -> None:
+def test_after_a_restart_the_containers_of_peers_pass_the_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     peer = Replica("peer", clock=clock)
     peer.declare("db", attrs={"v": 1})
     target = Replica("dst", clock=clock)
     target.merge(peer.delta())
-    # A restored replica knows no type yet: the peer's next write names its container.
+    # A restored replica knows no type yet: the peer's next write names its container
+    # (the first entry of a key has no origin, so it names its parent).
     restored = Replica.restore("dst", [target.delta()], clock=clock)
+    tried: list[int] = []
+    trial = DocumentAdapter.trial
+
+    def counting(self: DocumentAdapter, update: bytes) -> None:
+        tried.append(len(update))
+        trial(self, update)
+
+    monkeypatch.setattr(DocumentAdapter, "trial", counting)
     state = restored.state_vector()
-    peer.update("db", {"v": 2})
+    peer.update("db", {"w": 2})
     restored.merge(peer.delta(state))
     view = restored.entity("db")
-    assert view is not None and view.attrs == {"v": 2}
+    assert view is not None and view.attrs == {"v": 1, "w": 2}
+    assert len(tried) == 1 and tried[0] < 40  # one probe of one parent, not the update
+    state = restored.state_vector()
+    peer.update("db", {"x": 3})
+    restored.merge(peer.delta(state))
+    assert len(tried) == 1  # the container is known to be a type now
