@@ -8,7 +8,12 @@ predecessors it already has. This module finds out, from the bytes, what an upda
 for every client the clock at which its structs start, and every item it points at (origin,
 right origin, parent).
 
-The walk follows the lib0/Yjs v1 encoding; any inconsistency raises
+The walk follows the lib0/Yjs v1 encoding and is also the gate that untrusted bytes pass
+before Yrs decodes them: Yrs reserves memory for a count before it reads the items (six
+bytes claiming 2**28 clients made it reserve 512 MB), and it refuses some content only
+after decoding everything before it. So every count and length is checked against the
+bytes left, every string is checked as UTF-8, shared types and embedded JSON as Yrs reads
+them, and the delete set and the end of the update too; any inconsistency raises
 :class:`~sphaera_crdt.errors.InvalidUpdate`.
 """
 
