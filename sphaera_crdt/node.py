@@ -79,6 +79,8 @@ class NodeConfig:
     gossip_interval: float = 1.0
     fanout: int = 2
     max_body: int = DEFAULT_MAX_BODY
+    #: Bytes of updates held for missing predecessors at most (default: 4x ``max_body``).
+    max_held_bytes: int | None = None
     #: Seconds a client may take to send one request.
     read_timeout: float = 10.0
     insecure: bool = False
@@ -147,6 +149,13 @@ class NodeConfig:
             raise ConfigError(
                 f"max clock skew must be a positive number of seconds, not {self.max_clock_skew}"
             )
+        if self.max_held_bytes is not None and self.max_held_bytes < 0:
+            raise ConfigError(f"max held bytes must not be negative, not {self.max_held_bytes}")
+
+    @property
+    def held_bytes_limit(self) -> int:
+        """Bytes of updates held for missing predecessors at most."""
+        return 4 * self.max_body if self.max_held_bytes is None else self.max_held_bytes
 
     @property
     def liveness_window(self) -> float:
@@ -191,18 +200,24 @@ class Node:
                     clock=clock,
                     logger=self.log,
                     max_skew=config.max_clock_skew,
+                    max_held_bytes=config.held_bytes_limit,
                 )
             except StoreError:
                 self.store.close()
                 raise
         self.replica = replica or Replica(
-            config.replica_id, clock=clock, logger=self.log, max_skew=config.max_clock_skew
+            config.replica_id,
+            clock=clock,
+            logger=self.log,
+            max_skew=config.max_clock_skew,
+            max_held_bytes=config.held_bytes_limit,
         )
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
         self.metrics = NodeMetrics()
         #: peers' clock offsets, measured with ``clock`` (the one clock of the node)
         self.clock_watch = ClockWatch(config.max_clock_skew, config.liveness_window)
+        self.metrics.watch_held(lambda: self.replica.held_stats)
         self.events = EventHub()
         self.peers = sync.PeerKnowledge()
         #: the gossip's decisions (what to send, what answers teach), shared with the server
@@ -236,7 +251,7 @@ class Node:
     async def _start(self) -> Self:
         from .net.client import PeerClient
         from .net.gossip import Gossip
-        from .net.server import create_app
+        from .net.server import RequestErrorLog, create_app
 
         if self.store is not None:
             self.persistence = Persistence(
@@ -257,6 +272,7 @@ class Node:
             handle_signals=False,
             access_log=None,
             keepalive_timeout=self.config.read_timeout,
+            logger=RequestErrorLog(),
         )
         await self._runner.setup()
         site = web.TCPSite(

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
+from .core.causal import MAX_HELD_BYTES
 from .core.formulas import DEFAULT_MAX_SKEW
 from .core.replica import Replica
 from .errors import InvalidUpdate
@@ -53,6 +54,7 @@ def open_replica(
     clock: Callable[[], float] = time.time,
     logger: logging.Logger | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
+    max_held_bytes: int = MAX_HELD_BYTES,
 ) -> Replica:
     """Restore the replica a store holds, or create one and claim the store for it.
 
@@ -68,12 +70,19 @@ def open_replica(
     """
     saved = store.load(replica_id)
     if saved is None:
-        replica = Replica(replica_id, clock=clock, logger=logger, max_skew=max_skew)
+        replica = Replica(
+            replica_id, clock=clock, logger=logger, max_skew=max_skew, max_held_bytes=max_held_bytes
+        )
         store.initialise(replica_id, replica.delta())
         return replica
     try:
         replica = Replica.restore(
-            replica_id, saved.updates, clock=clock, logger=logger, max_skew=max_skew
+            replica_id,
+            saved.updates,
+            clock=clock,
+            logger=logger,
+            max_skew=max_skew,
+            max_held_bytes=max_held_bytes,
         )
     except InvalidUpdate as exc:
         raise StoreError(f"{store.location} holds a corrupt update: {exc}") from exc

@@ -76,6 +76,12 @@ __all__ = ["demo", "serve"]
     show_default=True,
     help="Largest request body accepted, in bytes.",
 )
+@click.option(
+    "--max-held-bytes",
+    type=click.IntRange(min=0),
+    help="Bytes of updates held for missing predecessors at most; the oldest are dropped "
+    "first [default: 4x --max-body].",
+)
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a token.")
 @click.option(
     "--tls-cert", type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate."
@@ -132,6 +138,7 @@ def serve(
     gossip_interval: float,
     fanout: int,
     max_body: int,
+    max_held_bytes: int | None,
     insecure: bool,
     tls_cert: str | None,
     tls_key: str | None,
@@ -165,6 +172,7 @@ def serve(
             gossip_interval=gossip_interval,
             fanout=fanout,
             max_body=max_body,
+            max_held_bytes=max_held_bytes,
             insecure=insecure,
             tls_cert=tls_cert,
             tls_key=tls_key,

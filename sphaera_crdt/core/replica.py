@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
 from . import names, updates
-from .causal import CausalGate
+from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
@@ -76,6 +76,8 @@ class Replica:
         max_skew: Seconds an observation may be dated ahead of this replica's clock and
             still count as fresh evidence (5 by default); one dated further ahead does not
             count until the clock catches up with it.
+        max_held_bytes: Updates held for missing predecessors are kept up to this many
+            bytes in all, the oldest dropped first (see :mod:`.causal`).
     """
 
     def __init__(
@@ -90,7 +92,10 @@ class Replica:
         declare_self: bool = True,
         identities: Identities | None = None,
         max_skew: float = DEFAULT_MAX_SKEW,
+        max_held_bytes: int = MAX_HELD_BYTES,
     ) -> None:
+        if type(max_held_bytes) is not int or max_held_bytes < 0:
+            raise InvalidValue(f"max_held_bytes must be a non-negative int, not {max_held_bytes!r}")
         self.id: Final = names.check_replica_id(replica_id)
         self._clock = clock
         if type(max_skew) not in (int, float) or not 0 <= max_skew < math.inf:
@@ -122,7 +127,7 @@ class Replica:
         self._engine = ExistenceEngine(self._view, self.id, self.predicates, self.max_skew)
         self._events = Outbox(self._log)
         self._writers: dict[str, tuple[str, str, int] | None] = {}
-        self._gate = CausalGate(self._doc, self._log)
+        self._gate = CausalGate(self._doc, self._log, max_bytes=max_held_bytes)
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
 
@@ -138,6 +143,7 @@ class Replica:
         declare_self: bool = True,
         identities: Identities | None = None,
         max_skew: float = DEFAULT_MAX_SKEW,
+        max_held_bytes: int = MAX_HELD_BYTES,
     ) -> Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
@@ -158,6 +164,7 @@ class Replica:
             declare_self=False,
             identities=identities,
             max_skew=max_skew,
+            max_held_bytes=max_held_bytes,
         )
         view = replica._view
         mine: dict[str, tuple[int, str]] = {}
@@ -462,7 +469,9 @@ class Replica:
         """Merge a Yrs v1 update from any replica, in any order, any number of times.
 
         An update whose causal predecessors are missing is held and applied once they
-        arrive.
+        arrive (within ``max_held_bytes``, see :attr:`held_stats`). A held update that Yrs
+        refuses once it is released is dropped and counted; the merge that released it
+        goes on.
 
         Raises:
             InvalidUpdate: The bytes are not a valid update; the replica is unchanged.
@@ -470,15 +479,18 @@ class Replica:
         if type(update) is not bytes:
             raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
         gate = self._gate
-        if gate.duplicate(update):
-            return []
         needs = gate.admit(update)
         if needs is None:
-            return []  # held until its predecessors arrive
+            return []  # a duplicate, or held until its predecessors arrive
         records: list[RecordChange] = []
         self._integrate(update, records, needs)
         for waiting, waiting_needs in gate.released():
-            self._integrate(waiting, records, waiting_needs)
+            # The update merged above is in: one that it released and that Yrs refuses
+            # is the held update's fault, dropped without failing this merge.
+            try:
+                self._integrate(waiting, records, waiting_needs)
+            except InvalidUpdate as exc:
+                gate.refused(waiting, exc)
         return self._finish(records)
 
     @property
@@ -493,6 +505,11 @@ class Replica:
     def held_updates(self) -> int:
         """Updates received whose predecessors have not arrived yet."""
         return self._gate.held
+
+    @property
+    def held_stats(self) -> HeldStats:
+        """The updates held for missing predecessors (count and bytes) and those dropped."""
+        return self._gate.stats()
 
     def _integrate(
         self, update: bytes, records: list[RecordChange], needs: updates.UpdateShape

@@ -134,6 +134,8 @@ def merge_update(replica: Replica, updates: list[bytes]) -> list[Change]:
         return []
     if len(updates) == 1:
         return replica.merge(updates[0])
+    for update in updates:
+        shape(update)  # bounded checks before Yrs decodes any of them
     try:
         combined = pycrdt.merge_updates(*updates)
     except (ValueError, RuntimeError) as exc:

@@ -8,12 +8,19 @@ predecessors it already has. This module finds out, from the bytes, what an upda
 for every client the clock at which its structs start, and every item it points at (origin,
 right origin, parent).
 
-The walk follows the lib0/Yjs v1 encoding; any inconsistency raises
+The walk follows the lib0/Yjs v1 encoding and is also the gate that untrusted bytes pass
+before Yrs decodes them: Yrs reserves memory for a count before it reads the items (six
+bytes claiming 2**28 clients made it reserve 512 MB), and it refuses some content only
+after decoding everything before it. So every count and length is checked against the
+bytes left, every string is checked as UTF-8, shared types and embedded JSON as Yrs reads
+them, and the delete set and the end of the update too; any inconsistency raises
 :class:`~sphaera_crdt.errors.InvalidUpdate`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,6 +45,12 @@ class UpdateShape:
     parents: frozenset[tuple[int, int]] = frozenset()
     #: ids of the shared types (maps, arrays, ...) the update creates
     types: frozenset[tuple[int, int]] = frozenset()
+    #: whether the update's delete set names any range
+    deletes: bool = False
+
+
+def _bomb(what: str, count: int, left: int) -> InvalidUpdate:
+    return InvalidUpdate(f"update claims {count} {what} in the {left} bytes left")
 
 
 class _Reader:
@@ -52,16 +65,40 @@ class _Reader:
         value, self.pos = read_varuint(self.data, self.pos)
         return value
 
+    def count(self, what: str, size: int = 1) -> int:
+        """A count of items that take at least ``size`` bytes each, checked against the
+        bytes left (Yrs reserves room for a count before it reads the items)."""
+        value = self.uint()
+        if value * size > self.end - self.pos:
+            raise _bomb(what, value, self.end - self.pos)
+        return value
+
     def skip(self, count: int) -> None:
         if count > self.end - self.pos:
             raise InvalidUpdate("update field runs past the end")
         self.pos += count
 
-    def string(self) -> bytes:
+    def bytes(self) -> bytes:
         length = self.uint()
         start = self.pos
         self.skip(length)
         return self.data[start : self.pos]
+
+    def string(self) -> str:
+        try:
+            return self.bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidUpdate("invalid UTF-8 in update string") from exc
+
+    def json(self) -> None:
+        text = self.string()
+        try:
+            value = json.loads(
+                text, parse_constant=_no_constant, parse_float=_finite, parse_int=_finite
+            )
+        except (ValueError, RecursionError) as exc:
+            raise InvalidUpdate("invalid JSON in update content") from exc
+        _check_json(value)
 
     def any(self, depth: int = 0) -> None:
         if depth > 256:
@@ -72,63 +109,106 @@ class _Reader:
         self.pos += 1
         if kind in (127, 126, 121, 120):
             return
-        if kind == 125:  # signed varint
-            while True:
+        if kind == 125:  # signed varint: at most 64 bits
+            for _ in range(10):
                 if self.pos >= self.end:
                     raise InvalidUpdate("truncated varint in update value")
                 byte = self.data[self.pos]
                 self.pos += 1
                 if byte < 0x80:
                     return
+            raise InvalidUpdate("varint longer than 64 bits in update value")
         elif kind == 124:
             self.skip(4)
         elif kind in (123, 122):
             self.skip(8)
-        elif kind in (119, 116):
+        elif kind == 119:
             self.string()
-        elif kind == 118:
-            for _ in range(self.uint()):
+        elif kind == 116:
+            self.bytes()
+        elif kind == 118:  # a map: key and value, two bytes at least
+            for _ in range(self.count("map entries", 2)):
                 self.string()
                 self.any(depth + 1)
         elif kind == 117:
-            for _ in range(self.uint()):
+            for _ in range(self.count("array items")):
                 self.any(depth + 1)
         else:
             raise InvalidUpdate(f"unknown value type {kind} in update")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    # serde_json, which Yrs parses embedded JSON with, refuses numbers beyond a float's range
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return number
+
+
+#: serde_json refuses JSON nested 128 levels deep and more.
+_JSON_DEPTH: Final = 100
+
+
+def _check_json(value: object) -> None:
+    """What Yrs' JSON parser refuses and Python's accepts: deep nesting, lone surrogates."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _JSON_DEPTH:
+            raise InvalidUpdate("JSON in update content nested too deeply")
+        if type(item) is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidUpdate("lone surrogate in update JSON") from None
+        elif type(item) is list:
+            stack.extend((element, depth + 1) for element in item)
+        elif type(item) is dict:
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((element, depth + 1) for element in item.values())
+
+
+#: Type refs Yrs decodes: array, map, text, XML element, fragment, hook and text, subdocument
+#: and undefined. XML elements and hooks carry a name.
+_TYPE_REFS: Final = frozenset({0, 1, 2, 3, 4, 5, 6, 9, 15})
+_NAMED_TYPES: Final = frozenset({3, 5})
 
 
 def _content_length(reader: _Reader, ref: int) -> int:
     """Skip an item's content; return how many clock ticks it spans."""
     if ref == 1:  # deleted
         return reader.uint()
-    if ref == 2:  # JSON
-        count = reader.uint()
-        for _ in range(count):
-            reader.string()
-        return count
+    if ref == 2:
+        # Legacy JSON content: Yrs reads one string more than the count it writes, so no
+        # two implementations agree on where it ends. Nothing writes it any more.
+        raise InvalidUpdate("legacy JSON content in update")
     if ref == 3:  # binary
-        reader.string()
+        reader.bytes()
         return 1
     if ref == 4:  # string: its length in UTF-16 code units
         text = reader.string()
-        try:
-            return len(text.decode("utf-8").encode("utf-16-le")) // 2
-        except UnicodeDecodeError as exc:
-            raise InvalidUpdate("invalid UTF-8 in update string") from exc
+        return len(text.encode("utf-16-le")) // 2
     if ref == 5:  # embed
-        reader.string()
+        reader.json()
         return 1
     if ref == 6:  # format
         reader.string()
-        reader.string()
+        reader.json()
         return 1
     if ref == 7:  # type
         type_ref = reader.uint()
-        if type_ref in (3, 5):  # XmlElement, XmlHook carry a name
+        if type_ref not in _TYPE_REFS:
+            raise InvalidUpdate(f"unknown shared type {type_ref} in update")
+        if type_ref in _NAMED_TYPES:
             reader.string()
         return 1
     if ref == 8:  # any
-        count = reader.uint()
+        count = reader.count("values")
         for _ in range(count):
             reader.any()
         return count
@@ -147,8 +227,27 @@ def _id(reader: _Reader) -> tuple[int, int]:
     return client, clock
 
 
+def _delete_set(reader: _Reader) -> bool:
+    """Walk the delete set that ends an update; whether it names any range."""
+    deletes = False
+    # a client takes two bytes at least (its id and its count of ranges)
+    for _ in range(reader.count("delete set clients", 2)):
+        client = reader.uint()
+        ranges = reader.count("deleted ranges", 2)
+        for _ in range(ranges):
+            clock = reader.uint()
+            length = reader.uint()
+            if client > MAX_CLIENT or clock + length > MAX_CLOCK + 1:
+                raise InvalidUpdate(f"update deletes {client}:{clock}+{length}, out of range")
+        deletes = deletes or ranges > 0
+    return deletes
+
+
 def shape(update: bytes) -> UpdateShape:
-    """Read the structure of a v1 update (not its delete set).
+    """Read the structure of a v1 update, and check it whole: every count and length
+    against the bytes left (so that Yrs, which reserves room for a count before it reads
+    the items, is never asked to reserve more than the update could hold), every string's
+    UTF-8, every shared type, the delete set, and that nothing follows it.
 
     Raises:
         InvalidUpdate: The bytes are not a well-formed v1 update.
@@ -157,16 +256,23 @@ def shape(update: bytes) -> UpdateShape:
     # varuint would cost more than the rest of a merge.
     reader = _Reader(update)
     data = update
+    end = len(data)
     ranges: dict[int, tuple[int, int]] = {}
     refs: set[tuple[int, int]] = set()
     parents: set[tuple[int, int]] = set()
     types: set[tuple[int, int]] = set()
     try:
         clients, pos = read_varuint(data, 0)
+        # a client takes three bytes at least (its count of structs, id and first clock)
+        if clients * 3 > end - pos:
+            raise _bomb("clients", clients, end - pos)
         for _ in range(clients):
             count, pos = read_varuint(data, pos)
             client, pos = read_varuint(data, pos)
             start, pos = read_varuint(data, pos)
+            # a struct takes two bytes at least (its info byte and a length or content)
+            if count * 2 > end - pos:
+                raise _bomb("structs", count, end - pos)
             clock = start
             for _ in range(count):
                 info = data[pos]
@@ -202,10 +308,16 @@ def shape(update: bytes) -> UpdateShape:
                     # the common case: one string value (every entry of this layout)
                     length = data[pos + 2]
                     if length < 0x80:
-                        pos += 3 + length
+                        pos += 3
                     else:
                         length, pos = read_varuint(data, pos + 2)
-                        pos += length
+                    text = data[pos : pos + length]
+                    pos += length
+                    if not text.isascii():
+                        try:
+                            text.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise InvalidUpdate("invalid UTF-8 in update string") from None
                     clock += 1
                     continue
                 reader.pos = pos
@@ -216,15 +328,23 @@ def shape(update: bytes) -> UpdateShape:
             if count:
                 first, last = ranges.get(client, (start, clock))
                 ranges[client] = (min(first, start), max(last, clock))
+        if pos > end:
+            raise InvalidUpdate("update field runs past the end")
+        reader.pos = pos
+        deletes = _delete_set(reader)
     except IndexError:
         raise InvalidUpdate("truncated update") from None
-    if pos > len(data):
-        raise InvalidUpdate("update field runs past the end")
+    if reader.pos != end:
+        raise InvalidUpdate(f"{end - reader.pos} trailing bytes after the update")
     for client, clock in refs:
         if client > MAX_CLIENT or clock > MAX_CLOCK:
             raise InvalidUpdate(f"update refers to item {client}:{clock}, out of range")
     return UpdateShape(
-        ranges=ranges, refs=frozenset(refs), parents=frozenset(parents), types=frozenset(types)
+        ranges=ranges,
+        refs=frozenset(refs),
+        parents=frozenset(parents),
+        types=frozenset(types),
+        deletes=deletes,
     )
 
 

@@ -1,63 +1,165 @@
 """Fan-out of status changes to server-sent-event clients.
 
-Each client gets a bounded queue. A client too slow to keep up is cut off (its stream ends
-with an ``overflow`` event) rather than letting memory grow or the replica wait: it can
-reconnect, and a new stream starts with the current state.
+Theory of operation: the hub keeps one log of serialised events, shared by every client.
+Publishing serialises an event once (:func:`encode_event`) and appends the bytes to the
+log; it touches the clients only to wake those that wait for an event, and a woken client
+stays awake until it runs, so a write that publishes many events wakes each client once.
+Each client (:class:`Subscriber`) has a cursor into the log and takes everything after it
+in one piece, which its stream sends in one write.
+
+Every so often (every half backlog limit of events) the hub looks at every cursor: a client
+too far behind is cut off (it still receives what it was owed up to the limit, then an
+``overflow`` event, and its stream ends) rather than letting memory grow or the replica
+wait; it can reconnect, and a new stream starts with the current state. The log is then
+trimmed to what some client has not taken yet. That look is the only work per client, and
+it comes once per many events.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, Final
 
-__all__ = ["EventHub", "Subscriber"]
+import orjson
 
-#: Events buffered per client before it is cut off.
+__all__ = ["EventHub", "Subscriber", "encode_event"]
+
+#: Events a client may fall behind by before it is cut off.
 QUEUE_SIZE: Final = 10_000
 
 
+def encode_event(name: str, data: Any) -> bytes:
+    """One server-sent event: its name and its data as one line of JSON."""
+    # orjson never writes a raw newline, so one data line always holds the whole event.
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+_OVERFLOW: Final = encode_event("overflow", {"dropped": True})
+
+
 class Subscriber:
-    """One client's queue of ``(event name, JSON data)``."""
+    """One client's place in its hub's log of serialised events."""
 
-    def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(size)
-        self.overflowed = False
+    def __init__(self, hub: EventHub, cursor: int) -> None:
+        self._hub = hub
+        #: absolute index in the hub's log of the next event to take
+        self.cursor = cursor
+        self._waiter: asyncio.Future[None] | None = None
+        #: what the client is still owed once no event is added any more
+        self._final: bytes | None = None
 
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        while True:
-            name, data = await self.queue.get()
-            yield name, data
-            if name == "overflow":
-                return
+    @property
+    def finished(self) -> bool:
+        """No event is added any more (cut off, or closed): the stream ends once drained."""
+        return self._final is not None
+
+    @property
+    def backlog(self) -> int:
+        """Events published and not taken yet."""
+        if self._final is not None:
+            return 1 if self._final else 0
+        return self._hub.end - self.cursor
+
+    def finish(self) -> None:
+        """End the stream once it has sent what was published until now."""
+        if self._final is None:
+            self._end(self._hub.read(self))
+
+    def _end(self, final: bytes) -> None:
+        self._final = final
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> bytes:
+        """Wait for events and return every one not taken yet, serialised back to back;
+        empty once the stream is finished and everything was taken."""
+        hub = self._hub
+        if self._final is None and self.cursor == hub.end:
+            self._waiter = asyncio.get_running_loop().create_future()
+            hub.waiting.add(self)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                hub.waiting.discard(self)
+        if self._final is not None:
+            final, self._final = self._final, b""
+            return final
+        return hub.read(self)
 
 
 class EventHub:
-    """Publishes events to every subscriber without ever blocking the publisher."""
+    """Publishes events to every subscriber without ever blocking the publisher.
+
+    Args:
+        queue_size: Events a subscriber may fall behind by before it is cut off.
+    """
 
     def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
         self._subscribers: set[Subscriber] = set()
+        #: subscribers waiting for the next event
+        self.waiting: set[Subscriber] = set()
         self._size = queue_size
+        self._log: list[bytes] = []
+        #: absolute index of ``_log[0]``
+        self._base = 0
+        self._step = max(1, queue_size // 2)
+        self._check_at = self._step
+
+    @property
+    def end(self) -> int:
+        """Absolute index after the last event published."""
+        return self._base + len(self._log)
+
+    @property
+    def retained(self) -> int:
+        """Events kept in the shared log (published, and not taken by every subscriber)."""
+        return len(self._log)
 
     def subscribe(self) -> Subscriber:
-        subscriber = Subscriber(self._size)
+        subscriber = Subscriber(self, self.end)
         self._subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        self.waiting.discard(subscriber)
 
     def __len__(self) -> int:
         return len(self._subscribers)
 
     def publish(self, name: str, data: Any) -> None:
+        """Serialise an event once and make it every subscriber's next one."""
+        if not self._subscribers:
+            return
+        self._log.append(encode_event(name, data))
+        if self.waiting:
+            waiting, self.waiting = self.waiting, set()
+            for subscriber in waiting:
+                subscriber.wake()
+        if len(self._log) >= self._check_at:
+            self._check()
+
+    def read(self, subscriber: Subscriber) -> bytes:
+        """Everything after ``subscriber``'s cursor, which moves to the end."""
+        frames = self._log[subscriber.cursor - self._base :]
+        subscriber.cursor = self.end
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _check(self) -> None:
+        """Cut off subscribers too far behind; drop the events every other one has taken."""
+        end = self.end
+        limit = self._size - 1
         for subscriber in list(self._subscribers):
-            if subscriber.overflowed:
-                continue
-            queue = subscriber.queue
-            if queue.qsize() >= self._size - 1:
-                subscriber.overflowed = True
-                queue.put_nowait(("overflow", {"dropped": True}))
-                self._subscribers.discard(subscriber)
-            else:
-                queue.put_nowait((name, data))
+            if end - subscriber.cursor > limit:
+                start = subscriber.cursor - self._base
+                self.unsubscribe(subscriber)
+                subscriber._end(b"".join(self._log[start : start + limit]) + _OVERFLOW)
+        oldest = min((subscriber.cursor for subscriber in self._subscribers), default=end)
+        del self._log[: oldest - self._base]
+        self._base = oldest
+        self._check_at = len(self._log) + self._step

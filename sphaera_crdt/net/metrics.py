@@ -3,7 +3,13 @@ process, as they do in tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..core.causal import HeldStats
 
 __all__ = ["MAX_PEER_LABELS", "NodeMetrics"]
 
@@ -101,6 +107,13 @@ class NodeMetrics:
             self.unreadable_entries.inc(total - self._unreadable_seen)
             self._unreadable_seen = total
 
+    def watch_held(self, source: Callable[[], HeldStats]) -> None:
+        """Export the updates held for missing predecessors, read from ``source`` at each
+        scrape: ``sphaera_held_updates``, ``sphaera_held_update_bytes`` and
+        ``sphaera_held_updates_dropped_total`` by reason (count or bytes limit, or invalid
+        once released)."""
+        self.registry.register(_HeldCollector(source))
+
     def peer(self, peer: str | None) -> str:
         """The label value for a peer: its id or URL while labels are left, else ``"other"``."""
         if not peer:
@@ -111,3 +124,35 @@ class NodeMetrics:
             return "other"
         self._peer_labels.add(peer)
         return peer
+
+
+class _HeldCollector(Collector):
+    """Reads the held updates' figures when scraped (the replica keeps them)."""
+
+    def __init__(self, source: Callable[[], HeldStats]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._source()
+        yield GaugeMetricFamily(
+            "sphaera_held_updates",
+            "Received updates held until their predecessors arrive.",
+            value=stats.count,
+        )
+        yield GaugeMetricFamily(
+            "sphaera_held_update_bytes",
+            "Bytes of the received updates held until their predecessors arrive.",
+            value=stats.bytes,
+        )
+        dropped = CounterMetricFamily(
+            "sphaera_held_updates_dropped",
+            "Held updates dropped, by reason: the count or bytes limit, or invalid once "
+            "their predecessors arrived.",
+            labels=["reason"],
+        )
+        for reason, count in stats.dropped.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

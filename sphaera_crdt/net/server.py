@@ -15,28 +15,29 @@ or when the application shuts down (so that closing a node never waits for them)
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import math
 import urllib.parse
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.clocks import format_time
 from ..core.views import EntityView
 from ..errors import RemoteError
 from ..node import Node
-from .events import Subscriber
+from .events import Subscriber, encode_event
 from .middleware import (
     JSON,
     NODE,
     OCTETS,
     ApiError,
     auth_middleware,
-    dumps,
     errors_middleware,
     json_response,
     kind_of,
@@ -47,14 +48,12 @@ from .middleware import (
 from .openapi import openapi_document
 from .status_page import StatusPage, load_status_page
 
-__all__ = ["HEARTBEAT", "STATE", "ServerState", "create_app"]
+__all__ = ["HEARTBEAT", "STATE", "RequestErrorLog", "ServerState", "create_app"]
 
 #: Seconds between comment heartbeats on an idle event stream.
 HEARTBEAT: Final = 15.0
 #: ``replica:<id>`` records are written by their replica only, never over this API.
 RESERVED_PREFIX: Final = "replica:"
-# An internal marker that ends an event stream at shutdown (never sent to clients).
-_CLOSE: Final = "\x00close"
 
 
 @dataclass(slots=True)
@@ -324,11 +323,6 @@ async def replicas_route(request: web.Request) -> web.Response:
 # -- events --------------------------------------------------------------------------------
 
 
-def _event(name: str, data: Any) -> bytes:
-    # orjson never writes a raw newline, so one data line always holds the whole event.
-    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
-
-
 async def events_route(request: web.Request) -> web.StreamResponse:
     """``GET /v1/events``: status changes as server-sent events.
 
@@ -338,6 +332,9 @@ async def events_route(request: web.Request) -> web.StreamResponse:
     ``{"entity", "before", "after", "reason"}``. An idle stream carries a
     ``: keep-alive`` comment every 15 s. A client too slow to keep up receives a final
     ``overflow`` event and the stream ends: reconnect, and start again from a snapshot.
+
+    Events come serialised by the hub, once for all streams (:mod:`.events`); a stream
+    sends whatever accumulated since its last write in one write.
     """
     state = request.app[STATE]
     node = request.app[NODE]
@@ -355,19 +352,17 @@ async def events_route(request: web.Request) -> web.StreamResponse:
             for entity_id, view in node.replica.entities().items()
         }
         await response.prepare(request)
-        await response.write(_event("snapshot", {"entities": snapshot}))
+        await response.write(encode_event("snapshot", {"entities": snapshot}))
         while True:
             try:
                 async with asyncio.timeout(state.heartbeat):
-                    name, data = await subscriber.queue.get()
+                    frames = await subscriber.take()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if name == _CLOSE:
-                break
-            await response.write(_event(name, data))
-            if name == "overflow":
-                break
+            if not frames:
+                break  # cut off or closed, and everything owed was sent
+            await response.write(frames)
     except ConnectionError:
         node.log.debug("event stream client went away")
     finally:
@@ -381,10 +376,56 @@ async def _close_streams(app: web.Application) -> None:
     state = app[STATE]
     for subscriber in list(state.streams):
         app[NODE].events.unsubscribe(subscriber)
-        # The hub keeps one slot free until it cuts a subscriber off, and a cut-off stream
-        # ends by itself; either way the stream finishes.
-        with contextlib.suppress(asyncio.QueueFull):
-            subscriber.queue.put_nowait((_CLOSE, None))
+        subscriber.finish()
+
+
+# -- malformed requests --------------------------------------------------------------------
+
+
+class RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log (``aiohttp.server``), with requests that aiohttp cannot parse
+    (a malformed request line or header, an oversized line: anyone can send those) written
+    as one line at DEBUG instead of an ERROR with a traceback each. Anything else aiohttp
+    reports keeps its traceback.
+
+    Give it to the runner: ``web.AppRunner(app, logger=RequestErrorLog())``.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("aiohttp.server"))
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            # aiohttp's message spans several lines (it draws a caret under the fault).
+            detail = " ".join(str(exc).split())[:300].replace("%", "%%")
+            kwargs = {key: value for key, value in kwargs.items() if key != "exc_info"}
+            msg = f"{msg}: {detail}"
+        return msg, kwargs
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+        **kwargs: object,
+    ) -> None:
+        level = logging.DEBUG if isinstance(exc_info, HttpProcessingError) else logging.ERROR
+        self.log(
+            level,
+            msg,
+            *args,
+            exc_info=exc_info,
+            stack_info=stack_info,
+            stacklevel=stacklevel,
+            extra=extra,
+            **kwargs,
+        )
 
 
 # -- operations ----------------------------------------------------------------------------
