@@ -126,12 +126,16 @@ class Outcome:
     converged_in: float | None
     visibility: list[float]
     peak_kib: dict[str, int]
+    #: what the nodes saw differently when they did not converge
+    disagreement: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Assert what every scenario promises."""
         assert self.acknowledged > 0, "no write was acknowledged: the scenario tested nothing"
         assert not self.lost, f"acknowledged writes lost: {self.lost[:20]}"
-        assert self.divergent == 0, f"{self.divergent} nodes disagree after healing"
+        assert self.divergent == 0, (
+            f"{self.divergent} nodes disagree after healing: {self.disagreement}"
+        )
         assert self.converged_in is not None, "no convergence within the deadline"
         heavy = {name: kib for name, kib in self.peak_kib.items() if kib > MAX_NODE_HWM_KIB}
         assert not heavy, f"peak memory (VmHWM, KiB) over {MAX_NODE_HWM_KIB}: {heavy}"
@@ -140,11 +144,12 @@ class Outcome:
         p50 = percentile(self.visibility, 0.5)
         p99 = percentile(self.visibility, 0.99)
         took = "-" if self.converged_in is None else f"{self.converged_in:.1f}s"
+        apart = f"; apart: {self.disagreement}" if self.disagreement else ""
         return (
             f"{self.scenario}: {self.faults} faults, {self.messages_lost} messages lost, "
             f"{self.acknowledged} acknowledged, {len(self.lost)} lost, {self.divergent} "
             f"divergent, converged in {took}, visibility p50 {p50:.2f}s p99 {p99:.2f}s "
-            f"({len(self.visibility)} writes seen everywhere)"
+            f"({len(self.visibility)} writes seen everywhere){apart}"
         )
 
 
@@ -414,6 +419,7 @@ class FaultCluster:
         converged_in: float | None = None
         lost: list[str] = []
         divergent = len(self.names)
+        views: dict[str, dict[str, Any] | None] = {}
         while True:
             views = {name: await self.entities(name) for name in self.names}
             lost, divergent = self._judge(views)
@@ -434,6 +440,7 @@ class FaultCluster:
             converged_in=converged_in,
             visibility=self.ledger.visibility(self.names),
             peak_kib=self.peak_kib(),
+            disagreement=[] if converged_in is not None else _disagreement(views),
         )
 
     def _judge(self, views: Mapping[str, dict[str, Any] | None]) -> tuple[list[str], int]:
@@ -470,6 +477,24 @@ async def _finish(tasks: list[asyncio.Task[None]]) -> None:
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise AssertionError(f"{task.get_name()} failed") from task.exception()
+
+
+def _disagreement(views: Mapping[str, dict[str, Any] | None], limit: int = 6) -> list[str]:
+    """The entities whose status or reason differ between nodes, with each node's."""
+    found = []
+    keys = sorted({key for view in views.values() if view for key in view})
+    for key in keys:
+        seen = {
+            name: (view or {}).get(key, {}).get("status", "-")
+            + ": "
+            + str((view or {}).get(key, {}).get("reason", "-"))
+            for name, view in views.items()
+        }
+        if len(set(seen.values())) > 1:
+            found.append(f"{key}: {seen}")
+            if len(found) == limit:
+                break
+    return found
 
 
 def _existing(event: str, data: Any) -> list[str]:

@@ -112,7 +112,9 @@ class NodeProxy:
     async def start(self) -> str:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -126,12 +128,12 @@ class NodeProxy:
         return self.url
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         sender = request.headers.get(SENDER_HEADER)
@@ -141,7 +143,8 @@ class NodeProxy:
             if faults.lost(sender, self.name):
                 return _lose(request)
             await faults.hold()
-        assert self._session is not None
+        if self._session is None:  # closing
+            return _lose(request)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         try:
             async with self._session.request(
@@ -156,8 +159,9 @@ class NodeProxy:
                 answer_headers = {
                     k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS
                 }
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return _lose(request)  # the node is down, stopped or gone: no answer either
+        except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError):
+            # The node is down, stopped or gone (or the proxy is closing): no answer either.
+            return _lose(request)
         if sender is not None:
             if faults.lost(self.name, sender):
                 return _lose(request)
