@@ -152,6 +152,7 @@ def serve(
         )
     except SphaeraError as exc:
         raise BadConfig(str(exc)) from None
+    # Checked here, so that a bad value stops the command before anything starts.
     clock = node_clock(os.environ.get(CLOCK_OFFSET_ENV))
     logging.basicConfig(
         level=log_level.upper(),
@@ -163,7 +164,7 @@ def serve(
             "the clock is shifted by %s=%s s", CLOCK_OFFSET_ENV, os.environ[CLOCK_OFFSET_ENV]
         )
     try:
-        asyncio.run(_serve(config, clock))
+        asyncio.run(_serve(config))
     except KeyboardInterrupt:  # before the signal handlers were installed
         pass
     except ConfigError as exc:
@@ -195,7 +196,8 @@ def node_clock(offset: str | None) -> Callable[[], float]:
     return lambda: time.time() + seconds
 
 
-async def _serve(config: NodeConfig, clock: Callable[[], float]) -> None:
+async def _serve(config: NodeConfig) -> None:
+    clock = node_clock(os.environ.get(CLOCK_OFFSET_ENV))
     node = Node(config, clock=clock)  # opens (or refuses) the store
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

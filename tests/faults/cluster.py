@@ -31,7 +31,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -294,7 +294,12 @@ class FaultCluster:
             return None
         return {key: view["status"] for key, view in found.items() if key.startswith(prefix)}
 
-    async def until(self, condition: Any, what: str, deadline: float = CONVERGE_DEADLINE) -> float:
+    async def until(
+        self,
+        condition: Callable[[], Awaitable[bool]],
+        what: str,
+        deadline: float = CONVERGE_DEADLINE,
+    ) -> float:
         """Poll ``await condition()`` every 0.1 s until true; the seconds it took."""
         started = time.monotonic()
         while not await condition():
