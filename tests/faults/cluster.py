@@ -81,11 +81,13 @@ class Ledger:
     shared: dict[str, int] = field(default_factory=dict)
     #: entity -> node -> the time it first existed there
     seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: patches of the shared entity acknowledged
+    patches: int = 0
     attempted: int = 0
 
     @property
     def acknowledged(self) -> int:
-        return len(self.created) + len(self.shared)
+        return len(self.created) + self.patches
 
     def missing(self, name: str, entities: Mapping[str, Any]) -> list[str]:
         """The acknowledged writes that node ``name``'s entities lack."""
@@ -149,7 +151,7 @@ class Outcome:
             f"{self.scenario}: {self.faults} faults, {self.messages_lost} messages lost, "
             f"{self.acknowledged} acknowledged, {len(self.lost)} lost, {self.divergent} "
             f"divergent, converged in {took}, visibility p50 {p50:.2f}s p99 {p99:.2f}s "
-            f"({len(self.visibility)} writes seen everywhere){apart}"
+            f"(visibility of {len(self.visibility)} writes){apart}"
         )
 
 
@@ -377,6 +379,7 @@ class FaultCluster:
                 body = {"attrs": {writer: number}}
                 if await self._ok("PATCH", f"{url}/v1/entities/{SHARED}", body):
                     ledger.shared[writer] = number
+                    ledger.patches += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), rng.uniform(*WRITE_PAUSE))
 
