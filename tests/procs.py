@@ -17,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Final
 
 LISTENING: Final = re.compile(r"^sphaera: replica (\S+) listening on (\S+)")
+#: With --public-url, the line also names the address the node is bound to.
+BOUND: Final = re.compile(r"\(bound to (\S+):(\d+)\)")
 START_TIMEOUT: Final = 20.0
 
 
@@ -33,6 +35,8 @@ class NodeProcess:
         self.popen = popen
         self._stderr = stderr
         self.url = ""
+        #: where the process itself listens (``url`` unless --public-url names another)
+        self.bound_url = ""
 
     @property
     def port(self) -> int:
@@ -49,6 +53,10 @@ class NodeProcess:
                 match = LISTENING.match(line)
                 if match:
                     self.url = match.group(2)
+                    bound = BOUND.search(line)
+                    self.bound_url = (
+                        f"http://{bound.group(1)}:{bound.group(2)}" if bound else self.url
+                    )
                     return self.url
                 if not line:
                     break
@@ -95,7 +103,10 @@ class Processes:
         peers: Iterable[str] = (),
         args: Iterable[str] = (),
         wait: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> NodeProcess:
+        """Start ``sphaera serve --id name``; ``env`` adds to an environment without the
+        caller's ``SPHAERA_*`` variables."""
         args = list(args)
         command = [
             sys.executable,
@@ -112,11 +123,16 @@ class Processes:
             *[arg for url in peers for arg in ("--peer", url)],
             *args,
         ]
-        env = {key: value for key, value in os.environ.items() if not key.startswith("SPHAERA_")}
+        environment = {
+            key: value for key, value in os.environ.items() if not key.startswith("SPHAERA_")
+        }
+        environment.update(env or {})
         stderr = open(  # closed by NodeProcess.kill
             Path(self._dir.name) / f"{name}-{len(self.started)}.log", "w+", encoding="utf-8"
         )
-        popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        popen = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=environment
+        )
         process = NodeProcess(name, popen, stderr)
         self.started.append(process)
         if wait:

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import click
 
@@ -18,7 +23,10 @@ from ..errors import SphaeraError
 from ..node import DEFAULT_MAX_BODY, DEFAULT_PORT, ConfigError, Node, NodeConfig
 from .app import DEFAULT_DATA, TOKEN_ENV, BadConfig, Fail, cli, read_token
 
-__all__ = ["demo", "serve"]
+__all__ = ["CLOCK_OFFSET_ENV", "demo", "serve"]
+
+#: Seconds added to the node's clock: the fault tests run nodes whose clocks are off with it.
+CLOCK_OFFSET_ENV: Final = "SPHAERA_CLOCK_OFFSET"
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -187,11 +195,17 @@ def serve(
         )
     except SphaeraError as exc:
         raise BadConfig(str(exc)) from None
+    # Checked here, so that a bad value stops the command before anything starts.
+    clock = node_clock(os.environ.get(CLOCK_OFFSET_ENV))
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if clock is not time.time:
+        logging.getLogger("sphaera_crdt.node").warning(
+            "the clock is shifted by %s=%s s", CLOCK_OFFSET_ENV, os.environ[CLOCK_OFFSET_ENV]
+        )
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:  # before the signal handlers were installed
@@ -204,8 +218,30 @@ def serve(
         raise Fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def node_clock(offset: str | None) -> Callable[[], float]:
+    """The node's clock: ``time.time``, shifted by ``offset`` seconds if one is given.
+
+    Every time the node reads (observation dates, freshness, deadlines) comes from this
+    clock, so a shifted node behaves as one on a machine whose clock is off; the fault
+    tests set :data:`CLOCK_OFFSET_ENV` to run one.
+
+    Raises:
+        BadConfig: ``offset`` is not a finite number.
+    """
+    if offset is None or not offset.strip():
+        return time.time
+    try:
+        seconds = float(offset)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise BadConfig(f"{CLOCK_OFFSET_ENV} must be a number of seconds, not {offset!r}")
+    return lambda: time.time() + seconds
+
+
 async def _serve(config: NodeConfig) -> None:
-    node = Node(config)  # opens (or refuses) the store
+    clock = node_clock(os.environ.get(CLOCK_OFFSET_ENV))
+    node = Node(config, clock=clock)  # opens (or refuses) the store
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -215,7 +251,7 @@ async def _serve(config: NodeConfig) -> None:
         async with node:
             where = node.url
             if config.public_url:
-                where += f" (bound to {config.host}:{config.port})"
+                where += f" (bound to {config.host}:{node.port})"
             kept = f"data in {config.data_dir}" if config.data_dir else "memory"
             click.echo(f"sphaera: replica {config.replica_id} listening on {where} ({kept})")
             await stop.wait()
