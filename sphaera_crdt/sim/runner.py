@@ -31,7 +31,7 @@ from .cluster import SimCluster
 from .identity import IdentitySource
 from .metrics import AgreementTracker
 from .network import LinkModel, Network, Partition, Traffic
-from .rounds import Timing
+from .driver import Timing
 from .strategies import STRATEGIES, make_strategy
 from .workload import build_workload
 

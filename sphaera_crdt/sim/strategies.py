@@ -1,7 +1,7 @@
 """The strategies compared: the project's gossip and two baselines, behind one protocol.
 
-* ``gossip``: the project's gossip (:mod:`.gossip`, the decisions of
-  :mod:`sphaera_crdt.core.gossip` that a node makes): eager pushes of a writer's own
+* ``gossip``: the project's gossip (the machine of
+  :mod:`sphaera_crdt.core.gossip` that a node runs, :mod:`.driver`): eager pushes of a writer's own
   changes to every peer, and push-pull rounds with ``fanout`` peers that pull, then push
   exactly what the peer's answer shows it lacks.
 * ``gossip-rounds``: the same without eager pushes, so that only the epidemic rounds
@@ -24,9 +24,8 @@ from typing import Final, Protocol
 
 from ..core import sync, updates
 from .cluster import SimCluster
-from .gossip import ProjectGossip
+from .driver import Finish, Outcome, ProjectGossip, SimDriver, Timing
 from .network import Network
-from .rounds import Finish, Outcome, RoundDriver, Timing
 
 __all__ = ["STRATEGIES", "FullStatePushPull", "NaiveFlood", "Strategy", "make_strategy"]
 
@@ -71,7 +70,7 @@ class FullStatePushPull:
         self.cluster = cluster
         self.network = network
         self.timing = timing
-        self.driver = RoundDriver(cluster, network, timing, rng, self.exchange)
+        self.driver = SimDriver(cluster, network, timing, rng, self.exchange)
 
     @property
     def rounds_run(self) -> int:
@@ -88,7 +87,7 @@ class FullStatePushPull:
         """Nothing is kept between rounds."""
 
     def restarted(self, index: int) -> None:
-        self.driver.start(index)
+        self.driver.start(index, fresh=True)
 
     def exchange(self, index: int, peer: int, push: object, finish: Finish) -> None:
         full = self.cluster.nodes[index].replica.delta()
