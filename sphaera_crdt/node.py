@@ -33,7 +33,6 @@ from typing import Any, Final, Self
 
 from aiohttp import web
 
-from .core import sync
 from .core.clocks import ClockNotice, ClockWatch, Outlier
 from .core.constraints import observed
 from .core.formulas import DEFAULT_MAX_SKEW

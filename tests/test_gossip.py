@@ -408,11 +408,11 @@ async def test_a_round_skips_a_peer_with_an_exchange_in_flight(start: StartNode)
     b = await start("b", peers=[a.url])
     c = await start("c", peers=[a.url])
     await settle([a, b, c])
-    lock = a.gossip._locks.setdefault(b.url, asyncio.Lock())
-    async with lock:  # an exchange with b that has not ended
-        for _ in range(5):
-            exchanges = await a.gossip.round()
-            assert [exchange.url for exchange in exchanges] == [c.url]
+    assert a.gossip.machine.acquire(b.url, lambda: None)  # an exchange with b, not ended
+    for _ in range(5):
+        exchanges = await a.gossip.round()
+        assert [exchange.url for exchange in exchanges] == [c.url]
+    a.gossip.machine.release(b.url)
 
 
 async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -> None:
@@ -443,7 +443,7 @@ async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -
 
         b.handle_sync = counting_handle  # type: ignore[method-assign]
         await asyncio.wait_for(enough.wait(), timeout=10)
-        assert a.gossip._busy(url)
+        assert a.gossip.machine.busy(url)
         assert sent_to(a, url, "error") == 0
         await a.close()
     finally:
@@ -459,12 +459,12 @@ async def test_a_rounds_exchanges_follow_one_another(start: StartNode) -> None:
     events: list[tuple[str, str]] = []
     real = a.gossip._guarded
 
-    async def recording(url: str, peer_id: str | None, plan: Any) -> Any:
-        events.append(("start", url))
+    async def recording(target: Any, push: Any) -> Any:
+        events.append(("start", target.url))
         try:
-            return await real(url, peer_id, plan)
+            return await real(target, push)
         finally:
-            events.append(("end", url))
+            events.append(("end", target.url))
 
     a.gossip._guarded = recording  # type: ignore[method-assign]
     assert len(await a.gossip.round()) == 2

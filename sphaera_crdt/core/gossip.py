@@ -779,10 +779,8 @@ class GossipMachine:
         since the previous push (a target known to hold them gets no request at all)."""
         self._schedule.begin()
         since = self.planner.begin_push()
-        refused: list[Target] = []
-        due = self._backoff.due
-        targets = tuple(t for t in self._candidates(refused) if due(t.url, now))
-        return StartPush(targets=targets, since=since, refused=tuple(refused))
+        targets, refused = self.targets(now)
+        return StartPush(targets=targets, since=since, refused=refused)
 
     def push_exchange(self, target: Target, since: dict[int, int]) -> PeerExchange:
         """An eager push's exchange with ``target``."""
@@ -816,10 +814,6 @@ class GossipMachine:
             lane.popleft()()
         else:
             del self._lanes[url]
-
-    def due(self, url: str, now: float) -> bool:
-        """Whether ``url`` may be contacted at ``now`` (it is not backing off)."""
-        return self._backoff.due(url, now)
 
     def busy(self, url: str) -> bool:
         """Whether an exchange with ``url`` is in flight."""
@@ -884,9 +878,13 @@ class GossipMachine:
 
     # -- membership ------------------------------------------------------------------------
 
-    def candidates(self) -> list[Target]:
-        """Live peers and seeds this replica may contact, by URL (backing off or not)."""
-        return self._candidates([])
+    def targets(self, now: float) -> tuple[tuple[Target, ...], tuple[Target, ...]]:
+        """Live peers and seeds this replica may contact at ``now`` (not backing off), by
+        URL; and the declared URLs found not allowed for the first time (to warn about)."""
+        refused: list[Target] = []
+        due = self._backoff.due
+        targets = tuple(t for t in self._candidates(refused) if due(t.url, now))
+        return targets, tuple(refused)
 
     def _candidates(self, refused: list[Target]) -> list[Target]:
         if self._members is not None:

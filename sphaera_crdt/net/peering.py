@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..core.gossip import Answer, GossipMachine, PeerExchange, StartPush, Target
+from ..core.gossip import Answer, GossipMachine, PeerExchange, Request, StartPush, Target
 from ..core.views import Change, RecordChange
 from ..errors import RemoteError
 from .client import PeerUnavailable, SyncAnswer
 from .metrics import NodeMetrics
 
-__all__ = ["Exchange", "Peering", "PeerLink"]
+__all__ = ["Exchange", "PeerLink", "Peering"]
 
 
 class PeerLink(Protocol):
@@ -87,6 +87,7 @@ class Peering:
         machine.allows = client.allows
         self._client, self._metrics, self._clock = client, metrics, clock
         self._log = log.getChild("gossip")
+        self._clock_log = log  # clock notices are the node's, not the gossip's
         self._running = False
         self._tasks: set[asyncio.Task[object]] = set()
         self._pusher: asyncio.Task[None] | None = None
@@ -214,8 +215,9 @@ class Peering:
 
     def targets(self) -> dict[str, str | None]:
         """URL -> replica id (if known) of the peers the machine may contact now."""
-        now, machine = self._clock(), self.machine
-        return {t.url: t.peer_id for t in machine.candidates() if machine.due(t.url, now)}
+        targets, refused = self.machine.targets(self._clock())
+        self._refused(refused)
+        return {target.url: target.peer_id for target in targets}
 
     def _refused(self, refused: tuple[Target, ...]) -> None:
         for target in refused:
@@ -338,7 +340,7 @@ class Peering:
 
     async def _send(
         self, url: str, exchange: PeerExchange, body: bytes
-    ) -> tuple[SyncAnswer | None, object]:
+    ) -> tuple[SyncAnswer | None, Request | None]:
         metrics, label = self._metrics, exchange.peer_id or url
         try:
             answer = await self._client.sync(url, body)
@@ -371,7 +373,7 @@ class Peering:
             level = {"outlier": logging.ERROR, "peer_away": logging.WARNING}.get(
                 notice.kind, logging.INFO
             )
-            self._log.log(level, "%s", notice.text)
+            self._clock_log.log(level, "%s", notice.text)
         clocks = self.machine.clocks
         if outcome.peer_offset is not None and answer.replica_id is not None and clocks:
             metrics.peer_clock_offset.labels(metrics.peer(answer.replica_id)).set(
