@@ -38,6 +38,7 @@ from .core.constraints import observed
 from .core.formulas import DEFAULT_MAX_SKEW
 from .core.gossip import GossipMachine
 from .core.replica import Replica
+from .core.updates import shape
 from .core.views import Change, RecordChange, Status
 from .errors import InputError, RemoteError
 from .net.events import EventHub
@@ -447,12 +448,13 @@ class Node:
             RemoteError: The update is malformed; nothing changed.
         """
         started = time.perf_counter()
-        changes = self.replica.merge(body)
+        needs = shape(body)  # parsed once: for the merge and for what the caller holds
+        changes = self.replica.merge(body, needs)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
         label = self.metrics.peer(peer_id)
         self.metrics.bytes_in.labels(label).inc(len(body))
         if peer_id:
-            self.peers.learn_update(peer_id, body)
+            self.peers.learn_ranges(peer_id, needs.ranges)
         return changes
 
     # -- clocks ----------------------------------------------------------------------------

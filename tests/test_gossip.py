@@ -19,6 +19,7 @@ from nodes import LIVENESS, FakeClock, StartNode, converged, node_factory, settl
 
 from sphaera_crdt.core import gossip as gossip_core
 from sphaera_crdt.core import sync
+from sphaera_crdt.core.sync import covers
 from sphaera_crdt.node import Node
 
 pytestmark = pytest.mark.asyncio
@@ -107,7 +108,7 @@ async def test_first_contact_learns_the_seed_and_pushes_what_it_lacks(start: Sta
     await settle([a, b])
     (exchange,) = await b.gossip.round()
     assert exchange.ok and exchange.requests == 1 and not exchange.pushed
-    assert b.peers.pending(b.replica, "a") is None
+    assert covers(b.peers.peer("a").known, b.replica.clocks())
 
 
 async def test_eager_push_batches_a_burst_into_one_exchange(start: StartNode) -> None:
@@ -130,8 +131,8 @@ async def test_nothing_is_echoed_back(start: StartNode) -> None:
     a.replica.declare("big", attrs={"blob": "x" * 20_000})
     await a.gossip.flush()
     assert b.replica.entity("big") is not None
-    assert a.peers.pending(a.replica, "b") is None
-    assert b.peers.pending(b.replica, "a") is None
+    assert covers(a.peers.peer("b").known, a.replica.clocks())
+    assert covers(b.peers.peer("a").known, b.replica.clocks())
     received = bytes_in(a, "b")
     exchanges = await b.gossip.round() + await a.gossip.round()
     assert [exchange.pushed for exchange in exchanges] == [False, False]
@@ -197,7 +198,7 @@ async def test_restarted_peer_is_relearned(start: StartNode) -> None:
     # a believed b had everything; b's STEP1 says otherwise, so a pushes it all
     assert exchange.ok and exchange.requests == 2 and exchange.pushed
     assert b2.replica.entity("db") is not None
-    assert a.peers.pending(a.replica, "b") is None
+    assert covers(a.peers.peer("b").known, a.replica.clocks())
 
 
 async def test_unreachable_seed_backs_off(

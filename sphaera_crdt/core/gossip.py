@@ -78,7 +78,6 @@ from . import sync
 from .clocks import ClockNotice, ClockWatch, Outlier
 from .lib0 import decode_state_vector, encode_state_vector
 from .replica import REPLICA_PREFIX, Replica
-from .updates import shape
 from .views import Change, RecordChange, Status
 
 __all__ = [
@@ -427,13 +426,11 @@ class GossipPlanner:
             if peer_id:
                 self.learn_state(peer_id, result.peer_state, result.peer_clocks)
             return result
-        for message in result.pushed:
-            if message.payload == sync.EMPTY_UPDATE:
-                continue
+        for update in result.pushed:
             if peer_id:
-                self.peers.learn_update(peer_id, message.payload)
-            if message.type is sync.MessageType.UPDATE:
-                self._note_fresh(shape(message.payload).ranges)
+                self.peers.learn_ranges(peer_id, update.shape.ranges)
+            if update.type is sync.MessageType.UPDATE:
+                self._note_fresh(update.shape.ranges)
         return result
 
 
