@@ -4,8 +4,10 @@ Only the event loop that entered the node touches the replica (pycrdt documents 
 a single owner). The replica itself is sans I/O; this module wires it to the network:
 
 * the aiohttp application (:mod:`.net.server`) serves the REST, sync and event routes;
-* gossip (:mod:`.net.gossip`) pushes deltas after local changes and runs push-pull rounds
-  with ``fanout`` random live peers every ``gossip_interval`` seconds;
+* gossip: every decision is the sans-IO :class:`~.core.gossip.GossipMachine`, which
+  the driver (:mod:`.net.peering`) feeds and whose commands it carries out: pushes after
+  local changes and push-pull rounds with ``fanout`` random live peers every
+  ``gossip_interval`` seconds;
 * a timer calls :meth:`Replica.tick` at :meth:`Replica.next_deadline`, so entities whose
   evidence ages out disappear with nothing else happening;
 * membership is data: the node declares ``replica:<id>`` with its URL and a liveness
@@ -438,7 +440,7 @@ class Node:
         self.metrics.bytes_out.labels(label).inc(len(result.response))
         self.metrics.sync_exchanges.labels(label, "in", "ok").inc()
         # The caller's headers are claims: they label metrics and what it is known to
-        # hold, never evidence that it is alive (see observe_peer).
+        # hold, never evidence that it is alive (see :meth:`.GossipMachine.answered`).
         return result.response
 
     def handle_update(self, body: bytes, peer_id: str | None) -> list[Change]:

@@ -1,9 +1,14 @@
-"""The gossip's decisions, sans I/O: what each request carries, what each answer teaches,
-when to push, whom to contact and how long a failing peer waits.
+"""The gossip of one replica as one sans-IO machine (:class:`GossipMachine`): what each
+request carries, what each answer teaches, when rounds and pushes run, whom they contact,
+how long a failing peer waits, which peers are live and when a peer counts as seen.
 
-:mod:`sphaera_crdt.net.gossip` drives these decisions over HTTP and asyncio, and
-:mod:`sphaera_crdt.sim.gossip` drives the very same ones over a simulated network and
-clock; neither decides on its own what to send or to whom.
+The machine takes events with an explicit ``now`` (a deadline came, a record changed, an
+answer came, an exchange failed, a request came) and returns plain commands (exchange with
+these targets, send this request next, observe that replica, the next deadline). It calls
+no clock and does no I/O. Three drivers feed it and carry its commands out, deciding
+nothing themselves: the node's asyncio driver (:mod:`sphaera_crdt.net.peering`), the
+simulator (:mod:`sphaera_crdt.sim.driver`), and so the simulator runs the node's protocol
+by construction.
 
 Theory of operation
 -------------------
@@ -61,6 +66,19 @@ eager   an UPDATE alone: our own changes since the    nothing
   (exchanges with one peer never overlap). An exchange that gets no answer fails at its
   deadline (:func:`exchange_timeout`), and the failing peer waits before it is chosen
   again (:class:`Backoff`), the wait doubling per failure.
+* **Membership is data, and evidence is narrow.** The peers are the ``replica:<id>``
+  entities that exist here and declare a URL (contacted only if the driver's allow-list
+  accepts it), and the seeds. A peer counts as seen (:class:`Observe`) only after an
+  exchange this replica started to the URL the peer's record declares, answered in the
+  peer's name, at most once per quarter liveness window; its answer's clock reading is
+  counted the same way (or from a seed), and while this replica's own clock is the outlier
+  (:class:`~.clocks.ClockWatch`) it observes nothing, not even its own heartbeat.
+
+The machine's parts, each a small piece of it: :class:`GossipPlanner` (what to send and
+what answers teach, with :class:`~.sync.PeerKnowledge`), :class:`PeerExchange` (one
+exchange step by step), :class:`PushSchedule` (the debounce), :class:`Backoff`,
+:func:`choose` (target choice from the injected ``random.Random``) and
+:class:`~.clocks.ClockWatch` (clock offsets and the outlier rule).
 """
 
 from __future__ import annotations
@@ -211,9 +229,6 @@ class Backoff(Generic[K]):
     def succeeded(self, key: K) -> bool:
         """An exchange with ``key`` succeeded; returns whether it had been failing."""
         return self._entries.pop(key, None) is not None
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 @dataclass(slots=True)

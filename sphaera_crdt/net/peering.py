@@ -18,9 +18,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..core.gossip import Answer, GossipMachine, PeerExchange, Request, StartPush, Target
 from ..core.views import Change, RecordChange
@@ -29,6 +29,8 @@ from .client import PeerUnavailable, SyncAnswer
 from .metrics import NodeMetrics
 
 __all__ = ["Exchange", "PeerLink", "Peering"]
+
+T = TypeVar("T")
 
 
 class PeerLink(Protocol):
@@ -89,7 +91,7 @@ class Peering:
         self._log = log.getChild("gossip")
         self._clock_log = log  # clock notices are the node's, not the gossip's
         self._running = False
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._pusher: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -124,8 +126,8 @@ class Peering:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _spawn(self, work: object, name: str) -> asyncio.Task[object]:
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(work, name=name)  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -145,12 +147,11 @@ class Peering:
             )
             await self._sleep_until(command.next_round)
 
-    async def _logged(self, work: object) -> object:
+    async def _logged(self, work: Awaitable[object]) -> None:
         try:
-            return await work  # type: ignore[misc]
+            await work
         except Exception:  # a bug, not a peer's failure: report it and keep gossiping
             self._log.exception("gossip failed")
-            return None
 
     # -- eager push ------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class Peering:
         except RuntimeError:  # called outside the node's loop: the next round carries it
             self.machine.push_stopped()
             return
-        self._pusher = self._spawn(self._pushes(deadline), "sphaera-push")  # type: ignore[assignment]
+        self._pusher = self._spawn(self._pushes(deadline), "sphaera-push")
 
     async def _pushes(self, deadline: float | None) -> None:
         while deadline is not None:
@@ -296,14 +297,16 @@ class Peering:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def go() -> None:
-            if not turn.done():
+            if turn.cancelled():  # it stopped waiting: the turn passes to the next one
+                self.machine.release(target.url)
+            elif not turn.done():
                 turn.set_result(None)
 
         if not self.machine.acquire(target.url, go):
             try:
                 await turn
             except BaseException:
-                if turn.done():  # its turn came as it was cancelled: pass it on
+                if turn.done() and not turn.cancelled():  # its turn came as it was cancelled
                     self.machine.release(target.url)
                 raise
         try:

@@ -10,7 +10,7 @@ turns deadlines into events of the :class:`~.clock.EventLoop` and exchanges into
 other (a node learns its peers from ``replica:<id>`` entities and seeds).
 
 A strategy brings one exchange (``exchange(node, peer, push, finish)``): the project's
-gossip (:class:`ProjectGossip`) runs the machine's
+gossip (:class:`~.strategies.ProjectGossip`) runs the machine's
 :class:`~sphaera_crdt.core.gossip.PeerExchange`, a baseline its own bodies; rounds, pushes
 and backoff are the machine's for all of them.
 """
@@ -22,13 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from ..core import gossip, sync
 from ..core.gossip import DEBOUNCE, GossipMachine, Target, exchange_timeout, round_stagger
 from ..core.views import RecordChange
 from .cluster import SimCluster
 from .network import Network
 
-__all__ = ["Outcome", "ProjectGossip", "SimDriver", "Timing", "payload_size"]
+__all__ = ["Exchange", "Finish", "Outcome", "SimDriver", "Timing", "index_of", "url_of"]
 
 
 class Outcome(Enum):
@@ -231,111 +230,3 @@ class SimDriver:
 
         if machine.acquire(target.url, run):
             run()
-
-
-def payload_size(messages: list[sync.SyncMessage]) -> int:
-    """Bytes of the updates a sync body carries (an empty update carries nothing)."""
-    return sum(
-        len(message.payload)
-        for message in messages
-        if message.type is not sync.MessageType.STEP1 and message.payload != sync.EMPTY_UPDATE
-    )
-
-
-class ProjectGossip:
-    """The project's gossip: each exchange is the machine's
-    :class:`~sphaera_crdt.core.gossip.PeerExchange`, its requests sent over the network in
-    turn, answered by the callee's machine (what a node's ``POST /v1/sync`` does).
-
-    Args:
-        cluster: The replicas.
-        network: Carries the sync bodies.
-        timing: Interval, fanout, debounce.
-        rng: Chooses targets and phases.
-        eager: Push local changes at once (the node does); off leaves only the rounds.
-    """
-
-    def __init__(
-        self,
-        cluster: SimCluster,
-        network: Network,
-        timing: Timing,
-        rng: random.Random,
-        *,
-        eager: bool = True,
-    ) -> None:
-        self.name = "gossip" if eager else "gossip-rounds"
-        self.cluster = cluster
-        self.network = network
-        self.timing = timing
-        self.driver = SimDriver(cluster, network, timing, rng, self.exchange, eager=eager)
-
-    @property
-    def rounds_run(self) -> int:
-        return self.driver.rounds
-
-    def start(self) -> None:
-        for node in self.cluster.nodes:
-            self.driver.start(node.index)
-
-    def local_change(self, index: int) -> None:
-        """Nothing: the replica's record changes reach its machine."""
-
-    def crashed(self, index: int) -> None:
-        self.driver.crashed(index)
-
-    def restarted(self, index: int) -> None:
-        self.driver.start(index, fresh=True)
-
-    def exchange(self, index: int, peer: int, push: object, finish: Finish) -> None:
-        """One exchange with ``peer``: a round's (``push`` is ``None``) or an eager push's."""
-        machine = self.driver.machines[index]
-        target = Target(url=url_of(peer), peer_id=self.cluster.nodes[peer].id)
-        if isinstance(push, gossip.StartPush):
-            exchange = machine.push_exchange(target, push.since)
-        else:
-            exchange = machine.round_exchange(target)
-        request = exchange.start()
-        if request is None:
-            finish(Outcome.SKIPPED)
-            return
-        self._send(index, peer, exchange, request, finish)
-
-    def _send(
-        self,
-        index: int,
-        peer: int,
-        exchange: gossip.PeerExchange,
-        request: gossip.Request,
-        finish: Finish,
-    ) -> None:
-        def answered(answer: bytes) -> None:
-            machine = self.driver.machines[index]
-            outcome = machine.answered(
-                exchange, url_of(peer), gossip.Answer(body=answer), self.driver.loop.now
-            )
-            if outcome.merged:
-                self.cluster.touched(index)
-            if outcome.send is None:
-                finish(Outcome.OK)
-            else:
-                self._send(index, peer, exchange, outcome.send, finish)
-
-        self.network.request(
-            index,
-            peer,
-            request.body,
-            payload=request.payload,
-            serve=lambda body: self.serve(peer, index, body, pushed=request.payload > 0),
-            answered=answered,
-            failed=lambda: finish(Outcome.FAILED),
-            timeout=self.timing.timeout,
-        )
-
-    def serve(self, index: int, caller: int, body: bytes, *, pushed: bool) -> tuple[bytes, int]:
-        """Answer a sync request at replica ``index`` (a node's ``POST /v1/sync``)."""
-        machine = self.driver.machines[index]
-        result = machine.request_received(body, self.cluster.nodes[caller].id)
-        if pushed:
-            self.cluster.touched(index)
-        return result.response, payload_size(sync.decode_messages(result.response))
