@@ -35,7 +35,7 @@ from typing import Any, Final, Self
 
 from aiohttp import web
 
-from .core.clocks import ClockNotice, ClockWatch, Outlier
+from .core.clocks import ClockWatch, Outlier
 from .core.constraints import observed
 from .core.formulas import DEFAULT_MAX_SKEW
 from .core.gossip import GossipMachine
@@ -466,17 +466,9 @@ class Node:
         majority of its live peers (``None`` when it is not); logs the transitions."""
         outlier, notices = self.machine.outlier(self.clock())
         for notice in notices:
-            self._clock_notice(notice)
+            self.log.log(notice.level, "%s", notice.text)
         self._clock_gauges()
         return outlier
-
-    def _clock_notice(self, notice: ClockNotice) -> None:
-        if notice.kind == "outlier":
-            self.log.error("%s", notice.text)
-        elif notice.kind == "peer_away":
-            self.log.warning("%s", notice.text)
-        else:
-            self.log.info("%s", notice.text)
 
     def _clock_gauges(self) -> None:
         own = self.clock_watch.own_offset(self.clock())

@@ -859,7 +859,10 @@ class GossipMachine:
         observe: Observe | None = None
         if replica_id is not None:
             notices, offset = self._measure(replica_id, url, answer)
-            observe = self._observe(replica_id, url, now)
+            outlier, transition = self.outlier(now)
+            notices += transition
+            if outlier is None:
+                observe = self._observe(replica_id, url, now)
         return AnswerOutcome(
             send=follow,
             observe=observe,
@@ -965,9 +968,9 @@ class GossipMachine:
         return type(declared) is str and declared.rstrip("/") == url.rstrip("/")
 
     def _observe(self, replica_id: str, url: str, now: float) -> Observe | None:
-        if replica_id == self.replica.id or self.outlier(now)[0] is not None:
-            return None
-        if not self._declared(replica_id, url):
+        """Whether an answer from ``replica_id`` at ``url`` shows it alive (this replica's
+        clock is not the outlier)."""
+        if replica_id == self.replica.id or not self._declared(replica_id, url):
             return None
         if now - self._last_observed.get(replica_id, -math.inf) < self.liveness / 4:
             return None  # rate limited: one observation per quarter window is plenty

@@ -373,10 +373,7 @@ class Peering:
             metrics.merge_seconds.observe(outcome.merge_seconds)
         metrics.sync_exchanges.labels(label, "out", "ok").inc()
         for notice in outcome.notices:
-            level = {"outlier": logging.ERROR, "peer_away": logging.WARNING}.get(
-                notice.kind, logging.INFO
-            )
-            self._clock_log.log(level, "%s", notice.text)
+            self._clock_log.log(notice.level, "%s", notice.text)
         clocks = self.machine.clocks
         if outcome.peer_offset is not None and answer.replica_id is not None and clocks:
             metrics.peer_clock_offset.labels(metrics.peer(answer.replica_id)).set(
