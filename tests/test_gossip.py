@@ -472,3 +472,21 @@ async def test_a_rounds_exchanges_follow_one_another(start: StartNode) -> None:
     first, second = events[0][1], events[2][1]
     assert events == [("start", first), ("end", first), ("start", second), ("end", second)]
     assert {first, second} == {b.url, c.url}
+
+
+async def test_a_step_of_the_wall_clock_neither_stalls_nor_rushes_rounds(
+    start: StartNode, clock: FakeClock
+) -> None:
+    """The machine's deadlines are on the node's clock; the driver times them on the
+    loop's monotonic clock, so rounds go on at their pace when the wall clock steps."""
+    b = await start("b")
+    a = await start("a", peers=[b.url], gossip_interval=0.05)
+    loop = asyncio.get_running_loop()
+    for step in (-3600.0, 7200.0):
+        clock.advance(step)
+        before, started = sent_to(a, "b"), loop.time()
+        while sent_to(a, "b") < before + 3:
+            assert loop.time() - started < 5, "rounds stalled after a step of the clock"
+            await asyncio.sleep(0.01)
+        # three rounds take about two intervals or more: not all at once
+        assert loop.time() - started >= 0.05

@@ -22,7 +22,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..core.gossip import Answer, GossipMachine, PeerExchange, Request, StartPush, Target
+from ..core.gossip import (
+    Answer,
+    GossipMachine,
+    PeerExchange,
+    Request,
+    StartPush,
+    StartRound,
+    Target,
+)
 from ..core.views import Change, RecordChange
 from ..errors import RemoteError
 from .client import PeerUnavailable, SyncAnswer
@@ -110,7 +118,8 @@ class Peering:
         self.machine.forget_live()
         self._spawn(self._run(), f"sphaera-gossip-{replica.id}")
         if self.machine.push_wanted:
-            self._push_at(self.machine.push_scheduled(self._clock()))
+            now = self._clock()
+            self._push_at(self.machine.push_scheduled(now), now)
 
     async def stop(self) -> None:
         """Stop rounds and pushes, cancelling exchanges in flight. Idempotent."""
@@ -132,20 +141,27 @@ class Peering:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _sleep_until(self, deadline: float) -> None:
-        await asyncio.sleep(max(0.0, deadline - self._clock()))
+    def _stamp(self) -> tuple[float, float]:
+        """The node's clock (the machine's ``now``) and the loop's monotonic clock."""
+        return self._clock(), asyncio.get_running_loop().time()
+
+    @staticmethod
+    async def _sleep_until(deadline: float, now: float, issued: float) -> None:
+        """Sleep until the machine's ``deadline``, given at ``now`` when the loop's clock
+        read ``issued``: timed on the monotonic clock, so a step of the wall clock neither
+        stalls nor rushes the gossip."""
+        elapsed = asyncio.get_running_loop().time() - issued
+        await asyncio.sleep(max(0.0, deadline - now - elapsed))
 
     async def _run(self) -> None:
-        await self._sleep_until(self.machine.first_round(self._clock()))
+        now, issued = self._stamp()
+        await self._sleep_until(self.machine.first_round(now), now, issued)
         while True:
             # A round runs on its own: exchanges still in flight never hold the next back.
-            started = time.perf_counter()
-            command = self.machine.round_due(self._clock())
-            self._spawn(
-                self._logged(self._round(command.targets, command.stagger, started)),
-                "sphaera-round",
-            )
-            await self._sleep_until(command.next_round)
+            now, issued = self._stamp()
+            command = self.machine.round_due(now)
+            self._spawn(self._logged(self.round(command)), "sphaera-round")
+            await self._sleep_until(command.next_round, now, issued)
 
     async def _logged(self, work: Awaitable[object]) -> None:
         try:
@@ -159,23 +175,25 @@ class Peering:
         self.machine.entity_changed(change.entity)
 
     def _on_record(self, change: RecordChange) -> None:
-        deadline = self.machine.record_changed(change, self._clock())
+        now = self._clock()
+        deadline = self.machine.record_changed(change, now)
         if deadline is not None:
-            self._push_at(deadline)
+            self._push_at(deadline, now)
 
-    def _push_at(self, deadline: float) -> None:
+    def _push_at(self, deadline: float, now: float) -> None:
         try:
-            asyncio.get_running_loop()
+            issued = asyncio.get_running_loop().time()
         except RuntimeError:  # called outside the node's loop: the next round carries it
             self.machine.push_stopped()
             return
-        self._pusher = self._spawn(self._pushes(deadline), "sphaera-push")
+        self._pusher = self._spawn(self._pushes(deadline, now, issued), "sphaera-push")
 
-    async def _pushes(self, deadline: float | None) -> None:
+    async def _pushes(self, deadline: float | None, now: float, issued: float) -> None:
         while deadline is not None:
-            await self._sleep_until(deadline)
+            await self._sleep_until(deadline, now, issued)
             await self._logged(self.push())
-            deadline = self.machine.push_ended(self._clock())
+            now, issued = self._stamp()
+            deadline = self.machine.push_ended(now)
 
     @property
     def pushing(self) -> bool:
@@ -195,22 +213,13 @@ class Peering:
 
     # -- rounds ----------------------------------------------------------------------------
 
-    async def round(self) -> list[Exchange]:
-        """One push-pull round now, with the targets the machine chooses."""
-        command = self.machine.round_due(self._clock())
-        return await self._round(
-            command.targets, command.stagger, time.perf_counter(), command.refused
-        )
-
-    async def _round(
-        self,
-        targets: tuple[Target, ...],
-        stagger: float,
-        started: float,
-        refused: tuple[Target, ...] = (),
-    ) -> list[Exchange]:
-        self._refused(refused)
-        results = await self._all(targets, None, stagger)
+    async def round(self, command: StartRound | None = None) -> list[Exchange]:
+        """One push-pull round: the one the machine started, or a new one now."""
+        started = time.perf_counter()
+        if command is None:
+            command = self.machine.round_due(self._clock())
+        self._refused(command.refused)
+        results = await self._all(command.targets, None, command.stagger)
         self._metrics.gossip_round_seconds.observe(time.perf_counter() - started)
         return results
 
