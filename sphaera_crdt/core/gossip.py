@@ -657,8 +657,10 @@ class GossipMachine:
     :meth:`first_round`          the first round's deadline
     :meth:`round_due`            :class:`StartRound`
     :meth:`record_changed`       an eager push's deadline, or ``None``
+    :meth:`entity_changed`       (who is live may have changed)
     :meth:`push_due`             :class:`StartPush`
     :meth:`push_ended`           the next push's deadline, or ``None``
+    :meth:`push_stopped`         (the driver dropped its push)
     :meth:`acquire` / release    run this exchange now, or after the one in flight
     :meth:`answered`             :class:`AnswerOutcome` (next request, observe)
     :meth:`failed` / succeeded   :class:`FailureOutcome` / whether it recovered
@@ -679,7 +681,6 @@ class GossipMachine:
         seeds: URLs contacted whatever the merged state says.
         members: A fixed membership (``Target`` per peer) instead of the replica
             entities: the simulator's, where every replica knows every other.
-        peers: What each peer is known to hold (a fresh record by default).
     """
 
     def __init__(
@@ -694,7 +695,6 @@ class GossipMachine:
         clocks: ClockWatch | None = None,
         seeds: tuple[str, ...] = (),
         members: list[Target] | None = None,
-        peers: sync.PeerKnowledge | None = None,
     ) -> None:
         self.replica = replica
         self.interval = interval
@@ -704,7 +704,7 @@ class GossipMachine:
         self.rng = rng
         self.clocks = clocks
         self.seeds = tuple(url.rstrip("/") for url in seeds)
-        self.planner = GossipPlanner(replica, peers)
+        self.planner = GossipPlanner(replica)
         #: this replica's own URL (set once the driver knows it)
         self.own_url = ""
         #: whether a URL that a record declares may be contacted (set by the driver)
