@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -160,12 +161,13 @@ class Peering:
             # A round runs on its own: exchanges still in flight never hold the next back.
             now, issued = self._stamp()
             command = self.machine.round_due(now)
-            self._spawn(self._logged(self.round(command)), "sphaera-round")
+            self._spawn(self._logged(functools.partial(self.round, command)), "sphaera-round")
             await self._sleep_until(command.next_round, now, issued)
 
-    async def _logged(self, work: Awaitable[object]) -> None:
+    async def _logged(self, work: Callable[[], Awaitable[object]]) -> None:
+        # The coroutine is made here: a task cancelled before it starts leaves none unawaited.
         try:
-            await work
+            await work()
         except Exception:  # a bug, not a peer's failure: report it and keep gossiping
             self._log.exception("gossip failed")
 
@@ -191,7 +193,7 @@ class Peering:
     async def _pushes(self, deadline: float | None, now: float, issued: float) -> None:
         while deadline is not None:
             await self._sleep_until(deadline, now, issued)
-            await self._logged(self.push())
+            await self._logged(self.push)
             now, issued = self._stamp()
             deadline = self.machine.push_ended(now)
 
