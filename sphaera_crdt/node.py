@@ -4,8 +4,10 @@ Only the event loop that entered the node touches the replica (pycrdt documents 
 a single owner). The replica itself is sans I/O; this module wires it to the network:
 
 * the aiohttp application (:mod:`.net.server`) serves the REST, sync and event routes;
-* gossip (:mod:`.net.gossip`) pushes deltas after local changes and runs push-pull rounds
-  with ``fanout`` random live peers every ``gossip_interval`` seconds;
+* gossip: every decision is the sans-IO :class:`~.core.gossip.GossipMachine`, which
+  the driver (:mod:`.net.peering`) feeds and whose commands it carries out: pushes after
+  local changes and push-pull rounds with ``fanout`` random live peers every
+  ``gossip_interval`` seconds;
 * a timer calls :meth:`Replica.tick` at :meth:`Replica.next_deadline`, so entities whose
   evidence ages out disappear with nothing else happening;
 * membership is data: the node declares ``replica:<id>`` with its URL and a liveness
@@ -23,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import random
 import ssl
 import time
 from collections.abc import Callable
@@ -32,16 +35,17 @@ from typing import Any, Final, Self
 
 from aiohttp import web
 
-from .core import sync
-from .core.clocks import ClockNotice, ClockWatch, Outlier
+from .core.clocks import ClockWatch, Outlier
 from .core.constraints import observed
 from .core.formulas import DEFAULT_MAX_SKEW
-from .core.gossip import GossipPlanner
+from .core.gossip import GossipMachine
 from .core.replica import Replica
+from .core.updates import shape
 from .core.views import Change, RecordChange, Status
 from .errors import InputError, RemoteError
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
+from .net.peering import Peering
 from .net.peers import parse_allowed, server_ssl_context
 from .persistence import Persistence, open_replica
 from .store import SQLiteStore, Store, StoreError
@@ -219,19 +223,27 @@ class Node:
         self.clock_watch = ClockWatch(config.max_clock_skew, config.liveness_window)
         self.metrics.watch_held(lambda: self.replica.held_stats)
         self.events = EventHub()
-        self.peers = sync.PeerKnowledge()
-        #: the gossip's decisions (what to send, what answers teach), shared with the server
-        self.planner = GossipPlanner(self.replica, self.peers)
+        #: every gossip and membership decision; the server answers sync requests with it
+        self.machine = GossipMachine(
+            self.replica,
+            interval=config.gossip_interval,
+            fanout=config.fanout,
+            rng=random.Random(),
+            liveness=config.liveness_window,
+            clocks=self.clock_watch,
+            seeds=config.peers,
+        )
+        self.peers = self.machine.peers
         #: replica id -> URL, from the replica entities (never from a caller's headers)
-        self.directory: dict[str, str] = {}
-        self.seeds: tuple[str, ...] = tuple(url.rstrip("/") for url in config.peers)
+        self.directory = self.machine.directory
+        self.seeds = self.machine.seeds
         self.url = config.public_url or ""
+        self.machine.own_url = self.url
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
-        self._last_observed: dict[str, float] = {}
         self._unsubscribe: list[Callable[[], None]] = []
-        self.gossip: Any = None
+        self.gossip: Peering | None = None
         self.client: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -250,7 +262,6 @@ class Node:
 
     async def _start(self) -> Self:
         from .net.client import PeerClient
-        from .net.gossip import Gossip
         from .net.server import RequestErrorLog, create_app
 
         if self.store is not None:
@@ -283,12 +294,13 @@ class Node:
         if not self.config.public_url:
             host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
             self.url = f"{self.config.scheme}://{host}:{port}"
+        self.machine.own_url = self.url
         try:
             self.client = PeerClient(self)
         except InputError as exc:  # its --tls-ca, certificate or key
             raise ConfigError(str(exc)) from exc
         self._declare_self()
-        self.gossip = Gossip(self)
+        self.gossip = Peering(self.machine, self.client, self.metrics, self.log, self.clock)
         self._tasks.append(asyncio.create_task(self._timer(), name="sphaera-timer"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="sphaera-heartbeat"))
         self.gossip.start()
@@ -404,50 +416,13 @@ class Node:
         return True
 
     def _declare_self(self) -> None:
-        window = self.config.liveness_window
         self._assert_self()
-        self.replica.observe(self.replica_entity, ok=True, ttl=window)
-        self._last_observed[self.replica.id] = self.clock()
-
-    def observe_peer(self, replica_id: str, url: str) -> None:
-        """An exchange this node started to ``url``, answered by ``replica_id``, is an
-        observation of that replica if ``url`` is the URL its record declares (rate
-        limited).
-
-        Nothing else is evidence of a peer: a request header only claims an id, and an
-        answer from another URL (a seed's alias, a URL some record names for someone else)
-        does not show that the declared one works.
-        """
-        if replica_id == self.replica.id or self.clock_outlier() is not None:
-            return
-        declared = self.replica.entity(f"replica:{replica_id}")
-        if declared is None or declared.kind != "replica":
-            return
-        declared_url = declared.attrs.get("url")
-        if type(declared_url) is not str or declared_url.rstrip("/") != url.rstrip("/"):
-            return
-        now = self.clock()
-        window = self.config.liveness_window
-        if now - self._last_observed.get(replica_id, -math.inf) < window / 4:
-            return
-        self._last_observed[replica_id] = now
-        self.replica.observe(f"replica:{replica_id}", ok=True, ttl=window)
+        self.replica.observe(self.replica_entity, ok=True, ttl=self.config.liveness_window)
 
     def live_peers(self) -> dict[str, str]:
         """Peers to gossip with: replica entities that exist here and have a URL."""
-        peers: dict[str, str] = {}
-        for entity_id in self.replica.entity_ids("replica:"):
-            view = self.replica.entity(entity_id)
-            if view is None or view.kind != "replica":
-                continue
-            peer_id = view.id.removeprefix("replica:")
-            url = view.attrs.get("url")
-            if peer_id == self.replica.id or type(url) is not str:
-                continue
-            self.directory.setdefault(peer_id, url.rstrip("/"))
-            if view.status is Status.EXISTS:
-                peers[peer_id] = url.rstrip("/")
-        return peers
+        self.machine.forget_live()
+        return self.machine.live_peers()
 
     # -- what the server and gossip call ---------------------------------------------------
 
@@ -458,14 +433,14 @@ class Node:
             RemoteError: The body is malformed; nothing changed.
         """
         started = time.perf_counter()
-        result = self.planner.answer(body, peer_id)
+        result = self.machine.request_received(body, peer_id)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
         label = self.metrics.peer(peer_id)
         self.metrics.bytes_in.labels(label).inc(len(body))
         self.metrics.bytes_out.labels(label).inc(len(result.response))
         self.metrics.sync_exchanges.labels(label, "in", "ok").inc()
         # The caller's headers are claims: they label metrics and what it is known to
-        # hold, never evidence that it is alive (see observe_peer).
+        # hold, never evidence that it is alive (see :meth:`.GossipMachine.answered`).
         return result.response
 
     def handle_update(self, body: bytes, peer_id: str | None) -> list[Change]:
@@ -475,55 +450,25 @@ class Node:
             RemoteError: The update is malformed; nothing changed.
         """
         started = time.perf_counter()
-        changes = self.replica.merge(body)
+        needs = shape(body)  # parsed once: for the merge and for what the caller holds
+        changes = self.replica.merge(body, needs)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
         label = self.metrics.peer(peer_id)
         self.metrics.bytes_in.labels(label).inc(len(body))
         if peer_id:
-            self.peers.learn_update(peer_id, body)
+            self.peers.learn_ranges(peer_id, needs.ranges)
         return changes
 
     # -- clocks ----------------------------------------------------------------------------
 
-    def measure_clock(
-        self, peer_id: str, url: str, peer_time: float | None, sent: float, received: float
-    ) -> None:
-        """An exchange this node started to ``url``, sent at ``sent`` and answered at
-        ``received`` (this node's clock), came back from ``peer_id`` with its clock reading.
-
-        Counted only for an exchange to the peer's declared URL or to a seed: an answer
-        from elsewhere that claims the peer's id says nothing about the peer's clock.
-        """
-        if peer_time is None or peer_id == self.replica.id:
-            return
-        url = url.rstrip("/")
-        if url not in self.seeds:
-            view = self.replica.entity(f"replica:{peer_id}")
-            declared = None if view is None else view.attrs.get("url")
-            if type(declared) is not str or declared.rstrip("/") != url:
-                return
-        for notice in self.clock_watch.measured(peer_id, peer_time, sent, received):
-            self._clock_notice(notice)
-        offset = self.clock_watch.offset(peer_id)
-        if offset is not None:
-            self.metrics.peer_clock_offset.labels(self.metrics.peer(peer_id)).set(offset)
-        self._clock_gauges()
-
     def clock_outlier(self) -> Outlier | None:
         """Whether this node's clock is now more than ``max_clock_skew`` away from a
         majority of its live peers (``None`` when it is not); logs the transitions."""
-        for notice in self.clock_watch.check(self.clock()):
-            self._clock_notice(notice)
+        outlier, notices = self.machine.outlier(self.clock())
+        for notice in notices:
+            self.log.log(notice.level, "%s", notice.text)
         self._clock_gauges()
-        return self.clock_watch.current
-
-    def _clock_notice(self, notice: ClockNotice) -> None:
-        if notice.kind == "outlier":
-            self.log.error("%s", notice.text)
-        elif notice.kind == "peer_away":
-            self.log.warning("%s", notice.text)
-        else:
-            self.log.info("%s", notice.text)
+        return outlier
 
     def _clock_gauges(self) -> None:
         own = self.clock_watch.own_offset(self.clock())
@@ -581,8 +526,9 @@ class Node:
     def beat(self) -> bool:
         """Observe this replica (its heartbeat), unless its clock is the outlier: every
         replica would misjudge the observation's date. Returns whether it observed."""
-        if self.clock_outlier() is not None:
+        self.clock_outlier()  # logs the transition and brings the gauges up to date
+        observe = self.machine.heartbeat(self.clock())
+        if observe is None:
             return False
-        self.replica.observe(self.replica_entity, ok=True, ttl=self.config.liveness_window)
-        self._last_observed[self.replica.id] = self.clock()
+        self.replica.observe(f"replica:{observe.replica_id}", ok=True, ttl=observe.ttl)
         return True

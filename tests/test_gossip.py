@@ -19,6 +19,7 @@ from nodes import LIVENESS, FakeClock, StartNode, converged, node_factory, settl
 
 from sphaera_crdt.core import gossip as gossip_core
 from sphaera_crdt.core import sync
+from sphaera_crdt.core.sync import covers
 from sphaera_crdt.node import Node
 
 pytestmark = pytest.mark.asyncio
@@ -107,7 +108,7 @@ async def test_first_contact_learns_the_seed_and_pushes_what_it_lacks(start: Sta
     await settle([a, b])
     (exchange,) = await b.gossip.round()
     assert exchange.ok and exchange.requests == 1 and not exchange.pushed
-    assert b.peers.pending(b.replica, "a") is None
+    assert covers(b.peers.peer("a").known, b.replica.clocks())
 
 
 async def test_eager_push_batches_a_burst_into_one_exchange(start: StartNode) -> None:
@@ -130,8 +131,8 @@ async def test_nothing_is_echoed_back(start: StartNode) -> None:
     a.replica.declare("big", attrs={"blob": "x" * 20_000})
     await a.gossip.flush()
     assert b.replica.entity("big") is not None
-    assert a.peers.pending(a.replica, "b") is None
-    assert b.peers.pending(b.replica, "a") is None
+    assert covers(a.peers.peer("b").known, a.replica.clocks())
+    assert covers(b.peers.peer("a").known, b.replica.clocks())
     received = bytes_in(a, "b")
     exchanges = await b.gossip.round() + await a.gossip.round()
     assert [exchange.pushed for exchange in exchanges] == [False, False]
@@ -197,7 +198,7 @@ async def test_restarted_peer_is_relearned(start: StartNode) -> None:
     # a believed b had everything; b's STEP1 says otherwise, so a pushes it all
     assert exchange.ok and exchange.requests == 2 and exchange.pushed
     assert b2.replica.entity("db") is not None
-    assert a.peers.pending(a.replica, "b") is None
+    assert covers(a.peers.peer("b").known, a.replica.clocks())
 
 
 async def test_unreachable_seed_backs_off(
@@ -408,11 +409,11 @@ async def test_a_round_skips_a_peer_with_an_exchange_in_flight(start: StartNode)
     b = await start("b", peers=[a.url])
     c = await start("c", peers=[a.url])
     await settle([a, b, c])
-    lock = a.gossip._locks.setdefault(b.url, asyncio.Lock())
-    async with lock:  # an exchange with b that has not ended
-        for _ in range(5):
-            exchanges = await a.gossip.round()
-            assert [exchange.url for exchange in exchanges] == [c.url]
+    assert a.gossip.machine.acquire(b.url, lambda: None)  # an exchange with b, not ended
+    for _ in range(5):
+        exchanges = await a.gossip.round()
+        assert [exchange.url for exchange in exchanges] == [c.url]
+    a.gossip.machine.release(b.url)
 
 
 async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -> None:
@@ -443,7 +444,7 @@ async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -
 
         b.handle_sync = counting_handle  # type: ignore[method-assign]
         await asyncio.wait_for(enough.wait(), timeout=10)
-        assert a.gossip._busy(url)
+        assert a.gossip.machine.busy(url)
         assert sent_to(a, url, "error") == 0
         await a.close()
     finally:
@@ -459,15 +460,33 @@ async def test_a_rounds_exchanges_follow_one_another(start: StartNode) -> None:
     events: list[tuple[str, str]] = []
     real = a.gossip._guarded
 
-    async def recording(url: str, peer_id: str | None, plan: Any) -> Any:
-        events.append(("start", url))
+    async def recording(target: Any, push: Any) -> Any:
+        events.append(("start", target.url))
         try:
-            return await real(url, peer_id, plan)
+            return await real(target, push)
         finally:
-            events.append(("end", url))
+            events.append(("end", target.url))
 
     a.gossip._guarded = recording  # type: ignore[method-assign]
     assert len(await a.gossip.round()) == 2
     first, second = events[0][1], events[2][1]
     assert events == [("start", first), ("end", first), ("start", second), ("end", second)]
     assert {first, second} == {b.url, c.url}
+
+
+async def test_a_step_of_the_wall_clock_neither_stalls_nor_rushes_rounds(
+    start: StartNode, clock: FakeClock
+) -> None:
+    """The machine's deadlines are on the node's clock; the driver times them on the
+    loop's monotonic clock, so rounds go on at their pace when the wall clock steps."""
+    b = await start("b")
+    a = await start("a", peers=[b.url], gossip_interval=0.05)
+    loop = asyncio.get_running_loop()
+    for step in (-3600.0, 7200.0):
+        clock.advance(step)
+        before, started = sent_to(a, "b"), loop.time()
+        while sent_to(a, "b") < before + 3:
+            assert loop.time() - started < 5, "rounds stalled after a step of the clock"
+            await asyncio.sleep(0.01)
+        # three rounds take about two intervals or more: not all at once
+        assert loop.time() - started >= 0.05

@@ -17,7 +17,7 @@ import pytest
 from sphaera_crdt.core import gossip, sync
 from sphaera_crdt.core.lib0 import decode_state_vector
 from sphaera_crdt.sim import Scenario, run_scenario
-from sphaera_crdt.sim import rounds as sim_rounds
+from sphaera_crdt.sim import driver as sim_driver
 from sphaera_crdt.sim.clock import EventLoop
 from sphaera_crdt.sim.epidemic import spread, theory_rounds
 from sphaera_crdt.sim.runner import Simulation
@@ -295,7 +295,7 @@ def test_the_simulated_deadline_is_the_nodes() -> None:
     from sphaera_crdt.net import client
 
     for interval in (0.1, 0.5, 1.0, 3.0):
-        timing = sim_rounds.Timing(interval=interval)
+        timing = sim_driver.Timing(interval=interval)
         assert timing.timeout == client.peer_timeout(interval)
 
 
@@ -384,13 +384,13 @@ def test_a_rounds_exchanges_follow_one_another() -> None:
         if index == 0:
             starts.append((loop.now, peer))
         # odd peers answer in 50 ms, even ones not before the next round
-        loop.later(0.05 if peer % 2 else 1.5, finish, sim_rounds.Outcome.OK)
+        loop.later(0.05 if peer % 2 else 1.5, finish, sim_driver.Outcome.OK)
 
     driver._exchange = exchange
     driver.start(0)
     loop.run(scenario.interval * 1.45)  # the first round starts within one interval
     first = [start for start in starts if start[0] < starts[0][0] + scenario.interval / 2]
     assert len(first) == 3 and len({peer for _, peer in first}) == 3
-    stagger = sim_rounds.Timing(interval=scenario.interval, fanout=3).stagger
+    stagger = sim_driver.Timing(interval=scenario.interval, fanout=3).stagger
     for (before, peer), (after, _) in itertools.pairwise(first):
         assert after - before == pytest.approx(0.05 if peer % 2 else stagger)

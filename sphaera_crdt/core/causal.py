@@ -97,15 +97,21 @@ class CausalGate:
             dropped=MappingProxyType(dict(self._dropped)),
         )
 
-    def admit(self, update: bytes) -> updates.UpdateShape | None:
+    def admit(
+        self, update: bytes, needs: updates.UpdateShape | None = None
+    ) -> updates.UpdateShape | None:
         """The shape of ``update`` if it may be integrated now; ``None`` if it was held or
         is a duplicate (it deletes nothing and ends within our clocks).
+
+        ``needs`` is the update's shape when the caller has already parsed it (a received
+        update is parsed once).
 
         Raises:
             InvalidUpdate: The bytes are not a valid update, or Yrs would fail half-way
                 through integrating them. Nothing is held then.
         """
-        needs = updates.shape(update)
+        if needs is None:
+            needs = updates.shape(update)
         clocks = self._doc.clocks()
         if (
             not needs.deletes

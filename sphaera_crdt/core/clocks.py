@@ -34,6 +34,7 @@ becoming the outlier and ceasing to be one.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from dataclasses import dataclass
@@ -151,6 +152,15 @@ class ClockNotice:
     peer: str | None
     offset: float
     text: str
+
+    @property
+    def level(self) -> int:
+        """The :mod:`logging` level of its line: this replica's clock being the outlier is
+        an error, a peer's clock going away a warning, the rest information."""
+        return _LEVELS.get(self.kind, logging.INFO)
+
+
+_LEVELS: Final = {"outlier": logging.ERROR, "peer_away": logging.WARNING}
 
 
 class ClockWatch:

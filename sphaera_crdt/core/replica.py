@@ -465,7 +465,7 @@ class Replica:
             decode_state_vector(since)
         return self._doc.delta(since)
 
-    def merge(self, update: bytes) -> list[Change]:
+    def merge(self, update: bytes, shape: updates.UpdateShape | None = None) -> list[Change]:
         """Merge a Yrs v1 update from any replica, in any order, any number of times.
 
         An update whose causal predecessors are missing is held and applied once they
@@ -473,13 +473,16 @@ class Replica:
         refuses once it is released is dropped and counted; the merge that released it
         goes on.
 
+        ``shape`` is the update's :func:`~.updates.shape` when the caller has parsed it
+        already (the sync path parses a received update once, then hands it along).
+
         Raises:
             InvalidUpdate: The bytes are not a valid update; the replica is unchanged.
         """
         if type(update) is not bytes:
             raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
         gate = self._gate
-        needs = gate.admit(update)
+        needs = gate.admit(update, shape)
         if needs is None:
             return []  # a duplicate, or held until its predecessors arrive
         records: list[RecordChange] = []

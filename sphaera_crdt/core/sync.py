@@ -20,7 +20,7 @@ that pushes carry only what a peer lacks and nothing is echoed back to where it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
@@ -30,7 +30,7 @@ import pycrdt
 from ..errors import InvalidUpdate, RemoteError
 from .lib0 import decode_state_vector, encode_state_vector, read_varuint, write_varuint
 from .replica import Replica
-from .updates import shape
+from .updates import UpdateShape, shape
 from .views import Change
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "InvalidMessage",
     "MessageType",
     "PeerKnowledge",
+    "Received",
     "SyncMessage",
     "SyncResult",
     "decode_messages",
@@ -123,21 +124,57 @@ def decode_messages(body: bytes) -> list[SyncMessage]:
     return messages
 
 
-def merge_update(replica: Replica, updates: list[bytes]) -> list[Change]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received:
+    """An update a peer sent, parsed once: its shape travels with it to the merge, the
+    acknowledgement and what the peer is known to hold.
+
+    Attributes:
+        type: The message that carried it (UPDATE or STEP2).
+        payload: The update (never the empty one).
+        shape: :func:`~.updates.shape` of ``payload``.
+    """
+
+    type: MessageType
+    payload: bytes
+    shape: UpdateShape
+
+
+def receive(messages: Iterable[SyncMessage]) -> list[Received]:
+    """The non-empty updates among ``messages`` (UPDATE and STEP2), each parsed once.
+
+    Raises:
+        InvalidUpdate: Some update is malformed.
+    """
+    return [
+        Received(type=message.type, payload=message.payload, shape=shape(message.payload))
+        for message in messages
+        if message.type is not MessageType.STEP1 and message.payload != EMPTY_UPDATE
+    ]
+
+
+def merge_update(replica: Replica, updates: Sequence[bytes | Received]) -> list[Change]:
     """Merge several updates all-or-nothing: combined first, so one bad update applies none.
+
+    Updates already parsed (:class:`Received`) are not parsed again.
 
     Raises:
         InvalidUpdate: Some update is malformed; the replica is unchanged.
     """
-    updates = [update for update in updates if update != EMPTY_UPDATE]
-    if not updates:
+    items: list[tuple[bytes, UpdateShape | None]] = [
+        (item.payload, item.shape) if isinstance(item, Received) else (item, None)
+        for item in updates
+    ]
+    items = [(payload, parsed) for payload, parsed in items if payload != EMPTY_UPDATE]
+    if not items:
         return []
-    if len(updates) == 1:
-        return replica.merge(updates[0])
-    for update in updates:
-        shape(update)  # bounded checks before Yrs decodes any of them
+    if len(items) == 1:
+        return replica.merge(*items[0])
+    for payload, parsed in items:
+        if parsed is None:
+            shape(payload)  # bounded checks before Yrs decodes any of them
     try:
-        combined = pycrdt.merge_updates(*updates)
+        combined = pycrdt.merge_updates(*(payload for payload, _ in items))
     except (ValueError, RuntimeError) as exc:
         raise InvalidUpdate(f"cannot combine updates: {exc}") from exc
     return replica.merge(combined)
@@ -153,8 +190,8 @@ class SyncResult:
     #: ``peer_state`` decoded
     peer_clocks: dict[int, int] | None = None
     bytes_in: int = 0
-    #: the UPDATE and STEP2 messages the request carried (merged)
-    pushed: list[SyncMessage] = field(default_factory=list)
+    #: the non-empty updates the request carried (merged), parsed
+    pushed: list[Received] = field(default_factory=list)
 
 
 def handle_sync(
@@ -172,15 +209,13 @@ def handle_sync(
     """
     messages = decode_messages(body)
     peer_state: bytes | None = None
-    pushed: list[SyncMessage] = []
     peer_clocks: dict[int, int] | None = None
     for message in messages:
         if message.type is MessageType.STEP1:
             peer_clocks = decode_state_vector(message.payload)
             peer_state = message.payload
-        else:
-            pushed.append(message)
-    changes = merge_update(replica, [message.payload for message in pushed])
+    pushed = receive(messages)
+    changes = merge_update(replica, pushed)
     reply = []
     if peer_state is not None and peer_clocks is not None:
         payload = delta_for(replica, peer_state, peer_clocks, assume)
@@ -198,16 +233,15 @@ def handle_sync(
     )
 
 
-def _acknowledgement(replica: Replica, pushed: list[SyncMessage]) -> bytes:
+def _acknowledgement(replica: Replica, pushed: list[Received]) -> bytes:
     """The answer to a push alone: our clocks of the clients it carried, not of all.
 
     The pusher learns whether its update was integrated, in bytes that grow with what it
     pushed rather than with every client this replica has ever seen.
     """
     clients: set[int] = set()
-    for message in pushed:
-        if message.payload != EMPTY_UPDATE:
-            clients.update(shape(message.payload).ranges)
+    for update in pushed:
+        clients.update(update.shape.ranges)
     clocks = replica.clocks()
     return encode_state_vector({client: clocks.get(client, 0) for client in sorted(clients)})
 
@@ -327,15 +361,11 @@ class PeerKnowledge:
         """
         if update == EMPTY_UPDATE:
             return
-        ranges = shape(update).ranges
+        self.learn_ranges(replica_id, shape(update).ranges)
+
+    def learn_ranges(self, replica_id: str, ranges: Mapping[int, tuple[int, int]]) -> None:
+        """The peer holds the clock ranges of an update it sent (already parsed)."""
         known = self.peer(replica_id).known
         for client, (_, end) in ranges.items():
             if end > known.get(client, 0):
                 known[client] = end
-
-    def pending(self, replica: Replica, replica_id: str) -> bytes | None:
-        """The delta the peer lacks by what we know of it, or ``None`` if nothing."""
-        known = self.peer(replica_id).known
-        if covers(known, replica.clocks()):
-            return None
-        return replica.delta(encode_state_vector(known))

@@ -28,10 +28,10 @@ import pycrdt
 
 from .clock import EventLoop
 from .cluster import SimCluster
+from .driver import Timing
 from .identity import IdentitySource
 from .metrics import AgreementTracker
 from .network import LinkModel, Network, Partition, Traffic
-from .rounds import Timing
 from .strategies import STRATEGIES, make_strategy
 from .workload import build_workload
 

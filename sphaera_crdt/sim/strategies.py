@@ -1,7 +1,7 @@
 """The strategies compared: the project's gossip and two baselines, behind one protocol.
 
-* ``gossip``: the project's gossip (:mod:`.gossip`, the decisions of
-  :mod:`sphaera_crdt.core.gossip` that a node makes): eager pushes of a writer's own
+* ``gossip``: the project's gossip (the machine of
+  :mod:`sphaera_crdt.core.gossip` that a node runs, :mod:`.driver`): eager pushes of a writer's own
   changes to every peer, and push-pull rounds with ``fanout`` peers that pull, then push
   exactly what the peer's answer shows it lacks.
 * ``gossip-rounds``: the same without eager pushes, so that only the epidemic rounds
@@ -22,13 +22,21 @@ import functools
 import random
 from typing import Final, Protocol
 
-from ..core import sync, updates
+from ..core import gossip, sync, updates
+from ..core.gossip import Target
 from .cluster import SimCluster
-from .gossip import ProjectGossip
+from .driver import Finish, Outcome, SimDriver, Timing, url_of
 from .network import Network
-from .rounds import Finish, Outcome, RoundDriver, Timing
 
-__all__ = ["STRATEGIES", "FullStatePushPull", "NaiveFlood", "Strategy", "make_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "FullStatePushPull",
+    "NaiveFlood",
+    "ProjectGossip",
+    "Strategy",
+    "make_strategy",
+    "payload_size",
+]
 
 STRATEGIES: Final = ("gossip", "gossip-rounds", "full-state", "naive")
 
@@ -55,6 +63,114 @@ class Strategy(Protocol):
         """Replica ``index`` restarted."""
 
 
+def payload_size(messages: list[sync.SyncMessage]) -> int:
+    """Bytes of the updates a sync body carries (an empty update carries nothing)."""
+    return sum(
+        len(message.payload)
+        for message in messages
+        if message.type is not sync.MessageType.STEP1 and message.payload != sync.EMPTY_UPDATE
+    )
+
+
+class ProjectGossip:
+    """The project's gossip: each exchange is the machine's
+    :class:`~sphaera_crdt.core.gossip.PeerExchange`, its requests sent over the network in
+    turn, answered by the callee's machine (what a node's ``POST /v1/sync`` does).
+
+    Args:
+        cluster: The replicas.
+        network: Carries the sync bodies.
+        timing: Interval, fanout, debounce.
+        rng: Chooses targets and phases.
+        eager: Push local changes at once (the node does); off leaves only the rounds.
+    """
+
+    def __init__(
+        self,
+        cluster: SimCluster,
+        network: Network,
+        timing: Timing,
+        rng: random.Random,
+        *,
+        eager: bool = True,
+    ) -> None:
+        self.name = "gossip" if eager else "gossip-rounds"
+        self.cluster = cluster
+        self.network = network
+        self.timing = timing
+        self.driver = SimDriver(cluster, network, timing, rng, self.exchange, eager=eager)
+
+    @property
+    def rounds_run(self) -> int:
+        return self.driver.rounds
+
+    def start(self) -> None:
+        for node in self.cluster.nodes:
+            self.driver.start(node.index)
+
+    def local_change(self, index: int) -> None:
+        """Nothing: the replica's record changes reach its machine."""
+
+    def crashed(self, index: int) -> None:
+        self.driver.crashed(index)
+
+    def restarted(self, index: int) -> None:
+        self.driver.start(index, fresh=True)
+
+    def exchange(self, index: int, peer: int, push: object, finish: Finish) -> None:
+        """One exchange with ``peer``: a round's (``push`` is ``None``) or an eager push's."""
+        machine = self.driver.machines[index]
+        target = Target(url=url_of(peer), peer_id=self.cluster.nodes[peer].id)
+        if isinstance(push, gossip.StartPush):
+            exchange = machine.push_exchange(target, push.since)
+        else:
+            exchange = machine.round_exchange(target)
+        request = exchange.start()
+        if request is None:
+            finish(Outcome.SKIPPED)
+            return
+        self._send(index, peer, exchange, request, finish)
+
+    def _send(
+        self,
+        index: int,
+        peer: int,
+        exchange: gossip.PeerExchange,
+        request: gossip.Request,
+        finish: Finish,
+    ) -> None:
+        def answered(answer: bytes) -> None:
+            machine = self.driver.machines[index]
+            outcome = machine.answered(
+                exchange, url_of(peer), gossip.Answer(body=answer), self.driver.loop.now
+            )
+            if outcome.merged:
+                self.cluster.touched(index)
+            if outcome.send is None:
+                finish(Outcome.OK)
+            else:
+                self._send(index, peer, exchange, outcome.send, finish)
+
+        self.network.request(
+            index,
+            peer,
+            request.body,
+            payload=request.payload,
+            serve=lambda body: self.serve(peer, index, body, pushed=request.payload > 0),
+            answered=answered,
+            failed=lambda: finish(Outcome.FAILED),
+            timeout=self.timing.timeout,
+        )
+
+    def serve(self, index: int, caller: int, body: bytes, *, pushed: bool) -> tuple[bytes, int]:
+        """Answer a sync request at replica ``index`` (a node's ``POST /v1/sync``)."""
+        machine = self.driver.machines[index]
+        result = machine.request_received(body, self.cluster.nodes[caller].id)
+        if pushed:
+            self.cluster.touched(index)
+        return result.response, payload_size(sync.decode_messages(result.response))
+
+
 class FullStatePushPull:
     """Push-pull rounds that send the whole state both ways.
 
@@ -71,7 +187,7 @@ class FullStatePushPull:
         self.cluster = cluster
         self.network = network
         self.timing = timing
-        self.driver = RoundDriver(cluster, network, timing, rng, self.exchange)
+        self.driver = SimDriver(cluster, network, timing, rng, self.exchange)
 
     @property
     def rounds_run(self) -> int:
@@ -88,7 +204,7 @@ class FullStatePushPull:
         """Nothing is kept between rounds."""
 
     def restarted(self, index: int) -> None:
-        self.driver.start(index)
+        self.driver.start(index, fresh=True)
 
     def exchange(self, index: int, peer: int, push: object, finish: Finish) -> None:
         full = self.cluster.nodes[index].replica.delta()
