@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sphaera_crdt.cli import cli
 from sphaera_crdt.sim.goals import GOALS
 
 
+@pytest.mark.slow
 def test_bench_convergence_writes_json_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "results"
     result = CliRunner().invoke(
