@@ -21,6 +21,17 @@ import pytest
 from pycrdt import Doc, Map
 
 
+def canary(*, bug: str, workaround: str) -> pytest.MarkDecorator:
+    """The strict xfail of a canary: ``bug`` in the library, ``workaround`` the code that
+    works around it and can go once the test passes."""
+    return pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason=f"canary: {bug}; worked around by {workaround}. "
+        "XPASS(strict) means the library fixed it: remove the workaround and this test.",
+    )
+
+
 def varuint(value: int) -> bytes:
     """lib0's unsigned varint: seven bits a byte, low bits first."""
     out = bytearray()
@@ -101,12 +112,12 @@ def writes(*pairs: tuple[str, str]) -> tuple[Map[Any], list[bytes], Doc[Any]]:
     return target, updates, doc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Yrs now retries a pending update without losing map entries: the causal gate "
-    "(CausalGate in sphaera_crdt/core/causal.py, updates.missing in core/updates.py) "
-    "that holds updates until their predecessors arrive can go",
+@canary(
+    bug="Yrs loses map entries when it retries a pending update",
+    workaround=(
+        "the causal gate, CausalGate in sphaera_crdt/core/causal.py with updates.missing in "
+        "core/updates.py, which holds updates until their predecessors arrive"
+    ),
 )
 def test_yrs_retries_a_pending_update_without_losing_entries() -> None:
     """Guards :class:`sphaera_crdt.core.causal.CausalGate` (core/causal.py), with
@@ -122,12 +133,12 @@ def test_yrs_retries_a_pending_update_without_losing_entries() -> None:
     assert clocks(reader) == clocks(writer) == {1: 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Yrs now refuses an update with a non-type parent before integrating any of it: "
-    "the parent probe (CausalGate._check_parents and _probe in sphaera_crdt/core/causal.py, "
-    "DocumentAdapter.trial in core/ydoc.py) can go",
+@canary(
+    bug="Yrs integrates part of an update before it finds a parent that is not a shared type",
+    workaround=(
+        "the parent probe, CausalGate._check_parents and _probe in sphaera_crdt/core/causal.py "
+        "with DocumentAdapter.trial in core/ydoc.py"
+    ),
 )
 def test_yrs_refuses_an_update_with_a_non_type_parent_whole() -> None:
     """Guards ``CausalGate._check_parents`` and ``_probe`` (core/causal.py), with
@@ -145,11 +156,9 @@ def test_yrs_refuses_an_update_with_a_non_type_parent_whole() -> None:
     assert clocks(doc) == {1: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Yrs now reads legacy JSON content (ref 2) as counted: updates.shape "
-    "(_content_length in sphaera_crdt/core/updates.py) could walk it instead of refusing it",
+@canary(
+    bug="Yrs reads one legacy JSON value (ref 2) more than the count says",
+    workaround="the refusal of ref 2 in _content_length, sphaera_crdt/core/updates.py",
 )
 def test_yrs_reads_legacy_json_content_as_counted() -> None:
     """Guards the refusal of legacy JSON content in ``_content_length``
@@ -164,12 +173,11 @@ def test_yrs_reads_legacy_json_content_as_counted() -> None:
     assert clocks(doc) == {8: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pycrdt now refuses a lone surrogate with UnicodeEncodeError instead of a Rust "
-    "panic: codec.dumps_checked and codec.check_text (sphaera_crdt/core/codec.py) need "
-    "not encode every text before it reaches Yrs",
+@canary(
+    bug="pycrdt panics half-way through a write on a lone surrogate",
+    workaround=(
+        "the UTF-8 checks of codec.dumps_checked and codec.check_text, sphaera_crdt/core/codec.py"
+    ),
 )
 def test_pycrdt_refuses_a_lone_surrogate_without_panicking() -> None:
     """Guards the UTF-8 checks of :func:`sphaera_crdt.core.codec.dumps_checked` and
@@ -192,11 +200,9 @@ def test_pycrdt_refuses_a_lone_surrogate_without_panicking() -> None:
     assert refused == "cleanly"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pycrdt now keeps ints exact (a small int reads back as int, 2**63 is held): "
-    "storing values as JSON text (sphaera_crdt/core/codec.py) is no longer forced by it",
+@canary(
+    bug="pycrdt reads ints back as floats and panics on 2**63",
+    workaround="the JSON-text values of sphaera_crdt/core/codec.py",
 )
 def test_pycrdt_keeps_ints_exact() -> None:
     """Guards the value codec (core/codec.py), which stores every value as JSON text
@@ -216,12 +222,11 @@ def test_pycrdt_keeps_ints_exact() -> None:
     assert held
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Yrs now bounds an update's counts by the bytes that hold them: the bounded walk "
-    "that runs before Yrs decodes (updates.shape in sphaera_crdt/core/updates.py) need not "
-    "guard memory any more",
+@canary(
+    bug="Yrs reserves memory for an update's counts before it reads what they count",
+    workaround=(
+        "the bounded walk of updates.shape, sphaera_crdt/core/updates.py, before Yrs decodes"
+    ),
 )
 @LINUX
 def test_yrs_bounds_an_update_count_by_its_bytes() -> None:
@@ -249,11 +254,9 @@ def test_yrs_bounds_an_update_count_by_its_bytes() -> None:
     assert "allocat" not in said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Yrs now bounds a state vector's count by its bytes: decode_state_vector "
-    "(sphaera_crdt/core/lib0.py) need not check every state vector before get_update",
+@canary(
+    bug="Yrs sizes its table by the count a state vector claims",
+    workaround="decode_state_vector, sphaera_crdt/core/lib0.py, before get_update",
 )
 @LINUX
 def test_yrs_bounds_a_state_vector_count_by_its_bytes() -> None:
@@ -285,12 +288,12 @@ def test_yrs_bounds_a_state_vector_count_by_its_bytes() -> None:
     assert int(grown) < 8 * 1024  # kilobytes of peak resident memory (today about 32 MB)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Yrs now squashes GC ranges collected in place: DocumentAdapter.reload and "
-    "MIN_RELOAD (sphaera_crdt/core/ydoc.py), which rebuild the document from its own "
-    "encoding, can go",
+@canary(
+    bug="Yrs does not squash GC ranges collected in place",
+    workaround=(
+        "DocumentAdapter.reload and MIN_RELOAD, sphaera_crdt/core/ydoc.py, which rebuild the "
+        "document"
+    ),
 )
 def test_yrs_squashes_gc_ranges_collected_in_place() -> None:
     """Guards :meth:`sphaera_crdt.core.ydoc.DocumentAdapter.reload` (core/ydoc.py): Yrs
