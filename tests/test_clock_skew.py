@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from sphaera_crdt import Replica, Status, all_of, exists, observed
 from sphaera_crdt.core.clocks import ClockWatch, estimate_offset, parse_time
@@ -142,7 +143,7 @@ def test_a_bad_max_skew_is_refused(bad: object) -> None:
 SKEWS = {"o1": 0.0, "o2": 30.0, "o3": -20.0, "o4": 6.0, "o5": 4.5}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.data())
 def test_incremental_equals_derive_all_with_observers_far_ahead(data: st.DataObject) -> None:
     t = [T0]

@@ -9,23 +9,21 @@ with the same message, and what is accepted compiles to what a plain recursive c
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from sphaera_crdt import InvalidConstraint, check_constraint
 from sphaera_crdt.core.compiler import Compiled, compile_constraint
 from sphaera_crdt.core.constraints import MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES
 from sphaera_crdt.core.formulas import FALSE, TRUE
 
-SCALE = float(os.environ.get("SPHAERA_EXAMPLES_SCALE", "1"))
 PROFILE = settings(
-    max_examples=max(1, int(400 * SCALE)),
+    max_examples=examples(400),
     deadline=None,
-    derandomize=not os.environ.get("SPHAERA_HYPOTHESIS_RANDOM"),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
 )

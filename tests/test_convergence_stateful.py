@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from profiles import examples
 from support import typed
 
 from sphaera_crdt import InvalidValue, Replica, Status, UnknownEntity
@@ -347,7 +348,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
 
 ConvergenceMachine.TestCase.settings = settings(
-    max_examples=300,
+    max_examples=examples(300),
     stateful_step_count=30,
     deadline=None,
     derandomize=True,

@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from sphaera_crdt import Replica, Status, all_of, any_of, at_least, attr, call, not_, observed
 
@@ -124,7 +125,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(first=JSON, second=JSON, mutation=JSON)
 def test_whatever_the_caller_mutates_replicas_agree_with_a_full_derivation(
     first: Any, second: Any, mutation: Any

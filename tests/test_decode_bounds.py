@@ -119,14 +119,3 @@ def test_strings_and_types_yrs_would_refuse_are_refused_first() -> None:
     ):
         with pytest.raises(InvalidUpdate, match=match):
             updates.shape(data)
-
-
-def test_canary_yrs_reads_one_legacy_json_value_more_than_counted() -> None:
-    # Why legacy JSON content (ref 2) is refused: Yrs reads count + 1 strings. The day this
-    # fails, Yrs reads what the count says and ref 2 could be walked like the others.
-    head = bytes.fromhex("010108002201016d0178")  # client 8, one JSON item in m["x"]
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    doc.apply_update(head + b"\x00" + b"\x011" + b"\x00")  # a count of 0, one value read
-    assert decode_state_vector(doc.get_state()) == {8: 1}
-    with pytest.raises(ValueError, match="decode"):
-        pycrdt.Doc().apply_update(head + b"\x01\x011" + b"\x00")  # as counted: refused

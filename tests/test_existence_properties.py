@@ -12,34 +12,31 @@
 4. ``next_deadline()`` is never in the past and ticking at it never busy-loops.
 
 Every clock is injected; nothing sleeps. Hypothesis runs derandomized so that the suite is
-repeatable; set ``SPHAERA_HYPOTHESIS_RANDOM=1`` to explore fresh examples.
+repeatable; set ``SPHAERA_HYPOTHESIS_RANDOM=1`` to explore fresh examples (profiles.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from sphaera_crdt import Change, Replica, Status
 from sphaera_crdt.core.lib0 import decode_state_vector
 
-#: Multiplies every example count (e.g. ``SPHAERA_EXAMPLES_SCALE=20`` for a long hunt).
-SCALE = float(os.environ.get("SPHAERA_EXAMPLES_SCALE", "1"))
 
-
-def profile(examples: int) -> settings:
-    """Hypothesis settings for a property checked on ``examples`` (times SCALE) examples."""
+def profile(full: int) -> settings:
+    """Hypothesis settings for a property of ``full`` examples at full strength (the
+    active profile checks its share of them, see profiles.py)."""
     return settings(
-        max_examples=max(1, int(examples * SCALE)),
+        max_examples=examples(full),
         deadline=None,
-        derandomize=not os.environ.get("SPHAERA_HYPOTHESIS_RANDOM"),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         database=None,
     )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from sphaera_crdt import (
     Change,
@@ -462,7 +463,7 @@ def _program(n: int) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries({f"e{i}": rule for i in range(n)})
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(200), deadline=None, derandomize=True, database=None)
 @given(st.integers(1, 7).flatmap(_program), st.booleans())
 def test_first_leaf_shortcut_matches_the_general_walk(program: dict[str, Any], seen: bool) -> None:
     t = [1.0]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from store_contract import Clock, replica_state
 
 from sphaera_crdt import Replica
@@ -248,7 +249,7 @@ async def run_scenario(harness: Harness, ops: list[Op]) -> None:
 
 
 @settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -206,7 +206,15 @@ def test_startup_error_names_the_file(case: str, tmp_path: Path) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("case", list(CASES))
+#: Each case costs a process start: the fast tier runs the first in a real process (the test
+#: above runs every case in this one), the slow tier the others.
+IN_A_PROCESS = [
+    case if index == 0 else pytest.param(case, marks=pytest.mark.slow)
+    for index, case in enumerate(CASES)
+]
+
+
+@pytest.mark.parametrize("case", IN_A_PROCESS)
 def test_serve_refuses_in_one_line(case: str, tmp_path: Path) -> None:
     broken = CASES[case](tmp_path)
     done = serve(broken.directory, broken.replica_id)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from pycrdt import Map
 from rawpeer import entry, field, raw_write
 
@@ -323,7 +324,7 @@ WRITES = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(writes=WRITES)
 def test_whatever_a_raw_writer_writes_replicas_agree(writes: list[tuple[str, str, str]]) -> None:
     a, b = pair()

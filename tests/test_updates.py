@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from pycrdt import Array, Doc, Map, Text
 
 from sphaera_crdt import InvalidUpdate, Replica
@@ -48,7 +49,7 @@ def _apply(doc: Doc[Any], ops: list[tuple[str, Any]]) -> None:
                 del items[0]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(OPS, OPS)
 def test_ranges_match_the_state_vectors_yrs_reports(first: list[Any], second: list[Any]) -> None:
     doc: Doc[Any] = Doc()
@@ -71,7 +72,7 @@ def test_ranges_match_the_state_vectors_yrs_reports(first: list[Any], second: li
         assert updates.missing(delta, {})
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(OPS)
 def test_every_prefix_is_refused_or_reads_the_same_structs(ops: list[Any]) -> None:
     doc: Doc[Any] = Doc()
