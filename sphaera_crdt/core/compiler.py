@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ..errors import InvalidConstraint, InvalidIdentifier, InvalidValue
 from . import codec, names
 from .constraints import ATTR_OPS, MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES, check_constraint
-from .formulas import FALSE, TRUE
+from .formulas import FALSE, TRUE, Node, Tree
 from .names import MAX_ID_LEN
 from .records import Unreadable
 
@@ -30,19 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Compiled",
     "Malformed",
-    "Node",
     "Rule",
-    "Tree",
     "compile_constraint",
     "compile_rule",
     "rule_of",
 ]
-
-#: A compiled clause other than an ``exists`` atom: ``(OP, ...)``.
-Tree = tuple[Any, ...]
-#: A compiled formula: an entity id (its ``exists`` atom) or a :data:`Tree`.
-Node = Tree | str
-
 
 class Malformed(str):
     """The message of a ``requires`` that did not compile or could not be read (or of a
