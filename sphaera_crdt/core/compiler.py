@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ..errors import InvalidConstraint, InvalidIdentifier, InvalidValue
 from . import codec, names
 from .constraints import ATTR_OPS, MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES, check_constraint
-from .formulas import FALSE, TRUE, Node, Tree
+from .formulas import FALSE, TRUE, Node
 from .names import MAX_ID_LEN
 from .records import Unreadable
 
@@ -35,6 +35,7 @@ __all__ = [
     "compile_rule",
     "rule_of",
 ]
+
 
 class Malformed(str):
     """The message of a ``requires`` that did not compile or could not be read (or of a

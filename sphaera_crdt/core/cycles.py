@@ -23,7 +23,6 @@ from .compiler import Compiled
 from .engine_state import EngineState
 from .formulas import FALSE, INF, TRUE, UNKNOWN, Node
 
-
 __all__ = ["ROUNDS", "negates_member", "settle", "solve_cycle"]
 
 #: Components with at most this many rules are iterated in rounds rather than a worklist.

@@ -21,11 +21,11 @@ evaluator.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+
 from .compiler import Compiled, Malformed, compile_rule, rule_of
 from .cycles import ROUNDS, negates_member, settle, solve_cycle
 from .engine_state import EngineState
 from .formulas import FALSE, INF, TRUE, UNKNOWN, Node
-
 
 __all__ = ["compile_all", "derive_all"]
 

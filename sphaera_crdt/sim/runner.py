@@ -29,7 +29,7 @@ import pycrdt
 from .clock import EventLoop
 from .cluster import SimCluster
 from .identity import IdentitySource
-from .metrics import AgreementTracker
+from .measurements import AgreementTracker
 from .network import LinkModel, Network, Partition, Traffic
 from .rounds import Timing
 from .strategies import STRATEGIES, make_strategy
