@@ -39,7 +39,7 @@ from .core.formulas import DEFAULT_MAX_SKEW
 from .core.gossip import GossipPlanner
 from .core.replica import Replica
 from .core.views import Change, RecordChange, Status
-from .errors import InputError, RemoteError
+from .errors import ConfigError, InputError, RemoteError
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
 from .net.peers import parse_allowed, server_ssl_context
@@ -51,10 +51,6 @@ __all__ = ["ConfigError", "Node", "NodeConfig"]
 DEFAULT_PORT: Final = 8470
 DEFAULT_MAX_BODY: Final = 8 * 1024 * 1024
 _log = logging.getLogger("sphaera_crdt.node")
-
-
-class ConfigError(InputError):
-    """A node cannot start with this configuration."""
 
 
 def is_loopback(host: str) -> bool:

@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from ..core.clocks import format_time, parse_time
-from ..errors import RemoteError, SphaeraError
+from ..errors import ApiError, PeerNotAllowed, PeerUnavailable, RemoteError
 from .peers import PeerAllowlist, client_ssl_context
 
 if TYPE_CHECKING:
@@ -55,40 +55,6 @@ MIN_TIMEOUT: Final = 1.0
 MAX_TIMEOUT: Final = 5.0
 #: An answer to a sync request larger than this is refused (a peer's whole state fits).
 MAX_ANSWER: Final = 256 * 1024 * 1024
-
-
-class PeerUnavailable(SphaeraError):
-    """A peer or node could not be reached, timed out, or refused the request.
-
-    Attributes:
-        url: Where the request went.
-        status: The HTTP status of a refusal, ``None`` for network errors and timeouts.
-    """
-
-    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
-
-
-class PeerNotAllowed(PeerUnavailable):
-    """A peer URL that this node does not contact: its host is not an allowed peer."""
-
-
-class ApiError(SphaeraError):
-    """A node answered a REST request with an error.
-
-    Attributes:
-        status: The HTTP status.
-        code: The node's error code (``"not_found"``, ``"invalid_constraint"``, ...).
-        message: The node's explanation.
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

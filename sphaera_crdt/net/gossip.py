@@ -54,7 +54,7 @@ from ..core.gossip import (
 )
 from ..core.replica import REPLICA_PREFIX
 from ..core.views import Change, RecordChange
-from ..errors import RemoteError, SphaeraError
+from ..errors import RemoteError, SelfContact
 from .client import PeerUnavailable
 
 if TYPE_CHECKING:
@@ -86,10 +86,6 @@ class Exchange:
     received: int = 0
     pushed: bool = False
     error: str | None = None
-
-
-class _SelfContact(SphaeraError):
-    """A target URL turned out to be this node's own (a seed list that names it)."""
 
 
 class Gossip:
@@ -338,7 +334,7 @@ class Gossip:
         url = url.rstrip("/")
         try:
             result = await self._exchange(url, peer_id, self.planner.round)
-        except _SelfContact:
+        except SelfContact:
             return Exchange(url=url, peer_id=self.node.replica.id, ok=False, error="this node")
         assert result is not None  # only eager pushes are skipped
         return result
@@ -352,7 +348,7 @@ class Gossip:
         except (PeerUnavailable, RemoteError) as exc:
             self._failed(url, peer_id, exc)
             return Exchange(url=url, peer_id=peer_id, ok=False, error=str(exc))
-        except _SelfContact:
+        except SelfContact:
             return None
         if result is not None:
             self._succeeded(url, result.peer_id)
@@ -409,7 +405,7 @@ class Gossip:
         if answer.replica_id is not None:
             if answer.replica_id == node.replica.id:
                 self._self_urls.add(url)
-                raise _SelfContact(url)
+                raise SelfContact(url)
             self._url_ids[url] = answer.replica_id
         label = answer.replica_id or label
         node.metrics.bytes_out.labels(label).inc(len(body))

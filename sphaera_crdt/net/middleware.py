@@ -35,11 +35,12 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from ..core import names
-from ..core.sync import InvalidMessage
 from ..errors import (
+    ApiError,
     InputError,
     InvalidConstraint,
     InvalidIdentifier,
+    InvalidMessage,
     InvalidUpdate,
     InvalidValue,
     RemoteError,
@@ -80,26 +81,6 @@ NODE: Final = web.AppKey("sphaera_node", Node)
 # orjson reads ints beyond 64 bits as floats; bodies that may hold one take the slow,
 # exact path (a digit run this long may also be a float or sit in a string: harmless).
 _LONG_NUMBER: Final = re.compile(rb"\d{19}")
-
-
-class ApiError(Exception):
-    """A request refused with an HTTP status and a stable error code.
-
-    Args:
-        status: The HTTP status.
-        code: The machine-readable ``error.code``.
-        message: What went wrong, for people.
-        headers: Extra response headers (``WWW-Authenticate``, ``Allow``).
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 #: Library errors and how they answer, most specific first.
