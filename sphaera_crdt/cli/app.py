@@ -10,7 +10,7 @@ from typing import IO, Any, Final
 
 import click
 
-from ..node import DEFAULT_PORT
+from ..config import DEFAULT_PORT
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "BadConfig", "Fail", "cli", "main", "read_token"]
 
