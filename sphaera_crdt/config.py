@@ -163,12 +163,7 @@ def parse_allowed(entry: str) -> str | Network:
     text = entry.strip().lower().rstrip(".")
     if text.startswith("[") and text.endswith("]"):  # an IPv6 address as URLs write it
         text = text[1:-1]
-    try:
-        ipaddress.ip_address(text)
-        address = True
-    except ValueError:
-        address = False
-    if "/" in text or address:
+    if "/" in text or _is_address(text):
         try:
             return ipaddress.ip_network(text, strict=False)
         except ValueError as exc:
@@ -176,3 +171,11 @@ def parse_allowed(entry: str) -> str | Network:
     if _HOST_NAME.fullmatch(text) is None:
         raise InputError(f"--allow-peer takes a host name or a CIDR network, not {entry!r}")
     return text
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
