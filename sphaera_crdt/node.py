@@ -429,9 +429,7 @@ class Node:
         return self.replica.observe(subject, ok=ok, value=value, ttl=ttl)
 
     def replicas(self) -> dict[str, ReplicaInfo]:
-        """Every ``replica:<id>`` entity of the merged state, this node's included, with
-        its URL, status and clock offset (``0`` for this node, ``None`` when never
-        measured)."""
+        """Every ``replica:<id>`` entity of the merged state, this node's included."""
         replicas: dict[str, ReplicaInfo] = {}
         for view in self.replica.entities().values():
             if view.kind != "replica" or not view.id.startswith("replica:"):
@@ -439,11 +437,11 @@ class Node:
             url = view.attrs.get("url")
             replica_id = view.id.removeprefix("replica:")
             own = replica_id == self.replica.id
-            replicas[replica_id] = {
-                "url": url if type(url) is str else None,
-                "status": view.status.value,
-                "clock_offset": 0.0 if own else self.clock_watch.offset(replica_id),
-            }
+            replicas[replica_id] = ReplicaInfo(
+                url=url if type(url) is str else None,
+                status=view.status,
+                clock_offset=0.0 if own else self.clock_watch.offset(replica_id),
+            )
         return replicas
 
     def metrics_exposition(self) -> bytes:

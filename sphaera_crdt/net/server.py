@@ -299,7 +299,8 @@ async def replicas_route(request: web.Request) -> web.Response:
     by an exchange this node started (``0`` for this node, ``null`` when never measured).
     """
     node = request.app[NODE]
-    return json_response({"self": node.replica_id, "replicas": node.replicas()})
+    replicas = {replica_id: info.to_json() for replica_id, info in node.replicas().items()}
+    return json_response({"self": node.replica_id, "replicas": replicas})
 
 
 # -- events --------------------------------------------------------------------------------

@@ -11,17 +11,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config import NodeConfig
 from ..core.clocks import Outlier
-from ..core.views import Change, EntityView, Observation
+from ..core.views import Change, EntityView, Observation, Status
 from .events import EventHub
 
 __all__ = ["NodeService", "ReplicaInfo"]
 
-#: One replica as ``GET /v1/replicas`` lists it: ``{"url", "status", "clock_offset"}``.
-ReplicaInfo = dict[str, Any]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaInfo:
+    """One replica as ``GET /v1/replicas`` lists it.
+
+    Attributes:
+        url: The URL its record declares (``None`` if it declares none).
+        status: Its derived status here.
+        clock_offset: Its clock minus this node's in seconds, as last measured by an
+            exchange this node started (``0`` for this node, ``None`` when never measured).
+    """
+
+    url: str | None
+    status: Status
+    clock_offset: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"url", "status", "clock_offset"}``."""
+        return {"url": self.url, "status": self.status.value, "clock_offset": self.clock_offset}
 
 
 class NodeService(Protocol):
