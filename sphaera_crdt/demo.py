@@ -15,7 +15,7 @@ from typing import Final
 
 from .core.constraints import all_of, exists, observed
 from .core.views import Change, Status
-from .errors import SphaeraError
+from .errors import DemoTimeout
 from .node import Node, NodeConfig
 
 __all__ = ["DemoTimeout", "run_demo"]
@@ -23,10 +23,6 @@ __all__ = ["DemoTimeout", "run_demo"]
 NAMES: Final = ("a", "b", "c")
 #: Seconds any one step may take before the demo gives up.
 STEP_TIMEOUT: Final = 20.0
-
-
-class DemoTimeout(SphaeraError):
-    """The demo's nodes did not reach the expected state in time."""
 
 
 async def run_demo(*, interval: float = 0.1, echo: Callable[[str], object] = print) -> None:

@@ -3,7 +3,9 @@
 Only the event loop that entered the node touches the replica (pycrdt documents must have
 a single owner). The replica itself is sans I/O; this module wires it to the network:
 
-* the aiohttp application (:mod:`.net.server`) serves the REST, sync and event routes;
+* the aiohttp application (:mod:`.net.server`) serves the REST, sync and event routes,
+  calling the node only through the operations of :class:`.net.service.NodeService`
+  (this module imports the network adapters; they never import it);
 * gossip: every decision is the sans-IO :class:`~.core.gossip.GossipMachine`, which
   the driver (:mod:`.net.peering`) feeds and whose commands it carries out: pushes after
   local changes and push-pull rounds with ``fanout`` random live peers every
@@ -22,152 +24,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import math
 import random
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 
 from aiohttp import web
 
+from .config import NodeConfig
 from .core.clocks import ClockWatch, Outlier
 from .core.constraints import observed
-from .core.formulas import DEFAULT_MAX_SKEW
 from .core.gossip import GossipMachine
 from .core.replica import Replica
 from .core.updates import shape
-from .core.views import Change, RecordChange, Status
-from .errors import InputError, RemoteError
+from .core.views import Change, EntityView, Observation, RecordChange, Status
+from .errors import ConfigError, InputError, RemoteError
+from .net.client import PeerClient
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
 from .net.peering import Peering
-from .net.peers import parse_allowed, server_ssl_context
+from .net.peers import server_ssl_context
+from .net.server import RequestErrorLog, create_app
+from .net.service import ReplicaInfo
 from .persistence import Persistence, open_replica
 from .store import SQLiteStore, Store, StoreError
 
 __all__ = ["ConfigError", "Node", "NodeConfig"]
 
-DEFAULT_PORT: Final = 8470
-DEFAULT_MAX_BODY: Final = 8 * 1024 * 1024
 _log = logging.getLogger("sphaera_crdt.node")
-
-
-class ConfigError(InputError):
-    """A node cannot start with this configuration."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeConfig:
-    """How a node runs; every field has the meaning of the ``sphaera serve`` flag."""
-
-    replica_id: str
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    peers: tuple[str, ...] = ()
-    token: str | None = None
-    gossip_interval: float = 1.0
-    fanout: int = 2
-    max_body: int = DEFAULT_MAX_BODY
-    #: Bytes of updates held for missing predecessors at most (default: 4x ``max_body``).
-    max_held_bytes: int | None = None
-    #: Seconds a client may take to send one request.
-    read_timeout: float = 10.0
-    insecure: bool = False
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    #: The CA that peers' certificates must verify under (default: the system's trust).
-    tls_ca: str | None = None
-    #: Callers must present a client certificate under ``tls_ca``.
-    tls_require_client_cert: bool = False
-    #: Hosts and CIDR networks of peers that may be sent the token, besides the seeds'
-    #: hosts and loopback (see :mod:`.net.peers`).
-    allow_peers: tuple[str, ...] = ()
-    #: The URL peers use to reach this node (default: derived from host and port).
-    public_url: str | None = None
-    #: Seconds without a fresh observation after which a replica is no longer alive
-    #: (default: 10 gossip intervals).
-    liveness: float | None = None
-    #: Metrics need the token too when true.
-    metrics_auth: bool = False
-    #: Where the SQLite store lives; ``None`` keeps nothing (``--memory``).
-    data_dir: str | None = None
-    #: ``"full"``: an acknowledged write survives power loss; ``"normal"``: a crash.
-    durability: str = "full"
-    #: Compact the update log once it holds this many updates or bytes.
-    compact_count: int = 10_000
-    compact_bytes: int = 16 * 1024 * 1024
-    #: Seconds clocks may differ: observations dated further ahead do not count, and a
-    #: node this far from a majority of its live peers refuses to observe.
-    max_clock_skew: float = DEFAULT_MAX_SKEW
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.gossip_interval) or self.gossip_interval <= 0:
-            raise ConfigError(f"gossip interval must be positive, not {self.gossip_interval}")
-        if self.fanout < 1:
-            raise ConfigError(f"fanout must be at least 1, not {self.fanout}")
-        if self.max_body < 1024:
-            raise ConfigError(f"max body must be at least 1024 bytes, not {self.max_body}")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0-65535, not {self.port}")
-        if self.read_timeout <= 0:
-            raise ConfigError("read timeout must be positive")
-        if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
-            raise ConfigError("the token must be non-empty and contain no whitespace")
-        if not is_loopback(self.host) and self.token is None and not self.insecure:
-            raise ConfigError(
-                f"refusing to serve {self.host} without a token; give --token-file "
-                "(or SPHAERA_TOKEN), or --insecure to accept the risk"
-            )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if self.tls_require_client_cert and (self.tls_cert is None or self.tls_ca is None):
-            raise ConfigError("--tls-require-client-cert needs --tls-cert, --tls-key and --tls-ca")
-        for entry in self.allow_peers:
-            try:
-                parse_allowed(entry)
-            except InputError as exc:
-                raise ConfigError(str(exc)) from None
-        if self.liveness is not None and self.liveness <= 0:
-            raise ConfigError("liveness must be positive")
-        if self.durability not in ("full", "normal"):
-            raise ConfigError(f"durability must be full or normal, not {self.durability!r}")
-        if self.compact_count < 1 or self.compact_bytes < 1:
-            raise ConfigError("compaction thresholds must be positive")
-        if not 0 < self.max_clock_skew < math.inf:
-            raise ConfigError(
-                f"max clock skew must be a positive number of seconds, not {self.max_clock_skew}"
-            )
-        if self.max_held_bytes is not None and self.max_held_bytes < 0:
-            raise ConfigError(f"max held bytes must not be negative, not {self.max_held_bytes}")
-
-    @property
-    def held_bytes_limit(self) -> int:
-        """Bytes of updates held for missing predecessors at most."""
-        return 4 * self.max_body if self.max_held_bytes is None else self.max_held_bytes
-
-    @property
-    def liveness_window(self) -> float:
-        return self.liveness if self.liveness is not None else 10 * self.gossip_interval
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls_cert else "http"
 
 
 class Node:
@@ -244,7 +132,7 @@ class Node:
         self._wake = asyncio.Event()
         self._unsubscribe: list[Callable[[], None]] = []
         self.gossip: Peering | None = None
-        self.client: Any = None
+        self._client: PeerClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -260,10 +148,13 @@ class Node:
         """The port the server is bound to (the configured one before start)."""
         return self._bound_port() if self._runner is not None else self.config.port
 
-    async def _start(self) -> Self:
-        from .net.client import PeerClient
-        from .net.server import RequestErrorLog, create_app
+    @property
+    def client(self) -> PeerClient:
+        """The connection pool gossip talks to peers with (only while the node runs)."""
+        assert self._client is not None, "the node is not running"
+        return self._client
 
+    async def _start(self) -> Self:
         if self.store is not None:
             self.persistence = Persistence(
                 self.replica,
@@ -296,7 +187,9 @@ class Node:
             self.url = f"{self.config.scheme}://{host}:{port}"
         self.machine.own_url = self.url
         try:
-            self.client = PeerClient(self)
+            self._client = PeerClient(
+                self.config, replica_id=self.replica.id, url=self.url, clock=self.clock
+            )
         except InputError as exc:  # its --tls-ca, certificate or key
             raise ConfigError(str(exc)) from exc
         self._declare_self()
@@ -329,9 +222,9 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -433,9 +326,13 @@ class Node:
             RemoteError: The body is malformed; nothing changed.
         """
         started = time.perf_counter()
-        result = self.machine.request_received(body, peer_id)
-        self.metrics.merge_seconds.observe(time.perf_counter() - started)
         label = self.metrics.peer(peer_id)
+        try:
+            result = self.machine.request_received(body, peer_id)
+        except RemoteError:
+            self.metrics.sync_exchanges.labels(label, "in", "error").inc()
+            raise
+        self.metrics.merge_seconds.observe(time.perf_counter() - started)
         self.metrics.bytes_in.labels(label).inc(len(body))
         self.metrics.bytes_out.labels(label).inc(len(result.response))
         self.metrics.sync_exchanges.labels(label, "in", "ok").inc()
@@ -458,6 +355,82 @@ class Node:
         if peer_id:
             self.peers.learn_ranges(peer_id, needs.ranges)
         return changes
+
+    # -- what the HTTP API calls (net.service.NodeService) ---------------------------------
+
+    @property
+    def replica_id(self) -> str:
+        """The id of this node's replica."""
+        return self.replica.id
+
+    def now(self) -> float:
+        """This node's clock."""
+        return self.clock()
+
+    def entity(self, entity_id: str) -> EntityView | None:
+        """One entity, ``None`` if it is not declared."""
+        return self.replica.entity(entity_id)
+
+    def entities(self) -> Mapping[str, EntityView]:
+        """Every declared entity."""
+        return self.replica.entities()
+
+    def why(self, entity_id: str, *, depth: int) -> dict[str, Any]:
+        """The explanation tree of an entity's status."""
+        return self.replica.why(entity_id, depth=depth)
+
+    def declare(
+        self, entity_id: str, *, kind: str | None, attrs: Mapping[str, Any], requires: Any
+    ) -> EntityView:
+        """Declare (or re-declare) an entity, stating its whole record."""
+        return self.replica.declare(entity_id, kind=kind, attrs=attrs, requires=requires)
+
+    def patch(self, entity_id: str, attrs: Mapping[str, Any]) -> EntityView:
+        """Merge top-level attributes into a declared entity; the entity as it now is."""
+        self.replica.update(entity_id, attrs)
+        return self._present(entity_id)
+
+    def retract(self, entity_id: str) -> EntityView:
+        """Retract a declared entity; the entity as it now is (``absent``)."""
+        self.replica.retract(entity_id)
+        return self._present(entity_id)
+
+    def _present(self, entity_id: str) -> EntityView:
+        view = self.replica.entity(entity_id)
+        assert view is not None, "a written entity is declared"
+        return view
+
+    def observe(self, subject: str, *, ok: bool, value: Any, ttl: float | None) -> Observation:
+        """Record this node's observation of ``subject``."""
+        return self.replica.observe(subject, ok=ok, value=value, ttl=ttl)
+
+    def replicas(self) -> dict[str, ReplicaInfo]:
+        """Every ``replica:<id>`` entity of the merged state, this node's included."""
+        replicas: dict[str, ReplicaInfo] = {}
+        for view in self.replica.entities().values():
+            if view.kind != "replica" or not view.id.startswith("replica:"):
+                continue
+            url = view.attrs.get("url")
+            replica_id = view.id.removeprefix("replica:")
+            own = replica_id == self.replica.id
+            replicas[replica_id] = ReplicaInfo(
+                url=url if type(url) is str else None,
+                status=view.status,
+                clock_offset=0.0 if own else self.clock_watch.offset(replica_id),
+            )
+        return replicas
+
+    def metrics_exposition(self) -> bytes:
+        """The metrics in the Prometheus text format, gauges brought up to date."""
+        for status, count in self.status_counts().items():
+            self.metrics.entities.labels(status).set(count)
+        self.clock_outlier()  # brings the clock gauges up to date
+        self.metrics.count_unreadable(self.replica.unreadable)
+        return self.metrics.exposition()
+
+    def count_rejected(self, code: str) -> None:
+        """Count a request the HTTP API refused with error ``code``."""
+        self.metrics.rejected.labels(code).inc()
 
     # -- clocks ----------------------------------------------------------------------------
 

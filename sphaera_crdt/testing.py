@@ -44,6 +44,7 @@ from typing import Final
 
 from .core import Change, Replica
 from .core.lib0 import decode_state_vector, encode_state_vector
+from .errors import ConvergenceError
 from .store.memory import MemoryStore
 
 __all__ = ["Cluster", "ConvergenceError", "MemoryStore", "Message", "PumpReport"]
@@ -52,10 +53,6 @@ __all__ = ["Cluster", "ConvergenceError", "MemoryStore", "Message", "PumpReport"
 MAX_ROUNDS: Final = 10_000
 
 StateVector = dict[int, int]
-
-
-class ConvergenceError(AssertionError):
-    """Replicas that should agree do not; the message says how they differ."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from sphaera_crdt.net.client import ApiClient, ApiError, PeerClient, PeerUnavailable
-from sphaera_crdt.node import Node, NodeConfig
+from sphaera_crdt.node import NodeConfig
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,9 +43,12 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 def peer_client(**config: Any) -> PeerClient:
-    node = Node(NodeConfig(replica_id="me", **config))
-    node.url = "http://127.0.0.1:9999"
-    return PeerClient(node)
+    return PeerClient(
+        NodeConfig(replica_id="me", **config),
+        replica_id="me",
+        url="http://127.0.0.1:9999",
+        clock=time.time,
+    )
 
 
 async def test_sync_sends_identity_and_token_in_headers(serve: Serve) -> None:
@@ -120,7 +124,7 @@ async def test_timeout_and_closed_port_are_unavailable(serve: Serve) -> None:
         return web.Response()
 
     url = await serve("POST", "/v1/sync", slow)
-    client = peer_client(extra={"client_timeout": 0.2})
+    client = peer_client(client_timeout=0.2)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -138,7 +142,7 @@ async def test_timeout_and_closed_port_are_unavailable(serve: Serve) -> None:
 
 async def test_client_ssl_must_be_a_context() -> None:
     with pytest.raises(TypeError):
-        peer_client(extra={"client_ssl": "not a context"})
+        peer_client(client_ssl="not a context")
 
 
 async def test_api_errors_carry_the_node_code(serve: Serve) -> None:

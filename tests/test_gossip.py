@@ -289,9 +289,9 @@ def tls_files(tmp_path: Path) -> tuple[str, str]:
 
 async def test_gossip_over_https(start: StartNode, tls_files: tuple[str, str]) -> None:
     cert, key = tls_files
-    trust = {"client_ssl": ssl.create_default_context(cafile=cert)}
-    a = await start("a", tls_cert=cert, tls_key=key, extra=trust)
-    b = await start("b", peers=[a.url], tls_cert=cert, tls_key=key, extra=trust)
+    trust = ssl.create_default_context(cafile=cert)
+    a = await start("a", tls_cert=cert, tls_key=key, client_ssl=trust)
+    b = await start("b", peers=[a.url], tls_cert=cert, tls_key=key, client_ssl=trust)
     assert a.url.startswith("https://") and b.url.startswith("https://")
     a.replica.declare("db")
     await settle([a, b])
@@ -427,9 +427,7 @@ async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -
     url, runner = await stand_in(never_answers)
     try:
         b = await start("b")
-        a = await start(
-            "a", peers=[url, b.url], gossip_interval=0.05, fanout=2, extra={"client_timeout": 60}
-        )
+        a = await start("a", peers=[url, b.url], gossip_interval=0.05, fanout=2, client_timeout=60)
         await asyncio.wait_for(hung.wait(), timeout=10)
         # Nothing is written: only rounds talk to b, and they go on while the exchange
         # with the stand-in hangs (with fanout 2, every round would pick it otherwise).

@@ -10,7 +10,7 @@ from typing import IO, Any, Final
 
 import click
 
-from ..node import DEFAULT_PORT
+from ..config import DEFAULT_PORT
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "BadConfig", "Fail", "cli", "main", "read_token"]
 
@@ -25,7 +25,11 @@ EXIT_FAILURE: Final = 1
 
 
 class Fail(click.ClickException):
-    """A failure while running: one line on stderr, ``sphaera: error: ...``, exit status 1."""
+    """A failure while running: one line on stderr, ``sphaera: error: ...``, exit status 1.
+
+    Not a library error (those all live in :mod:`sphaera_crdt.errors`): it is how a
+    command translates one for click, which prints it and exits with its status.
+    """
 
     exit_code = EXIT_FAILURE
 

@@ -179,10 +179,10 @@ def convergence(
     OUT/summary.json (the same without the runs), OUT/timings.json (wall-clock run times)
     and PNG plots, and prints the tables and the goals.
     """
-    from ..sim import bench as sim_bench
+    from ..sim import convergence_bench
 
     try:
-        sweep = sim_bench.Sweep(
+        sweep = convergence_bench.Sweep(
             replicas=replicas,
             fanouts=fanout,
             losses=loss,
@@ -201,7 +201,7 @@ def convergence(
     except ValueError as exc:
         raise BadConfig(str(exc)) from None
     try:
-        sim_bench.run_convergence(
+        convergence_bench.run_convergence(
             sweep, out=out, jobs=jobs, plots=not no_plots, profile=profile, console=Console()
         )
     except OSError as exc:

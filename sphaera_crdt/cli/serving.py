@@ -17,10 +17,11 @@ from typing import Final
 
 import click
 
+from ..config import DEFAULT_MAX_BODY, DEFAULT_PORT, NodeConfig
 from ..core import names
 from ..core.formulas import DEFAULT_MAX_SKEW
-from ..errors import SphaeraError
-from ..node import DEFAULT_MAX_BODY, DEFAULT_PORT, ConfigError, Node, NodeConfig
+from ..errors import ConfigError, SphaeraError
+from ..node import Node
 from .app import DEFAULT_DATA, TOKEN_ENV, BadConfig, Fail, cli, read_token
 
 __all__ = ["CLOCK_OFFSET_ENV", "demo", "serve"]

@@ -26,7 +26,7 @@ import re
 import sys
 from typing import Any, Final
 
-from ..errors import InvalidValue
+from ..errors import BeyondLimits, InvalidValue
 
 __all__ = [
     "MAX_DEPTH",
@@ -59,10 +59,6 @@ _ENCODE_STR: Final = json.encoder.encode_basestring
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
-
-
-class BeyondLimits(ValueError):
-    """Well-formed JSON text holds a value beyond the limits of values (see :func:`loads`)."""
 
 
 def _finite_float(text: str) -> float:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..errors import InvalidConstraint, InvalidIdentifier, InvalidValue
+from ..errors import InvalidConstraint, InvalidIdentifier, InvalidValue, UnsureCompile
 from . import codec, names
 from .constraints import ATTR_OPS, MAX_CONSTRAINT_DEPTH, MAX_CONSTRAINT_NODES, check_constraint
-from .formulas import FALSE, TRUE
+from .formulas import FALSE, TRUE, Node
 from .names import MAX_ID_LEN
 from .records import Unreadable
 
@@ -30,18 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Compiled",
     "Malformed",
-    "Node",
     "Rule",
-    "Tree",
     "compile_constraint",
     "compile_rule",
     "rule_of",
 ]
-
-#: A compiled clause other than an ``exists`` atom: ``(OP, ...)``.
-Tree = tuple[Any, ...]
-#: A compiled formula: an entity id (its ``exists`` atom) or a :data:`Tree`.
-Node = Tree | str
 
 
 class Malformed(str):
@@ -78,10 +71,6 @@ _ATTR_KEYS: Final = frozenset({"attr", "op", "value"})
 _SCALARS: Final = frozenset({type(None), bool, int, str})
 _new_compiled: Final = tuple.__new__
 _FLOAT_MAX: Final = sys.float_info.max
-
-
-class _Unsure(Exception):
-    """The fast compiler met something it does not vouch for; the checker decides."""
 
 
 #: What a compilation collects besides the tree and the ``exists`` atoms: first the number
@@ -198,7 +187,7 @@ def compile_constraint(data: Any) -> Compiled:
                         items = list(targets)
                         found = [MAX_CONSTRAINT_NODES - 1 - len(value)]
                     items.append(_fast(item, 1, targets, found))  # type: ignore[arg-type]
-            except _Unsure:
+            except UnsureCompile:
                 pass
             else:
                 if items is not None:
@@ -237,7 +226,7 @@ def compile_constraint(data: Any) -> Compiled:
     found = [MAX_CONSTRAINT_NODES - 1]
     try:
         tree = _fast(data, 0, exists, found)
-    except _Unsure:
+    except UnsureCompile:
         check_constraint(data)
         exists = []
         found = [MAX_CONSTRAINT_NODES - 1]
@@ -279,7 +268,7 @@ def _finish(node: Node, exists: list[str], found: _Found, data: Any) -> Compiled
 
 
 def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
-    """Check and compile in one walk, or raise :class:`_Unsure`.
+    """Check and compile in one walk, or raise :class:`UnsureCompile`.
 
     It passes only what :func:`check_constraint` passes (with the same depth and size
     limits), so a constraint it compiles is one the checker accepts.
@@ -300,18 +289,18 @@ def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
                 return target
             if key == "all" or key == "any":
                 if type(value) is not list:
-                    raise _Unsure
+                    raise UnsureCompile
                 op = "all" if key == "all" else "any"  # the interned literal
                 if not value:
                     return (op, ())
                 found[0] -= len(value)
                 if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
-                    raise _Unsure
+                    raise UnsureCompile
                 return (op, _fast_list(value, depth + 1, exists, found))
             if key == "not":
                 found[0] -= 1
                 if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
-                    raise _Unsure
+                    raise UnsureCompile
                 found.append(("not", ""))
                 return ("not", _fast(value, depth + 1, exists, found))
         if "observed" in data:
@@ -321,24 +310,24 @@ def _fast(data: Any, depth: int, exists: list[str], found: _Found) -> Node:
         if "at_least" in data and len(data) == 2 and "of" in data:
             need, items = data["at_least"], data["of"]
             if type(need) is not int or need < 0 or type(items) is not list:
-                raise _Unsure
+                raise UnsureCompile
             if items:
                 found[0] -= len(items)
                 if found[0] < 0 or depth >= MAX_CONSTRAINT_DEPTH:
-                    raise _Unsure
+                    raise UnsureCompile
             return ("at_least", need, _fast_list(items, depth + 1, exists, found))
         if "call" in data:
             try:
                 check_constraint(data)
             except InvalidConstraint:
-                raise _Unsure from None
+                raise UnsureCompile from None
             return _compile(data, exists, found)
-        raise _Unsure
+        raise UnsureCompile
     if data is True:
         return _CONST_TRUE
     if data is False:
         return _CONST_FALSE
-    raise _Unsure
+    raise UnsureCompile
 
 
 def _fast_list(items: list[Any], depth: int, exists: list[str], found: _Found) -> tuple[Node, ...]:
@@ -370,19 +359,19 @@ def _distinct(targets: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _entity_id(value: Any) -> None:
-    """Raise :class:`_Unsure` unless ``value`` is a valid entity id.
+    """Raise :class:`UnsureCompile` unless ``value`` is a valid entity id.
 
     (Printable ASCII of a valid length, tested inline by the callers, is one for sure.)
     """
     try:
         names.check_entity_id(value)
     except InvalidIdentifier:
-        raise _Unsure from None
+        raise UnsureCompile from None
 
 
 def _fast_observed(data: dict[str, Any], found: _Found) -> Node:
     if not data.keys() <= _OBSERVED_KEYS:
-        raise _Unsure
+        raise UnsureCompile
     subject = data["observed"]
     within: Any = data.get("within")
     by = data.get("by", "*")
@@ -396,7 +385,7 @@ def _fast_observed(data: dict[str, Any], found: _Found) -> Node:
         or quorum < 1
         or type(ok) is not bool
     ):
-        raise _Unsure
+        raise UnsureCompile
     if not (
         type(subject) is str
         and subject.isascii()
@@ -412,25 +401,25 @@ def _fast_observed(data: dict[str, Any], found: _Found) -> Node:
 
 def _fast_attr(data: dict[str, Any], found: _Found) -> Node:
     if not data.keys() <= _ATTR_KEYS:
-        raise _Unsure
+        raise UnsureCompile
     target = data["attr"]
     op = data.get("op")
     if type(target) is not list or len(target) != 2 or type(op) is not str or op not in ATTR_OPS:
-        raise _Unsure
+        raise UnsureCompile
     entity, path = target
     if type(path) is not str or not path or "" in (parts := path.split(".")):
-        raise _Unsure
+        raise UnsureCompile
     value = data.get("value")
     if op == "present":
         if "value" in data:
-            raise _Unsure
+            raise UnsureCompile
     elif "value" not in data or (op == "in" and type(value) is not list):
-        raise _Unsure
+        raise UnsureCompile
     elif type(value) not in _SCALARS:
         try:
             codec.check_value(value)
         except InvalidValue:
-            raise _Unsure from None
+            raise UnsureCompile from None
     _entity_id(entity)
     found.append(("attr", entity))
     return ("attr", entity, tuple(parts), op, value)

@@ -17,13 +17,11 @@ Small components are iterated in rounds, larger ones with a worklist.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from .compiler import Compiled, Node
-from .formulas import FALSE, INF, TRUE, UNKNOWN
-
-if TYPE_CHECKING:
-    from .existence import ExistenceEngine
+from .compiler import Compiled
+from .engine_state import EngineState
+from .formulas import FALSE, INF, TRUE, UNKNOWN, Node
 
 __all__ = ["ROUNDS", "negates_member", "settle", "solve_cycle"]
 
@@ -49,7 +47,7 @@ def settle(
                 changed = True
 
 
-def solve_cycle(engine: ExistenceEngine, members: list[str]) -> dict[str, int]:
+def solve_cycle(engine: EngineState, members: list[str]) -> dict[str, int]:
     """The well-founded model of one cyclic component (statuses below it are final)."""
     evaluator = engine.evaluator
     evaluator.deadline = INF
@@ -94,7 +92,7 @@ def solve_cycle(engine: ExistenceEngine, members: list[str]) -> dict[str, int]:
 
 
 def _local_rdeps(
-    engine: ExistenceEngine, rules: dict[str, Node], inside: set[str]
+    engine: EngineState, rules: dict[str, Node], inside: set[str]
 ) -> dict[str, list[str]]:
     """Dependents inside a component, for each member."""
     local_rdeps: dict[str, list[str]] = {member: [] for member in inside}
@@ -107,7 +105,7 @@ def _local_rdeps(
 
 
 def _iterate(
-    engine: ExistenceEngine,
+    engine: EngineState,
     members: list[str],
     facts: dict[str, int],
     rules: dict[str, Node],
@@ -166,7 +164,7 @@ def _iterate(
 
 
 def _alternating_fixpoint(
-    engine: ExistenceEngine,
+    engine: EngineState,
     members: list[str],
     inside: set[str],
     facts: dict[str, int],

@@ -21,19 +21,16 @@ evaluator.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
-from .compiler import Compiled, Malformed, Node, compile_rule, rule_of
+from .compiler import Compiled, Malformed, compile_rule, rule_of
 from .cycles import ROUNDS, negates_member, settle, solve_cycle
-from .formulas import FALSE, INF, TRUE, UNKNOWN
-
-if TYPE_CHECKING:
-    from .existence import ExistenceEngine
+from .engine_state import EngineState
+from .formulas import FALSE, INF, TRUE, UNKNOWN, Node
 
 __all__ = ["compile_all", "derive_all"]
 
 
-def compile_all(engine: ExistenceEngine) -> dict[str, int]:
+def compile_all(engine: EngineState) -> dict[str, int]:
     """Compile the rule of every record, index what each one reads, and evaluate the
     rules that mention no ``exists`` (they depend on no status).
 
@@ -87,7 +84,7 @@ def compile_all(engine: ExistenceEngine) -> dict[str, int]:
     return pending
 
 
-def derive_all(engine: ExistenceEngine, pending: dict[str, int]) -> int:
+def derive_all(engine: EngineState, pending: dict[str, int]) -> int:
     """Evaluate the rules with ``exists`` atoms in dependency order, once those without
     are; returns the number of components solved (``evaluated``).
 
@@ -170,7 +167,7 @@ def _release(dependents: Iterable[str], pending: dict[str, int], ready: list[str
 
 
 def _kahn(
-    engine: ExistenceEngine,
+    engine: EngineState,
     ready: list[str],
     pending: dict[str, int],
     depth: int | None,
@@ -244,7 +241,7 @@ def _kahn(
     return solved
 
 
-def _settle(engine: ExistenceEngine, component: list[str]) -> None:
+def _settle(engine: EngineState, component: list[str]) -> None:
     """Place and solve a component whose dependencies outside it are solved (full
     derivation)."""
     entity = component[0]
@@ -267,7 +264,7 @@ def _settle(engine: ExistenceEngine, component: list[str]) -> None:
         engine.status[entity] = value
 
 
-def _settle_small(engine: ExistenceEngine, members: list[str]) -> bool:
+def _settle_small(engine: EngineState, members: list[str]) -> bool:
     """:func:`~.cycles.solve_cycle` for a small cycle of the full derivation, in place: its
     members have no status yet, so the same rounds run on the statuses themselves. Returns
     ``False``, leaving nothing behind, when it does not apply (a larger cycle, or one

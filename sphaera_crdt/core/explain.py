@@ -20,9 +20,9 @@ from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from . import codec
-from .compiler import Compiled, Node, Tree
+from .compiler import Compiled
 from .existence import ExistenceEngine, Malformed
-from .formulas import FALSE, TRUE, UNKNOWN, stale_from, usable_from
+from .formulas import FALSE, TRUE, UNKNOWN, Node, Tree, stale_from, usable_from
 from .records import Unreadable
 
 __all__ = ["STATUS_NAMES", "explain", "reason"]

@@ -24,14 +24,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .records import ABSENT_ATTR, MergedView, Unreadable
 
-if TYPE_CHECKING:
-    from .compiler import Node, Tree
+__all__ = [
+    "DEFAULT_MAX_SKEW",
+    "FALSE",
+    "TRUE",
+    "UNKNOWN",
+    "Evaluator",
+    "Node",
+    "Tree",
+    "stale_from",
+    "usable_from",
+]
 
-__all__ = ["DEFAULT_MAX_SKEW", "FALSE", "TRUE", "UNKNOWN", "Evaluator", "stale_from", "usable_from"]
+#: A compiled clause other than an ``exists`` atom: ``(OP, ...)`` (built by :mod:`.compiler`).
+Tree = tuple[Any, ...]
+#: A compiled formula: an entity id (its ``exists`` atom) or a :data:`Tree`.
+Node = Tree | str
 
 FALSE: Final = 0
 UNKNOWN: Final = 1

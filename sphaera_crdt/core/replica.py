@@ -505,11 +505,6 @@ class Replica:
         return self._view.malformed + self._view.unreadable
 
     @property
-    def held_updates(self) -> int:
-        """Updates received whose predecessors have not arrived yet."""
-        return self._gate.held
-
-    @property
     def held_stats(self) -> HeldStats:
         """The updates held for missing predecessors (count and bytes) and those dropped."""
         return self._gate.stats()

@@ -27,7 +27,7 @@ from typing import Final
 
 import pycrdt
 
-from ..errors import InvalidUpdate, RemoteError
+from ..errors import InvalidMessage, InvalidUpdate
 from .lib0 import decode_state_vector, encode_state_vector, read_varuint, write_varuint
 from .replica import Replica
 from .updates import UpdateShape, shape
@@ -53,10 +53,6 @@ EMPTY_UPDATE: Final = b"\x00\x00"
 #: More messages than this in one body is refused.
 MAX_MESSAGES: Final = 64
 _SYNC: Final = 0
-
-
-class InvalidMessage(RemoteError, ValueError):
-    """A sync body is not well-formed y-protocols SYNC messages; nothing was applied."""
 
 
 class MessageType(IntEnum):

@@ -435,18 +435,7 @@ class DocumentAdapter:
         """The Yrs client ids this adapter writes with: its document's and the root writer's."""
         return int(self.doc.client_id), int(self._rotator.client_id)
 
-    def containers(self) -> list[str]:
-        """Writer keys of every container in the document."""
-        return list(self._root.keys())
-
-    def container_size(self) -> tuple[int, int]:
-        """(live entries, overwritten entries) of this replica's own container."""
-        return len(self.own_entries), self._dead
-
     # -- sync ------------------------------------------------------------------------------
-
-    def state_vector(self) -> bytes:
-        return self.doc.get_state()
 
     def clocks(self) -> dict[int, int]:
         """The state vector as ``{client: clock}`` (cached until the document changes)."""

@@ -8,11 +8,11 @@ The bearer token goes into the ``Authorization`` header only: never into a URL, 
 line or an exception message.
 
 A peer exchange has a deadline of three gossip intervals, kept within 1-5 seconds
-(``NodeConfig.extra["client_timeout"]`` overrides it). :class:`PeerClient` contacts only
+(``NodeConfig.client_timeout`` overrides it). :class:`PeerClient` contacts only
 the URLs that :class:`~.peers.PeerAllowlist` allows, never follows a redirect, and
 verifies HTTPS peers under ``--tls-ca`` when given (presenting the node's own certificate
 to peers that require one), else under the system's trust store (see :mod:`.peers`). A
-test may pass its own :class:`ssl.SSLContext` as ``NodeConfig.extra["client_ssl"]`` (for
+test may pass its own :class:`ssl.SSLContext` as ``NodeConfig.client_ssl`` (for
 :class:`PeerClient`) or as ``ssl=`` (for :class:`ApiClient`).
 """
 
@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import Any, Final, Self
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
+from ..config import NodeConfig
 from ..core.clocks import format_time, parse_time
-from ..errors import RemoteError, SphaeraError
+from ..errors import ApiError, PeerNotAllowed, PeerUnavailable, RemoteError
 from .peers import PeerAllowlist, client_ssl_context
-
-if TYPE_CHECKING:
-    from ..node import Node
 
 __all__ = [
     "ApiClient",
@@ -55,40 +53,6 @@ MIN_TIMEOUT: Final = 1.0
 MAX_TIMEOUT: Final = 5.0
 #: An answer to a sync request larger than this is refused (a peer's whole state fits).
 MAX_ANSWER: Final = 256 * 1024 * 1024
-
-
-class PeerUnavailable(SphaeraError):
-    """A peer or node could not be reached, timed out, or refused the request.
-
-    Attributes:
-        url: Where the request went.
-        status: The HTTP status of a refusal, ``None`` for network errors and timeouts.
-    """
-
-    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
-
-
-class PeerNotAllowed(PeerUnavailable):
-    """A peer URL that this node does not contact: its host is not an allowed peer."""
-
-
-class ApiError(SphaeraError):
-    """A node answered a REST request with an error.
-
-    Attributes:
-        status: The HTTP status.
-        code: The node's error code (``"not_found"``, ``"invalid_constraint"``, ...).
-        message: The node's explanation.
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,34 +94,40 @@ class PeerClient:
     """The connection pool a node uses to talk to its peers.
 
     Args:
-        node: The node whose identity (replica id, URL, token) requests carry.
+        config: The node's configuration (token, TLS, allowed peers, deadline).
+        replica_id: The node's replica id, sent with every request.
+        url: The URL peers reach the node at, sent with every request (none if empty).
+        clock: The node's clock, sent with every request and read around each exchange.
 
     Raises:
         InputError: The node's ``--tls-ca``, certificate or key cannot be loaded.
     """
 
-    def __init__(self, node: Node) -> None:
-        config = node.config
-        total = float(config.extra.get("client_timeout", peer_timeout(config.gossip_interval)))
+    def __init__(
+        self, config: NodeConfig, *, replica_id: str, url: str, clock: Callable[[], float]
+    ) -> None:
+        total = config.client_timeout
+        if total is None:
+            total = peer_timeout(config.gossip_interval)
         self._timeout = aiohttp.ClientTimeout(total=total, connect=min(total, 2.0))
-        context = config.extra.get("client_ssl")
-        if context is not None and not isinstance(context, ssl.SSLContext):
-            raise TypeError("NodeConfig.extra['client_ssl'] must be an ssl.SSLContext")
+        context = config.client_ssl
         self._ssl = _ssl_option(context if context is not None else client_ssl_context(config))
         self.allowlist = PeerAllowlist.from_config(config)
-        self._node = node
+        self._token = config.token
+        self._replica_id = replica_id
+        self._url = url
+        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self) -> dict[str, str]:
-        node = self._node
         headers = {
             "Content-Type": SYNC_CONTENT_TYPE,
-            REPLICA_HEADER: node.replica.id,
-            **_auth_headers(node.config.token),
+            REPLICA_HEADER: self._replica_id,
+            **_auth_headers(self._token),
         }
-        if node.url:
-            headers[URL_HEADER] = node.url
-        headers[TIME_HEADER] = format_time(node.clock())
+        if self._url:
+            headers[URL_HEADER] = self._url
+        headers[TIME_HEADER] = format_time(self._clock())
         return headers
 
     def _open(self) -> aiohttp.ClientSession:
@@ -186,7 +156,7 @@ class PeerClient:
             )
         target = f"{url.rstrip('/')}/v1/sync"
         session = self._open()
-        clock = self._node.clock
+        clock = self._clock
         try:
             headers = self._headers()
             sent = clock()

@@ -35,17 +35,18 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from ..core import names
-from ..core.sync import InvalidMessage
 from ..errors import (
+    ApiError,
     InputError,
     InvalidConstraint,
     InvalidIdentifier,
+    InvalidMessage,
     InvalidUpdate,
     InvalidValue,
     RemoteError,
     UnknownEntity,
 )
-from ..node import Node
+from .service import NodeService
 
 __all__ = [
     "ERRORS",
@@ -74,32 +75,12 @@ MAX_URL_LEN: Final = 2048
 PUBLIC_ROUTES: Final = frozenset({"healthz", "status_page"})
 METRICS_ROUTE: Final = "metrics"
 
-#: The node an application serves.
-NODE: Final = web.AppKey("sphaera_node", Node)
+#: The node an application serves, as its handlers see it.
+NODE: Final = web.AppKey[NodeService]("sphaera_node")
 
 # orjson reads ints beyond 64 bits as floats; bodies that may hold one take the slow,
 # exact path (a digit run this long may also be a float or sit in a string: harmless).
 _LONG_NUMBER: Final = re.compile(rb"\d{19}")
-
-
-class ApiError(Exception):
-    """A request refused with an HTTP status and a stable error code.
-
-    Args:
-        status: The HTTP status.
-        code: The machine-readable ``error.code``.
-        message: What went wrong, for people.
-        headers: Extra response headers (``WWW-Authenticate``, ``Allow``).
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 #: Library errors and how they answer, most specific first.
@@ -138,7 +119,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception as exc:
         error = _from_library(request, exc)
     node = request.app[NODE]
-    node.metrics.rejected.labels(error.code).inc()
+    node.count_rejected(error.code)
     node.log.debug("refused %s %s: %s %s", request.method, request.path, error.status, error.code)
     response = json_response(
         {"error": {"code": error.code, "message": error.message}}, error.status
@@ -187,7 +168,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def _public(request: web.Request, node: Node) -> bool:
+def _public(request: web.Request, node: NodeService) -> bool:
     resource = request.match_info.route.resource
     name = resource.name if resource is not None else None
     return name in PUBLIC_ROUTES or (name == METRICS_ROUTE and not node.config.metrics_auth)

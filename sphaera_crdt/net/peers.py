@@ -28,23 +28,17 @@ nothing, and lets a cluster turn mutual TLS on one node at a time).
 from __future__ import annotations
 
 import ipaddress
-import re
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import urlsplit
 
+from ..config import Network, NodeConfig, parse_allowed
 from ..errors import InputError
-
-if TYPE_CHECKING:
-    from ..node import NodeConfig
 
 __all__ = ["PeerAllowlist", "client_ssl_context", "parse_allowed", "server_ssl_context"]
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
-_HOST_NAME: Final = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
 
 
 def _host_of(url: str) -> str | None:
@@ -61,25 +55,6 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(host)
     except ValueError:
         return None
-
-
-def parse_allowed(entry: str) -> str | Network:
-    """One ``--allow-peer`` entry: a host name, an IP address or a network in CIDR form.
-
-    Raises:
-        InputError: Neither (empty, a URL, a malformed network).
-    """
-    text = entry.strip().lower().rstrip(".")
-    if text.startswith("[") and text.endswith("]"):  # an IPv6 address as URLs write it
-        text = text[1:-1]
-    if "/" in text or _address(text) is not None:
-        try:
-            return ipaddress.ip_network(text, strict=False)
-        except ValueError as exc:
-            raise InputError(f"--allow-peer {entry!r} is not a host or a network: {exc}") from None
-    if _HOST_NAME.fullmatch(text) is None:
-        raise InputError(f"--allow-peer takes a host name or a CIDR network, not {entry!r}")
-    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

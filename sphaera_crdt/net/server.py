@@ -1,10 +1,11 @@
 """The HTTP face of a node: REST, sync, events, health, metrics and a status page.
 
-Handlers are thin: read and check the request, call the replica or the node, serialise
-the answer. Authentication, the JSON error shape and bounded body reading live in
-:mod:`.middleware`; every check there runs before a handler touches the replica, and the
-replica validates all input before it writes, so a refused request changes nothing. A
-write is answered only once the node has committed it (:func:`_committed`).
+Handlers are thin: read and check the request, call one named operation of the node
+(:class:`~.service.NodeService`, never its replica or attributes), serialise the answer.
+Authentication, the JSON error shape and bounded body reading live in :mod:`.middleware`;
+every check there runs before a handler touches the node, and the replica validates all
+input before it writes, so a refused request changes nothing. A write is answered only
+once the node has committed it (:func:`_committed`).
 
 ``GET /v1/events`` subscribes to the node's event hub *before* it takes the snapshot it
 sends first, so no change can fall between the snapshot and the stream. Streams end when
@@ -25,12 +26,10 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..core.clocks import format_time
 from ..core.views import EntityView
-from ..errors import RemoteError
-from ..node import Node
 from .events import Subscriber, encode_event
 from .middleware import (
     JSON,
@@ -46,6 +45,7 @@ from .middleware import (
     read_json_object,
 )
 from .openapi import openapi_document
+from .service import NodeService
 from .status_page import StatusPage, load_status_page
 
 __all__ = ["HEARTBEAT", "STATE", "RequestErrorLog", "ServerState", "create_app"]
@@ -69,14 +69,12 @@ class ServerState:
 STATE: Final = web.AppKey("sphaera_server", ServerState)
 
 
-async def _committed(node: Node) -> None:
+async def _committed(node: NodeService) -> None:
     """Wait until the node's store holds every write so far (2xx means committed)."""
-    flush = getattr(node, "flush", None)
-    if flush is not None:
-        await flush()
+    await node.flush()
 
 
-def create_app(node: Node, *, heartbeat: float = HEARTBEAT) -> web.Application:
+def create_app(node: NodeService, *, heartbeat: float = HEARTBEAT) -> web.Application:
     """The aiohttp application that serves ``node`` (routes of DESIGN.md section 5).
 
     Args:
@@ -131,20 +129,16 @@ async def sync_route(request: web.Request) -> web.Response:
     node = request.app[NODE]
     peer_id, peer_url = peer_headers(request)
     body = await read_body(request, OCTETS)
-    try:
-        answer = node.handle_sync(body, peer_id, peer_url)
-    except RemoteError:
-        node.metrics.sync_exchanges.labels(node.metrics.peer(peer_id), "in", "error").inc()
-        raise
+    answer = node.handle_sync(body, peer_id, peer_url)
     await _committed(node)
     return web.Response(
         body=answer,
         content_type=OCTETS,
         headers={
-            "Sphaera-Replica": node.replica.id,
+            "Sphaera-Replica": node.replica_id,
             "Sphaera-Url": node.url,
             # read last, so that the caller's round trip brackets it
-            "Sphaera-Time": format_time(node.clock()),
+            "Sphaera-Time": format_time(node.now()),
         },
     )
 
@@ -174,7 +168,7 @@ def _entity_id(request: web.Request, *, write: bool = False) -> str:
 
 
 def _existing(request: web.Request, entity_id: str) -> EntityView:
-    view = request.app[NODE].replica.entity(entity_id)
+    view = request.app[NODE].entity(entity_id)
     if view is None:
         raise ApiError(404, "not_found", f"entity {entity_id!r} is not declared")
     return view
@@ -186,7 +180,7 @@ def _entity_path(entity_id: str) -> str:
 
 async def list_entities(request: web.Request) -> web.Response:
     """``GET /v1/entities``: every declared entity, ``{"entities": {ID: ENTITY}}``."""
-    views = request.app[NODE].replica.entities()
+    views = request.app[NODE].entities()
     return json_response(
         {"entities": {entity_id: view.to_json() for entity_id, view in views.items()}}
     )
@@ -206,8 +200,8 @@ async def put_entity(request: web.Request) -> web.Response:
     node = request.app[NODE]
     entity_id = _entity_id(request, write=True)
     data = await read_json_object(request, frozenset({"kind", "attrs", "requires"}))
-    new = node.replica.entity(entity_id) is None
-    view = node.replica.declare(
+    new = node.entity(entity_id) is None
+    view = node.declare(
         entity_id,
         kind=data.get("kind"),
         attrs=_attrs(data.get("attrs", {}), required=False),
@@ -228,9 +222,9 @@ async def patch_entity(request: web.Request) -> web.Response:
     _existing(request, entity_id)
     if "attrs" not in data:
         raise ApiError(422, "invalid_request", 'PATCH takes {"attrs": {...}}')
-    node.replica.update(entity_id, _attrs(data["attrs"], required=True))
+    view = node.patch(entity_id, _attrs(data["attrs"], required=True))
     await _committed(node)
-    return json_response(_existing(request, entity_id).to_json())
+    return json_response(view.to_json())
 
 
 def _attrs(value: Any, *, required: bool) -> dict[str, Any]:
@@ -246,9 +240,9 @@ async def delete_entity(request: web.Request) -> web.Response:
     node = request.app[NODE]
     entity_id = _entity_id(request, write=True)
     _existing(request, entity_id)
-    node.replica.retract(entity_id)
+    view = node.retract(entity_id)
     await _committed(node)
-    return json_response(_existing(request, entity_id).to_json())
+    return json_response(view.to_json())
 
 
 async def why_route(request: web.Request) -> web.Response:
@@ -258,7 +252,7 @@ async def why_route(request: web.Request) -> web.Response:
     raw = request.query.get("depth", "3")
     if not raw.isdecimal() or not 0 <= int(raw) <= 32:
         raise ApiError(422, "invalid_request", f"depth must be an integer 0-32, not {raw!r}")
-    return json_response(request.app[NODE].replica.why(entity_id, depth=int(raw)))
+    return json_response(request.app[NODE].why(entity_id, depth=int(raw)))
 
 
 # -- observations and replicas -------------------------------------------------------------
@@ -274,14 +268,14 @@ async def observe_route(request: web.Request) -> web.Response:
     if "subject" not in data:
         raise ApiError(422, "invalid_request", "an observation needs a 'subject'")
     _refuse_if_outlier(node)
-    observation = node.replica.observe(
+    observation = node.observe(
         data["subject"], ok=data.get("ok", True), value=data.get("value"), ttl=data.get("ttl")
     )
     await _committed(node)
     return json_response(observation.to_json())
 
 
-def _refuse_if_outlier(node: Node) -> None:
+def _refuse_if_outlier(node: NodeService) -> None:
     """503 while this node's clock is the outlier: its observations would be dated wrongly
     for every replica that reads them."""
     outlier = node.clock_outlier()
@@ -305,19 +299,8 @@ async def replicas_route(request: web.Request) -> web.Response:
     by an exchange this node started (``0`` for this node, ``null`` when never measured).
     """
     node = request.app[NODE]
-    replicas: dict[str, dict[str, Any]] = {}
-    for view in node.replica.entities().values():
-        if view.kind != "replica" or not view.id.startswith(RESERVED_PREFIX):
-            continue
-        url = view.attrs.get("url")
-        replica_id = view.id.removeprefix(RESERVED_PREFIX)
-        offset = 0.0 if replica_id == node.replica.id else node.clock_watch.offset(replica_id)
-        replicas[replica_id] = {
-            "url": url if type(url) is str else None,
-            "status": view.status.value,
-            "clock_offset": offset,
-        }
-    return json_response({"self": node.replica.id, "replicas": replicas})
+    replicas = {replica_id: info.to_json() for replica_id, info in node.replicas().items()}
+    return json_response({"self": node.replica_id, "replicas": replicas})
 
 
 # -- events --------------------------------------------------------------------------------
@@ -349,7 +332,7 @@ async def events_route(request: web.Request) -> web.StreamResponse:
     try:
         snapshot = {
             entity_id: {"status": view.status.value, "reason": view.reason}
-            for entity_id, view in node.replica.entities().items()
+            for entity_id, view in node.entities().items()
         }
         await response.prepare(request)
         await response.write(encode_event("snapshot", {"entities": snapshot}))
@@ -449,11 +432,11 @@ async def healthz_route(request: web.Request) -> web.Response:
     node = request.app[NODE]
     outlier = node.clock_outlier()
     if outlier is None:
-        return json_response({"status": "ok", "replica": node.replica.id})
+        return json_response({"status": "ok", "replica": node.replica_id})
     return json_response(
         {
             "status": "clock-skew",
-            "replica": node.replica.id,
+            "replica": node.replica_id,
             "clock_offset": outlier.offset,
             "max_clock_skew": outlier.max_skew,
             "error": {"code": "clock_skew", "message": outlier.describe()},
@@ -464,13 +447,8 @@ async def healthz_route(request: web.Request) -> web.Response:
 
 async def metrics_route(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text; needs the token only with ``metrics_auth``."""
-    node = request.app[NODE]
-    for status, count in node.status_counts().items():
-        node.metrics.entities.labels(status).set(count)
-    node.clock_outlier()  # brings the clock gauges up to date
-    node.metrics.count_unreadable(node.replica.unreadable)
     return web.Response(
-        body=generate_latest(node.metrics.registry),
+        body=request.app[NODE].metrics_exposition(),
         headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST},
     )
 

@@ -22,7 +22,7 @@ from ..core.replica import Replica
 from ..core.views import Change, Status
 from .clock import EventLoop
 from .identity import IdentitySource
-from .metrics import AgreementTracker
+from .measurements import AgreementTracker
 from .workload import Workload, apply_change
 
 __all__ = ["SimCluster", "SimNode", "replica_name"]

@@ -30,7 +30,7 @@ from .clock import EventLoop
 from .cluster import SimCluster
 from .driver import Timing
 from .identity import IdentitySource
-from .metrics import AgreementTracker
+from .measurements import AgreementTracker
 from .network import LinkModel, Network, Partition, Traffic
 from .strategies import STRATEGIES, make_strategy
 from .workload import build_workload

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from .epidemic import Mode, spread
 from .goals import evaluate_goals
-from .metrics import Distribution
+from .measurements import Distribution
 from .runner import Scenario, run_scenario
 from .strategies import STRATEGIES
 

@@ -14,13 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..errors import SphaeraError
+from ..errors import StoreError
 
 __all__ = ["Saved", "Store", "StoreError", "StoreStats"]
-
-
-class StoreError(SphaeraError):
-    """The store cannot be opened or used: corrupt, foreign, of another schema, or I/O."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
