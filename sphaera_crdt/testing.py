@@ -2,27 +2,27 @@
 
 Theory of operation
 -------------------
-:class:`Cluster` holds :class:`~sphaera_crdt.Replica` objects and moves deltas between
+:class:`Cluster` holds :class:`~sphaera_crdt.Replica` objects and moves messages between
 them without sockets, threads or sleeping. Messages are queued *in flight* and delivered
 when the test (or :meth:`Cluster.pump`) says so, which makes loss, duplication and
 reordering real rather than simulated:
 
 * :meth:`Cluster.sync` is one reliable, immediate transfer: ``dst`` merges what it lacks.
-* :meth:`Cluster.send` queues a delta; :meth:`Cluster.deliver` merges a queued one (or any
-  earlier message again: stale deltas are fine to re-deliver).
-* :meth:`Cluster.pump` gossips like a node does. Each sender keeps an estimate of what
-  every peer holds, pushes deltas computed against that estimate and then assumes the
-  peer has them. A dropped message therefore leaves a real gap: the next delta lacks its
-  predecessors and waits inside the receiver until the gap is repaired. Receivers send
-  their state vectors back at the end of each round (those can be lost too), which
-  corrects the estimates. Every random choice comes from one seeded
-  :class:`random.Random`, so a run is repeatable.
+* :meth:`Cluster.send` queues a raw delta; :meth:`Cluster.deliver` delivers a queued
+  message (or any earlier one again: stale deltas are fine to re-deliver).
+* :meth:`Cluster.pump` runs the node's gossip: each replica's
+  :class:`~sphaera_crdt.core.gossip.GossipMachine` makes every decision and the cluster
+  only carries its commands over the network (:mod:`sphaera_crdt.cluster_driver`),
+  deciding nothing but loss, duplication and reordering, all drawn from ``seed``.
 * :meth:`Cluster.settle` delivers everything in flight, then syncs every pair reliably
   until all state vectors are equal. It always terminates: a few passes over all pairs
   suffice, and more means a replica is broken (:class:`ConvergenceError`).
 
 The cluster's own clock (used when replicas are created from ids) is a number that only
-:meth:`Cluster.advance` moves, so time is deterministic as well.
+:meth:`Cluster.advance` moves, so time is deterministic as well. The machines' clock is
+that time plus one gossip interval per round pumped: gossip does not age observations,
+yet exchange deadlines and backoff see time pass. Every replica is a peer of every other;
+``replica:<id>`` records play no part, and nothing is observed alive unless a test does.
 
 Example::
 
@@ -38,44 +38,51 @@ Example::
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, get_args
 
+from .cluster_driver import INTERVAL, ClusterDriver, MessageKind
 from .core import Change, Replica
-from .core.lib0 import decode_state_vector, encode_state_vector
+from .core.lib0 import decode_state_vector
 from .errors import ConvergenceError
 from .store.memory import MemoryStore
 
-__all__ = ["Cluster", "ConvergenceError", "MemoryStore", "Message", "PumpReport"]
+__all__ = ["Cluster", "ConvergenceError", "MemoryStore", "Message", "MessageKind", "PumpReport"]
 
 #: Default bound on the rounds ``pump(rounds=None)`` may take before giving up.
 MAX_ROUNDS: Final = 10_000
-
 StateVector = dict[int, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
-    """A delta on its way from ``src`` to ``dst``.
+    """A message on its way from ``src`` to ``dst``.
 
     Attributes:
         seq: Position in the order messages were created (unique within a cluster).
         src: Id of the sending replica.
         dst: Id of the receiving replica.
-        update: The Yrs v1 update to merge.
+        update: What it carries: for a ``"delta"`` (:meth:`Cluster.send`) a Yrs v1 update;
+            for a gossip ``"request"`` or ``"answer"`` (:meth:`Cluster.pump`) a sync body
+            (y-protocols STEP1, STEP2, UPDATE messages), not to be merged as an update.
+        kind: ``"delta"``, ``"request"`` or ``"answer"`` (:data:`MessageKind`).
     """
 
     seq: int
     src: str
     dst: str
     update: bytes
+    kind: MessageKind = "delta"
 
     def __post_init__(self) -> None:
         if self.seq < 0:
             raise ValueError(f"message seq must be non-negative, not {self.seq}")
         if type(self.update) is not bytes:
             raise TypeError(f"a message carries bytes, not {type(self.update).__name__}")
+        if self.kind not in get_args(MessageKind):
+            raise ValueError(f"a message is a delta, a request or an answer, not {self.kind!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,9 +91,9 @@ class PumpReport:
 
     Attributes:
         rounds: Gossip rounds run.
-        sent: Delta messages created (duplicates excluded).
-        delivered: Messages merged by their receiver (duplicates included).
-        dropped: Delta messages lost.
+        sent: Messages (requests and answers) created (duplicates excluded).
+        delivered: Messages handed to their receiver (duplicates included).
+        dropped: Messages lost.
         duplicated: Extra copies put in flight.
         in_flight: Messages still queued when the call returned.
         converged: Whether every state vector was equal when the call returned.
@@ -106,23 +113,16 @@ class PumpReport:
             raise ValueError("pump counters are never negative")
 
 
-@dataclass(slots=True)
-class _Counters:
-    sent: int = 0
-    delivered: int = 0
-    dropped: int = 0
-    duplicated: int = 0
-
-
 class Cluster:
-    """Replicas exchanging deltas in memory, deterministically.
+    """Replicas gossiping in memory, deterministically.
 
     Args:
         replicas: Replica ids (a replica is created for each, on the cluster's clock) or
             ready :class:`~sphaera_crdt.Replica` objects (they keep their own clocks).
         clock: The clock of the replicas created from ids; by default the cluster's own
             clock, which starts at ``start`` and moves only with :meth:`advance`.
-        seed: Seed of the random choices of :meth:`pump`.
+        seed: Seed of every random choice of :meth:`pump` (the network's and the
+            machines').
         start: Initial time of the cluster's own clock, in seconds.
         max_rounds: How many rounds ``pump(rounds=None)`` may take before it gives up.
 
@@ -143,26 +143,33 @@ class Cluster:
             raise ValueError(f"max_rounds must be positive, not {max_rounds}")
         self.time = start
         self.max_rounds = max_rounds
-        self._clock: Callable[[], float] = clock if clock is not None else self._now
-        self._random = random.Random(seed)
+        self._clock: Callable[[], float] = clock if clock is not None else lambda: self.time
+        self._random = random.Random(seed)  # the network's
         self._replicas: dict[str, Replica] = {}
         self._in_flight: list[Message] = []
         self._delivered: list[Message] = []
         self._seq = 0
-        #: (src, dst) -> what src believes dst holds
-        self._estimates: dict[tuple[str, str], StateVector] = {}
+        self._elapsed = 0.0  # the machines' clock runs this far ahead of the cluster's
+        self._driver = ClusterDriver(
+            self._replicas, self._post, random.Random(f"machines:{seed}"), self._gossip_now
+        )
+        self._drop = self._duplicate = 0.0  # what the network does to messages
+        self._counters: Counter[str] = Counter()  # of the pump under way
         for item in replicas:
             self.add(item)
         if not self._replicas:
             raise ValueError("a cluster needs at least one replica")
+        self._driver.restart()
 
-    def _now(self) -> float:
-        return self.time
+    def _gossip_now(self) -> float:
+        return self.time + self._elapsed
 
     # -- membership ------------------------------------------------------------------------
 
     def add(self, replica: str | Replica) -> Replica:
         """Add a replica (or create one on the cluster's clock) and return it.
+
+        Once the cluster exists, every gossip machine starts over, the new one a peer.
 
         Raises:
             ValueError: A replica with that id is already in the cluster.
@@ -172,6 +179,8 @@ class Cluster:
         if replica.id in self._replicas:
             raise ValueError(f"replica {replica.id!r} is already in the cluster")
         self._replicas[replica.id] = replica
+        if self._driver.machines:
+            self._driver.restart()
         return replica
 
     def __getitem__(self, replica_id: str) -> Replica:
@@ -236,16 +245,22 @@ class Cluster:
             raise KeyError(dst)
         if since is None:
             since = self._replicas[dst].state_vector()
-        message = self._message(src, dst, self._replicas[src].delta(since))
+        message = self._message(src, dst, self._replicas[src].delta(since), "delta")
         self._in_flight.append(message)
         return message
 
     def deliver(self, message: Message | None = None) -> list[Change]:
-        """Merge a message at its receiver; return the status changes it caused.
+        """Deliver a message to its receiver; return the status changes it caused.
+
+        A delta is merged. A gossip request is answered by the receiver's machine (the
+        answer is put in flight); a gossip answer is taken by the sender's machine, which
+        may put its next request in flight. An answer whose exchange already had one (a
+        duplicate) or gave up is ignored, as an HTTP client ignores a late response.
+        Outside :meth:`pump`, what deliveries put in flight is never lost.
 
         Args:
             message: The message to deliver. It is removed from the queue if it is there;
-                one delivered before is merged again (a duplicate or stale delta). By
+                one delivered before is delivered again (a duplicate or stale message). By
                 default the oldest message in flight.
 
         Raises:
@@ -260,7 +275,7 @@ class Cluster:
                 if queued is message:
                     del self._in_flight[index]
                     break
-        return self._merge(message)
+        return self._deliver(message)
 
     def pump(
         self,
@@ -270,21 +285,25 @@ class Cluster:
         reorder: bool = False,
         rounds: int | None = None,
     ) -> PumpReport:
-        """Gossip between every pair of replicas over an unreliable, in-memory network.
+        """Run the replicas' gossip machines over an unreliable, in-memory network.
 
-        Each round, every sender pushes a delta against what it believes the receiver
-        holds (lost with probability ``drop``, put in flight twice with probability
-        ``duplicate``) and assumes it arrived. Then messages in flight are delivered: all
-        of them oldest first, or with ``reorder`` a random subset in random order while
-        the rest wait for a later round. Finally every receiver tells every sender its
-        state vector (lost with probability ``drop``), which corrects the estimates.
+        A round is one gossip interval (:data:`~sphaera_crdt.cluster_driver.INTERVAL`) of
+        the machines' clock. At its start, exchanges that got no answer by their deadline
+        fail (the machine backs off) and every due eager push and round starts; then
+        messages are delivered until none is left for this round: a request is answered
+        by the receiver's machine, an answer taken by the sender's, which may send its
+        next request (a round trip is much shorter than an interval). Every message,
+        request or answer, is lost with probability ``drop`` and put in flight twice with
+        probability ``duplicate``; messages are delivered oldest first, or with
+        ``reorder`` in random order, a random part of them held back for the next round.
+        :class:`Message` then holds sync bodies, not raw deltas.
 
         Args:
-            drop: Probability that a message (state vector or delta) is lost.
-            duplicate: Probability that a delta is delivered twice.
+            drop: Probability that a message is lost.
+            duplicate: Probability that a message is delivered twice.
             reorder: Deliver in random order and hold some messages back.
-            rounds: Rounds to run; ``None`` runs until every state vector is equal and
-                nothing is in flight.
+            rounds: Rounds to run; ``None`` runs them until every state vector is equal,
+                then delivers what is in flight (no round starts) until nothing is.
 
         Raises:
             ValueError: A probability outside ``[0, 1]``, ``drop == 1`` with
@@ -299,29 +318,34 @@ class Cluster:
             raise ValueError(f"rounds must be non-negative, not {rounds}")
         if rounds is None and drop >= 1.0:
             raise ValueError("with drop=1.0 nothing arrives: give a number of rounds")
-        counters = _Counters()
+        counters = self._counters = Counter(sent=0, delivered=0, dropped=0, duplicated=0)
+        self._drop, self._duplicate = drop, duplicate
         done = 0
         limit = self.max_rounds if rounds is None else rounds
-        while done < limit:
-            if rounds is None and not self._in_flight and self.converged():
-                break
-            self._round(counters, drop=drop, duplicate=duplicate, reorder=reorder)
-            done += 1
+        try:
+            while done < limit:
+                if rounds is None and self.converged():
+                    while self._in_flight:  # no round starts: what is in flight arrives
+                        self._round(reorder=reorder, tick=False)
+                    break
+                self._round(reorder=reorder)
+                done += 1
+        finally:
+            self._drop = self._duplicate = 0.0  # deliveries outside pump are reliable
         converged = self.converged()
         if rounds is None and not (converged and not self._in_flight):
             raise ConvergenceError(f"no convergence after {self.max_rounds} rounds")
         return PumpReport(
             rounds=done,
-            sent=counters.sent,
-            delivered=counters.delivered,
-            dropped=counters.dropped,
-            duplicated=counters.duplicated,
+            **counters,
             in_flight=len(self._in_flight),
             converged=converged,
         )
 
     def settle(self) -> list[Change]:
         """Deliver everything in flight, then sync reliably until all state vectors agree.
+
+        Exchanges under way run to their end, reliably (answers are delivered too).
 
         Returns:
             The status changes the deliveries caused, in order.
@@ -344,8 +368,6 @@ class Cluster:
             raise ConvergenceError(
                 "state vectors still differ after reliable syncs: " + self._describe_vectors()
             )
-        for replica in self._replicas.values():
-            self._refresh_estimates(replica.id)
         return changes
 
     # -- checking --------------------------------------------------------------------------
@@ -389,77 +411,54 @@ class Cluster:
                     f"{observations!r} != {other.observations()!r}"
                 )
 
-    # -- internals -------------------------------------------------------------------------
+    # -- the network -----------------------------------------------------------------------
 
-    def _message(self, src: str, dst: str, update: bytes) -> Message:
-        message = Message(seq=self._seq, src=src, dst=dst, update=update)
+    def _message(self, src: str, dst: str, update: bytes, kind: MessageKind) -> Message:
+        message = Message(seq=self._seq, src=src, dst=dst, update=update, kind=kind)
         self._seq += 1
         return message
 
-    def _round(self, counters: _Counters, *, drop: float, duplicate: float, reorder: bool) -> None:
-        rng = self._random
-        vectors = self.state_vectors()
-        pairs = [(src, dst) for src in self._replicas for dst in self._replicas if src != dst]
-        for src, dst in pairs:
-            estimate = self._estimates.setdefault((src, dst), {})
-            if _covers(estimate, vectors[src]):
-                continue
-            update = self._replicas[src].delta(encode_state_vector(estimate))
-            # The sender assumes the delta arrives; if it is lost, the next delta
-            # is computed against this optimistic estimate and lacks predecessors.
-            self._estimates[(src, dst)] = _join(estimate, vectors[src])
-            message = self._message(src, dst, update)
-            counters.sent += 1
-            if rng.random() < drop:
-                counters.dropped += 1
-                continue
-            self._in_flight.append(message)
-            if rng.random() < duplicate:
-                counters.duplicated += 1
-                self._in_flight.append(message)
-        if reorder:
-            rng.shuffle(self._in_flight)
-            keep = rng.randrange(len(self._in_flight) + 1) if self._in_flight else 0
-            batch, self._in_flight = self._in_flight[keep:], self._in_flight[:keep]
+    def _post(self, src: str, dst: str, body: bytes, kind: MessageKind) -> int:
+        """Put a gossip message on the unreliable network; return its number."""
+        message = self._message(src, dst, body, kind)
+        self._counters["sent"] += 1
+        if self._drop and self._random.random() < self._drop:
+            self._counters["dropped"] += 1
         else:
+            copies = 2 if self._duplicate and self._random.random() < self._duplicate else 1
+            self._counters["duplicated"] += copies - 1
+            self._in_flight.extend([message] * copies)
+        return message.seq
+
+    def _round(self, *, reorder: bool, tick: bool = True) -> None:
+        if tick:
+            self._elapsed += INTERVAL
+            self._driver.tick()
+        held: list[Message] = []
+        while self._in_flight or self._driver.stagger():
             batch, self._in_flight = self._in_flight, []
-        for message in batch:
-            self._merge(message)
-            counters.delivered += 1
-        # Every receiver answers with its state vector, which corrects the senders'
-        # estimates for the next round (unless the answer is lost too).
-        vectors = self.state_vectors()
-        for src, dst in pairs:
-            if rng.random() >= drop:
-                self._estimates[(src, dst)] = vectors[dst]
+            if reorder:
+                self._random.shuffle(batch)
+                keep = self._random.randrange(len(batch) + 1)
+                held, batch = held + batch[:keep], batch[keep:]
+            for message in batch:
+                self._deliver(message)
+                self._counters["delivered"] += 1
+        self._in_flight = held
 
-    def _merge(self, message: Message) -> list[Change]:
+    def _deliver(self, message: Message) -> list[Change]:
         self._delivered.append(message)
-        return self._replicas[message.dst].merge(message.update)
-
-    def _refresh_estimates(self, replica_id: str) -> None:
-        vector = decode_state_vector(self._replicas[replica_id].state_vector())
-        for other in self._replicas:
-            if other != replica_id:
-                self._estimates[(other, replica_id)] = dict(vector)
+        seq, src, dst, body = message.seq, message.src, message.dst, message.update
+        if message.kind == "request":
+            return self._driver.request_arrived(seq, src, dst, body)
+        if message.kind == "answer":
+            return self._driver.answer_arrived(seq, body)
+        return self._replicas[dst].merge(body)
 
     def _describe_vectors(self) -> str:
         return "; ".join(
             f"{replica_id}={vector}" for replica_id, vector in self.state_vectors().items()
         )
-
-
-def _covers(vector: Mapping[int, int], other: Mapping[int, int]) -> bool:
-    """Whether ``vector`` has everything ``other`` has."""
-    return all(vector.get(client, 0) >= clock for client, clock in other.items())
-
-
-def _join(left: Mapping[int, int], right: Mapping[int, int]) -> StateVector:
-    joined = dict(left)
-    for client, clock in right.items():
-        if clock > joined.get(client, 0):
-            joined[client] = clock
-    return joined
 
 
 def _describe_difference(left: Mapping[str, object], right: Mapping[str, object]) -> str:

@@ -8,7 +8,11 @@ import itertools
 import pytest
 
 from sphaera_crdt import Replica, Status
+from sphaera_crdt.core import sync
+from sphaera_crdt.core.updates import missing, shape
 from sphaera_crdt.testing import Cluster, ConvergenceError, Message, PumpReport
+
+STEP1 = sync.MessageType.STEP1
 
 
 def populated(seed: int = 0, size: int = 4) -> Cluster:
@@ -126,6 +130,8 @@ def test_messages_and_reports_are_frozen_and_self_checking() -> None:
         Message(seq=-1, src="a", dst="b", update=b"")
     with pytest.raises(TypeError):
         Message(seq=0, src="a", dst="b", update=bytearray())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="delta, a request or an answer"):
+        Message(seq=0, src="a", dst="b", update=b"", kind="push")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         PumpReport(
             rounds=-1, sent=0, delivered=0, dropped=0, duplicated=0, in_flight=0, converged=True
@@ -157,6 +163,16 @@ def test_an_unreliable_pump_still_converges_when_run_to_the_end() -> None:
     cluster.assert_converged()
 
 
+def test_a_reordering_pump_to_the_end_stops_soon_after_converging() -> None:
+    # The machines gossip every round, converged or not: once the state vectors agree no
+    # round starts, and what is in flight is delivered (held back at random, still).
+    cluster = populated(seed=4, size=10)
+    report = cluster.pump(drop=0.1, duplicate=0.1, reorder=True)
+    assert report.converged and report.in_flight == 0 and cluster.in_flight == ()
+    assert report.rounds < 30
+    cluster.assert_converged()
+
+
 def test_pump_faults_are_real() -> None:
     cluster = populated(seed=5)
     report = cluster.pump(drop=0.3, duplicate=0.5, reorder=True, rounds=6)
@@ -165,32 +181,90 @@ def test_pump_faults_are_real() -> None:
     assert any(later < earlier for earlier, later in itertools.pairwise(seqs))
     # duplicated: some message is delivered twice
     assert len(seqs) > len(set(seqs))
-    # dropped: some message was created and never arrived, even after settling
+    # dropped: some message the pump created (seqs 0 .. sent - 1: nothing was sent before)
+    # never arrived, even after settling (which delivers answers of its own)
     cluster.settle()
-    created = report.sent
-    assert len({message.seq for message in cluster.delivered}) < created
+    created = set(range(report.sent))
+    assert created - {message.seq for message in cluster.delivered}
     cluster.assert_converged()
+
+
+def _pushed_updates(message: Message) -> list[bytes]:
+    """The updates a gossip request pushes (its UPDATE and STEP2 messages)."""
+    return [m.payload for m in sync.decode_messages(message.update) if m.type is not STEP1]
 
 
 def test_a_lost_message_leaves_a_gap_that_later_gossip_repairs() -> None:
-    # The sender assumes what it pushed arrived; when it did not, the next push lacks
-    # its predecessors and waits at the receiver until state vectors reveal the gap.
+    # An eager push carries the writer's changes since its previous push. When that push
+    # is lost, the next one lacks its predecessors: the receiver holds it until a round
+    # (a pull of what the receiver lacks, computed from its state vector) fills the gap.
     cluster = Cluster(["a", "b"], seed=0)
-    cluster.pump(rounds=1)
-    cluster["a"].declare("first")
-    cluster.pump(drop=1.0, rounds=1)  # the push of "first" (and every state vector) is lost
-    cluster["a"].declare("second")
-    report = cluster.pump(rounds=1)
-    assert report.delivered == 1
+    cluster.pump()
     a_client = cluster["a"].client_id
-    vectors = cluster.state_vectors()
-    # held: b's state vector does not claim a's newest writes, whose predecessor is missing
-    assert vectors["b"][a_client] < vectors["a"][a_client]
-    assert cluster["b"].entity("first") is None
-    cluster.pump()  # b's state vector reaches a, which resends what b lacks
+    cluster["a"].declare("first")
+    lost = cluster.pump(drop=1.0, rounds=1)  # the push of "first" (and each request) is lost
+    assert lost.delivered == 0 and lost.dropped == lost.sent > 0
+    cluster["a"].declare("second")
+    # The gap stays open: no round repairs it while the lost exchanges wait for their
+    # deadline and the peers back off, and the push of "second" waits for the lost one.
+    held: list[bytes] = []
+    for _ in range(10):
+        before = len(cluster.delivered)
+        vector = cluster.state_vectors()["b"]
+        cluster.pump(rounds=1)
+        requests = [m for m in cluster.delivered[before:] if m.kind == "request"]
+        pushes = [m for m in requests if m.src == "a" and m.dst == "b"]
+        held = [u for m in pushes for u in _pushed_updates(m) if missing(shape(u), vector)]
+        if held:
+            break
+        assert cluster["b"].entity("first") is None
+        assert cluster.state_vectors()["b"].get(a_client, 0) == vector.get(a_client, 0)
+    # The push of "second" reached b without "first": its predecessors were missing there.
+    assert len(held) == 1
+    assert shape(held[0]).ranges[a_client][0] > vector[a_client]
+    # In the same round b's pull brought what it lacked, "first" with "second" again;
+    # the held push has been integrated and nothing is held any longer.
     assert cluster["b"].entity("first") is not None
     assert cluster["b"].entity("second") is not None
+    assert cluster["b"].held_stats.count == 0
+    cluster.pump()
     cluster.assert_converged()
+
+
+def test_pump_carries_the_machines_sync_requests_and_answers() -> None:
+    cluster = Cluster(["a", "b"], seed=1, start=50.0)
+    cluster["a"].declare("db")
+    report = cluster.pump(rounds=1)
+    assert cluster.converged()
+    kinds = [message.kind for message in cluster.delivered]
+    assert set(kinds) == {"request", "answer"} and len(kinds) == report.delivered
+    assert kinds.count("request") == kinds.count("answer")  # every request answered
+    for message in cluster.delivered:
+        assert sync.decode_messages(message.update)  # sync bodies, not raw deltas
+    assert cluster.time == 50.0  # gossip does not move the replicas' clock
+
+
+def test_a_request_delivered_again_is_answered_again_and_the_late_answer_ignored() -> None:
+    cluster = Cluster(["a", "b"], seed=2)
+    cluster.pump()
+    request = next(m for m in cluster.delivered if m.kind == "request")
+    answer = next(m for m in cluster.delivered if m.kind == "answer")
+    assert cluster.deliver(answer) == [] and cluster.in_flight == ()
+    cluster.deliver(request)
+    (again,) = cluster.in_flight
+    assert again.kind == "answer" and (again.src, again.dst) == (request.dst, request.src)
+    assert cluster.deliver() == [] and cluster.in_flight == ()  # its exchange is over
+    cluster.assert_converged()
+
+
+def test_a_replica_added_after_pumping_becomes_every_machines_peer() -> None:
+    cluster = populated(size=3)
+    cluster.pump()
+    cluster.add("late").declare("late-entity")
+    report = cluster.pump()
+    assert report.converged
+    cluster.assert_converged()
+    assert cluster["r0"].entity("late-entity") is not None
 
 
 def test_pump_is_deterministic_for_a_seed() -> None:

@@ -7,8 +7,9 @@ answer came, an exchange failed, a request came) and returns plain commands (exc
 these targets, send this request next, observe that replica, the next deadline). It calls
 no clock and does no I/O. Three drivers feed it and carry its commands out, deciding
 nothing themselves: the node's asyncio driver (:mod:`sphaera_crdt.net.peering`), the
-simulator (:mod:`sphaera_crdt.sim.driver`), and so the simulator runs the node's protocol
-by construction.
+simulator (:mod:`sphaera_crdt.sim.driver`) and the in-memory test cluster
+(:mod:`sphaera_crdt.cluster_driver`); the simulator and the tests therefore run the node's
+protocol by construction.
 
 Theory of operation
 -------------------
