@@ -78,3 +78,22 @@ def row(printed: str, name: str) -> str:
 def result_word(passed: bool | None) -> str:
     """The word a benchmark prints for a verdict."""
     return {True: "PASS", False: "MISS", None: "context"}[passed]
+
+
+def figures_of(document: Any, units: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The figures of a benchmark's JSON document: every number finite, exactly the names
+    of ``units``, each figure named and in its unit."""
+    all_finite(document)
+    figures: dict[str, dict[str, Any]] = document["figures"]
+    assert set(figures) == set(units)
+    for name, figure in figures.items():
+        assert figure["name"] == name
+        assert figure["unit"] == units[name], name
+    return figures
+
+
+def check_row(printed: str, name: str, unit_text: str, passed: bool | None) -> None:
+    """The printed row of ``name`` shows ``unit_text`` and ends with its verdict."""
+    line = row(printed, name)
+    assert unit_text in line, line
+    assert line.endswith(result_word(passed)), line
