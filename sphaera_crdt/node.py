@@ -319,7 +319,7 @@ class Node:
 
     # -- what the server and gossip call ---------------------------------------------------
 
-    def handle_sync(self, body: bytes, peer_id: str | None, peer_url: str | None) -> bytes:
+    def handle_sync(self, body: bytes, peer_id: str | None) -> bytes:
         """Answer ``POST /v1/sync``.
 
         Raises:

@@ -313,9 +313,7 @@ async def front(node: Node, *, claim: str | None = None) -> tuple[str, web.AppRu
 
     async def sync_route(request: web.Request) -> web.Response:
         body = await request.read()
-        answer = node.handle_sync(
-            body, request.headers.get("Sphaera-Replica"), request.headers.get("Sphaera-Url")
-        )
+        answer = node.handle_sync(body, request.headers.get("Sphaera-Replica"))
         headers = {"Sphaera-Replica": claim or node.replica.id, "Sphaera-Url": node.url}
         return web.Response(body=answer, content_type="application/octet-stream", headers=headers)
 
@@ -434,11 +432,11 @@ async def test_rounds_do_not_wait_for_an_exchange_that_hangs(start: StartNode) -
         calls, enough = [0], asyncio.Event()
         real_handle = b.handle_sync
 
-        def counting_handle(body: bytes, peer_id: str | None, peer_url: str | None) -> bytes:
+        def counting_handle(body: bytes, peer_id: str | None) -> bytes:
             calls[0] += 1
             if calls[0] >= 5:
                 enough.set()
-            return real_handle(body, peer_id, peer_url)
+            return real_handle(body, peer_id)
 
         b.handle_sync = counting_handle  # type: ignore[method-assign]
         await asyncio.wait_for(enough.wait(), timeout=10)

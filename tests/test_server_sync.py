@@ -226,8 +226,8 @@ async def test_metric_labels_name_a_bounded_number_of_peers(node: Node) -> None:
     body = frame(YSyncMessageType.SYNC_STEP1, Doc().get_state())
     callers = [f"caller-{index}" for index in range(MAX_PEER_LABELS + 40)]
     for caller in callers:
-        node.handle_sync(body, caller, None)
-    node.handle_sync(body, None, None)
+        node.handle_sync(body, caller)
+    node.handle_sync(body, None)
     exposition = generate_latest(node.metrics.registry).decode()
     labels = set(re.findall(r'sphaera_sync_bytes_received_total\{peer="([^"]+)"\}', exposition))
     assert labels == {*callers[:MAX_PEER_LABELS], "other", "anonymous"}

@@ -294,9 +294,10 @@ def test_the_ideal_epidemic_follows_the_theory() -> None:
 def test_the_simulated_deadline_is_the_nodes() -> None:
     from sphaera_crdt.net import client
 
+    assert client.exchange_timeout is gossip.exchange_timeout  # one formula for both
     for interval in (0.1, 0.5, 1.0, 3.0):
         timing = sim_driver.Timing(interval=interval)
-        assert timing.timeout == client.peer_timeout(interval)
+        assert timing.timeout == gossip.exchange_timeout(interval)
 
 
 def test_scenarios_refuse_nonsense() -> None:

@@ -31,6 +31,7 @@ import orjson
 
 from ..config import NodeConfig
 from ..core.clocks import format_time, parse_time
+from ..core.gossip import exchange_timeout
 from ..errors import ApiError, PeerNotAllowed, PeerUnavailable, RemoteError
 from .peers import PeerAllowlist, client_ssl_context
 
@@ -48,9 +49,6 @@ URL_HEADER: Final = "Sphaera-Url"
 #: The sender's clock, seconds since the epoch as a float, on sync requests and answers.
 TIME_HEADER: Final = "Sphaera-Time"
 SYNC_CONTENT_TYPE: Final = "application/octet-stream"
-#: Bounds of a peer exchange's deadline, whatever the gossip interval.
-MIN_TIMEOUT: Final = 1.0
-MAX_TIMEOUT: Final = 5.0
 #: An answer to a sync request larger than this is refused (a peer's whole state fits).
 MAX_ANSWER: Final = 256 * 1024 * 1024
 
@@ -74,11 +72,6 @@ class SyncAnswer:
     time: float | None = None
     sent: float = 0.0
     received: float = 0.0
-
-
-def peer_timeout(gossip_interval: float) -> float:
-    """The deadline of one exchange: three gossip intervals, kept within 1-5 seconds."""
-    return min(MAX_TIMEOUT, max(MIN_TIMEOUT, 3 * gossip_interval))
 
 
 def _auth_headers(token: str | None) -> dict[str, str]:
@@ -108,7 +101,7 @@ class PeerClient:
     ) -> None:
         total = config.client_timeout
         if total is None:
-            total = peer_timeout(config.gossip_interval)
+            total = exchange_timeout(config.gossip_interval)
         self._timeout = aiohttp.ClientTimeout(total=total, connect=min(total, 2.0))
         context = config.client_ssl
         self._ssl = _ssl_option(context if context is not None else client_ssl_context(config))

@@ -127,9 +127,9 @@ async def sync_route(request: web.Request) -> web.Response:
     (what the caller lacks) then SYNC_STEP1 (this node's state vector).
     """
     node = request.app[NODE]
-    peer_id, peer_url = peer_headers(request)
+    peer_id, _ = peer_headers(request)  # the URL is checked, but it proves nothing
     body = await read_body(request, OCTETS)
-    answer = node.handle_sync(body, peer_id, peer_url)
+    answer = node.handle_sync(body, peer_id)
     await _committed(node)
     return web.Response(
         body=answer,

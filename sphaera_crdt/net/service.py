@@ -103,7 +103,7 @@ class NodeService(Protocol):
 
     # -- peers ------------------------------------------------------------------------------
 
-    def handle_sync(self, body: bytes, peer_id: str | None, peer_url: str | None) -> bytes:
+    def handle_sync(self, body: bytes, peer_id: str | None) -> bytes:
         """Answer a peer's sync exchange; raises a ``RemoteError`` for a malformed body."""
 
     def handle_update(self, body: bytes, peer_id: str | None) -> list[Change]:
