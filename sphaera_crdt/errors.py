@@ -29,6 +29,7 @@ __all__ = [
     "InvalidConstraint",
     "InvalidIdentifier",
     "InvalidMessage",
+    "InvalidProbe",
     "InvalidUpdate",
     "InvalidValue",
     "PeerNotAllowed",
@@ -55,6 +56,11 @@ class InputError(SphaeraError, ValueError):
 
 class InvalidValue(InputError):
     """A value cannot be stored with its exact type (sets, bytes, NaN, objects, ...)."""
+
+
+class InvalidProbe(InvalidValue):
+    """A probe that is not ``{"http": URL}``, ``{"tcp": "HOST:PORT"}`` or ``{"exec": ARGV}``
+    with valid ``every``, ``timeout``, ``expect`` and ``by``."""
 
 
 class InvalidIdentifier(InputError):

@@ -6,6 +6,8 @@ Entry keys (inside a writer's container, parts joined by the unit separator ``\\
     e <entity> q            requires (constraint data)
     e <entity> o            owner (the declaring replica)
     e <entity> x            retracted (bool); present once the entity was declared
+    e <entity> p            probe (an object or null; written only by a record that has
+                            or had one, see :mod:`.probes`)
     e <entity> a <attr>     one top-level attribute
     s <subject>             this writer's observation of <subject>: [ok, value, at, ttl]
 
@@ -80,9 +82,9 @@ class Unreadable:
     reason: str
 
 
-FIELDS: Final = frozenset({"k", "q", "o", "x"})
+FIELDS: Final = frozenset({"k", "q", "o", "x", "p"})
 #: What each field is called in reasons and explanations.
-FIELD_NAMES: Final = {"k": "kind", "q": "requires", "o": "owner", "x": "retracted"}
+FIELD_NAMES: Final = {"k": "kind", "q": "requires", "o": "owner", "x": "retracted", "p": "probe"}
 _ANY: Final = frozenset({type(None), bool, int, float, str, list, dict})
 #: The types each field may have (``requires`` is checked when its rule is compiled).
 _FIELD_TYPES: Final = {
@@ -90,8 +92,14 @@ _FIELD_TYPES: Final = {
     "q": _ANY,
     "o": frozenset({str, type(None)}),
     "x": frozenset({bool}),
+    "p": frozenset({dict, type(None)}),
 }
-_FIELD_EXPECTS: Final = {"k": "a string or null", "o": "a string or null", "x": "true or false"}
+_FIELD_EXPECTS: Final = {
+    "k": "a string or null",
+    "o": "a string or null",
+    "x": "true or false",
+    "p": "an object or null",
+}
 
 #: The 64 digits of a stamp, in order of value: none is a hex digit, ``-`` or ``~``, and
 #: none can begin a payload.
@@ -398,6 +406,14 @@ class EntityRecord:
             for name, winner in self.attrs.items()
             if winner.value is not ABSENT_ATTR and type(winner.value) is not Unreadable
         }
+
+    def probe_copy(self) -> dict[str, Any] | None:
+        """The probe object as written (``None`` if none or unreadable; see :mod:`.probes`)."""
+        winner = self.fields.get("p")
+        if winner is None or type(winner.value) is not dict:
+            return None
+        value: dict[str, Any] = winner.copy_value()
+        return value
 
     def requires_copy(self) -> Any:
         winner = self.fields.get("q")

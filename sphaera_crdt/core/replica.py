@@ -30,6 +30,7 @@ from .explain import explain, reason
 from .formulas import DEFAULT_MAX_SKEW, FALSE, TRUE, UNKNOWN
 from .lib0 import decode_state_vector
 from .outbox import ChangeCallback, Outbox, RecordCallback
+from .probes import Probe
 from .records import (
     ABSENT_ATTR,
     SEP,
@@ -232,17 +233,23 @@ class Replica:
         kind: str | None = None,
         attrs: Mapping[str, Any] | None = None,
         requires: Any = None,
+        probe: Mapping[str, Any] | None = None,
     ) -> EntityView:
         """Declare (or re-declare) an entity, stating its whole record.
 
         Attributes the entity had and ``attrs`` does not name are removed. Declaring a
-        retracted entity brings it back.
+        retracted entity brings it back. ``probe`` asks replicas to check the entity and
+        record the outcome as their observation of it (see :mod:`.probes`).
 
         Raises:
             InvalidIdentifier: A bad entity id or attribute key.
             InvalidValue: A value that cannot be stored with its exact type.
+            InvalidProbe: A malformed ``probe``.
         """
         names.check_entity_id(entity_id)
+        if probe is not None:
+            probe = dict(probe)
+            Probe.parse(probe)
         if kind is not None and type(kind) is not str:
             raise InvalidValue(f"kind of {entity_id!r} must be a str or None")
         attrs = self._check_attrs(entity_id, attrs or {})
@@ -258,13 +265,16 @@ class Replica:
             make_entry(base + "o", stamp, epoch, self.id, "owner"),
             make_entry(base + "x", stamp, epoch, False, "retracted"),
         ]
+        record = self._view.records.get(entity_id)
+        # Written only by records that have or had a probe: others keep their old size.
+        if probe is not None or (record is not None and "p" in record.fields):
+            entries.append(make_entry(base + "p", stamp, epoch, probe, "probe"))
         head = stamp_text(stamp - epoch)
         for key, value in attrs.items():
             payload = payloads[key]
             # The view keeps a copy: the caller may go on mutating its own value.
             copied = fresh_copy(value, payload)
             entries.append((f"{base}a{SEP}{key}", head + payload, stamp, copied, payload))
-        record = self._view.records.get(entity_id)
         if record is not None:
             for key, winner in record.attrs.items():
                 if key not in attrs and winner.value is not ABSENT_ATTR:
@@ -408,6 +418,7 @@ class Replica:
             attrs=record.attrs_copy(),
             requires=record.requires_copy(),
             owner=record.owner,
+            probe=record.probe_copy(),
             status=self.status(entity_id),
             reason=reason(self._engine, entity_id),
         )

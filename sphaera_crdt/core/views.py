@@ -124,6 +124,8 @@ class EntityView:
     owner: str | None = None
     status: Status = Status.ABSENT
     reason: str = ""
+    #: the probe object as written (see :mod:`.probes`), ``None`` if none or unreadable
+    probe: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,4 +136,5 @@ class EntityView:
             "owner": self.owner,
             "status": self.status.value,
             "reason": self.reason,
+            "probe": self.probe,
         }
