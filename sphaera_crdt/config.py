@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .core.formulas import DEFAULT_MAX_SKEW
+from .core.probes import DEFAULT_ALLOW, ProbeTargets
 from .errors import ConfigError, InputError
 
 __all__ = [
@@ -93,6 +94,12 @@ class NodeConfig:
     #: How HTTPS peers are verified instead of ``--tls-ca`` or the system's trust (tests
     #: give a context that trusts their own certificate).
     client_ssl: ssl.SSLContext | None = None
+    #: Run the probes of replicated records (``--run-probes``).
+    run_probes: bool = False
+    #: Run ``exec`` probes too (``--allow-exec``; needs ``run_probes``).
+    allow_exec: bool = False
+    #: Hosts or CIDRs http and tcp probes may contact (``--probe-allow``; loopback if empty).
+    probe_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.gossip_interval) or self.gossip_interval <= 0:
@@ -135,6 +142,12 @@ class NodeConfig:
             raise ConfigError(f"max held bytes must not be negative, not {self.max_held_bytes}")
         if self.client_timeout is not None and not 0 < self.client_timeout < math.inf:
             raise ConfigError(f"client timeout must be positive, not {self.client_timeout}")
+        try:
+            ProbeTargets(self.probe_hosts)
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.allow_exec and not self.run_probes:
+            raise ConfigError("--allow-exec needs --run-probes")
         if self.client_ssl is not None and not isinstance(self.client_ssl, ssl.SSLContext):
             raise TypeError(f"client_ssl must be an ssl.SSLContext, not {self.client_ssl!r}")
 
@@ -147,6 +160,11 @@ class NodeConfig:
     def liveness_window(self) -> float:
         """Seconds without a fresh observation after which a replica is no longer alive."""
         return self.liveness if self.liveness is not None else 10 * self.gossip_interval
+
+    @property
+    def probe_hosts(self) -> tuple[str, ...]:
+        """Hosts or networks probes may contact (loopback unless ``probe_allow`` names any)."""
+        return self.probe_allow or DEFAULT_ALLOW
 
     @property
     def scheme(self) -> str:

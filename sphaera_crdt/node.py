@@ -48,6 +48,7 @@ from .net.events import EventHub
 from .net.metrics import NodeMetrics
 from .net.peering import Peering
 from .net.peers import server_ssl_context
+from .net.probes import ProbeRunner
 from .net.server import RequestErrorLog, create_app
 from .net.service import ReplicaInfo
 from .persistence import Persistence, open_replica
@@ -133,6 +134,8 @@ class Node:
         self._unsubscribe: list[Callable[[], None]] = []
         self.gossip: Peering | None = None
         self._client: PeerClient | None = None
+        #: runs the probes of replicated records (only with ``run_probes``)
+        self.probes: ProbeRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -197,6 +200,14 @@ class Node:
         self._tasks.append(asyncio.create_task(self._timer(), name="sphaera-timer"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="sphaera-heartbeat"))
         self.gossip.start()
+        if self.config.run_probes:
+            self.probes = ProbeRunner(
+                self.replica,
+                allow=self.config.probe_hosts,
+                allow_exec=self.config.allow_exec,
+                logger=self.log,
+            )
+            self._tasks.append(asyncio.create_task(self.probes.run(), name="sphaera-probes"))
         self.log.info("replica %s listening on %s", self.replica.id, self.url)
         return self
 
@@ -380,10 +391,18 @@ class Node:
         return self.replica.why(entity_id, depth=depth)
 
     def declare(
-        self, entity_id: str, *, kind: str | None, attrs: Mapping[str, Any], requires: Any
+        self,
+        entity_id: str,
+        *,
+        kind: str | None,
+        attrs: Mapping[str, Any],
+        requires: Any,
+        probe: Mapping[str, Any] | None = None,
     ) -> EntityView:
         """Declare (or re-declare) an entity, stating its whole record."""
-        return self.replica.declare(entity_id, kind=kind, attrs=attrs, requires=requires)
+        return self.replica.declare(
+            entity_id, kind=kind, attrs=attrs, requires=requires, probe=probe
+        )
 
     def patch(self, entity_id: str, attrs: Mapping[str, Any]) -> EntityView:
         """Merge top-level attributes into a declared entity; the entity as it now is."""

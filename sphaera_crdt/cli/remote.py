@@ -202,17 +202,29 @@ def get(remote: Remote, entity_id: str) -> None:
 @click.option(
     "--requires", metavar="JSON", callback=_json_value, help="The constraint, as JSON (or @FILE)."
 )
+@click.option(
+    "--probe",
+    metavar="JSON",
+    callback=_json_value,
+    help='A check nodes run and observe the entity by, e.g. {"http": URL, "every": 5}.',
+)
 def put(
     remote: Remote,
     entity_id: str,
     kind: str | None,
     attrs: Any,
     requires: Any,
+    probe: Any,
 ) -> None:
     """Declare (or re-declare) an entity, stating its whole record."""
     attributes = _object(attrs, "--attrs")
+    checked = None if probe is None else _object(probe, "--probe")
     _echo_json(
-        remote.call(lambda api: api.put(entity_id, kind=kind, attrs=attributes, requires=requires))
+        remote.call(
+            lambda api: api.put(
+                entity_id, kind=kind, attrs=attributes, requires=requires, probe=checked
+            )
+        )
     )
 
 

@@ -116,6 +116,16 @@ CLOCK_OFFSET_ENV: Final = "SPHAERA_CLOCK_OFFSET"
 )
 @click.option("--public-url", metavar="URL", help="The URL peers reach this node at.")
 @click.option(
+    "--run-probes", is_flag=True, help="Run the probes replicated records ask this node to run."
+)
+@click.option("--allow-exec", is_flag=True, help="Run exec probes too (needs --run-probes).")
+@click.option(
+    "--probe-allow",
+    multiple=True,
+    metavar="HOST|CIDR",
+    help="A host or network http and tcp probes may contact (repeat) [default: loopback].",
+)
+@click.option(
     "--liveness",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a replica stays alive without fresh observations [default: 10 intervals].",
@@ -155,6 +165,9 @@ def serve(
     tls_require_client_cert: bool,
     allow_peers: tuple[str, ...],
     public_url: str | None,
+    run_probes: bool,
+    allow_exec: bool,
+    probe_allow: tuple[str, ...],
     liveness: float | None,
     max_clock_skew: float,
     log_level: str,
@@ -193,6 +206,9 @@ def serve(
             max_clock_skew=max_clock_skew,
             data_dir=data_dir,
             durability=durability,
+            run_probes=run_probes,
+            allow_exec=allow_exec,
+            probe_allow=probe_allow,
         )
     except SphaeraError as exc:
         raise BadConfig(str(exc)) from None

@@ -248,7 +248,8 @@ class Replica:
         """
         names.check_entity_id(entity_id)
         if probe is not None:
-            probe = dict(probe)
+            if isinstance(probe, Mapping):
+                probe = dict(probe)
             Probe.parse(probe)
         if kind is not None and type(kind) is not str:
             raise InvalidValue(f"kind of {entity_id!r} must be a str or None")

@@ -318,6 +318,7 @@ class ApiClient:
         kind: str | None = None,
         attrs: Mapping[str, Any] | None = None,
         requires: Any = None,
+        probe: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Declare (or re-declare) an entity."""
         body: dict[str, Any] = {}
@@ -327,6 +328,8 @@ class ApiClient:
             body["attrs"] = dict(attrs)
         if requires is not None:
             body["requires"] = requires
+        if probe is not None:
+            body["probe"] = dict(probe)
         result: dict[str, Any] = await self.request("PUT", _entity_path(entity_id), body)
         return result
 

@@ -238,7 +238,34 @@ _SCHEMAS: Final[JsonObject] = {
             "owner": {"type": ["string", "null"], "description": "The declaring replica."},
             "status": _ref("Status"),
             "reason": {"type": "string", "description": "One line: why this status."},
+            "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
         },
+    },
+    "Probe": {
+        "type": "object",
+        "description": "A check replicas run and record as their observation of the entity "
+        "(ok, value, ttl of 3 periods); exactly one of http, tcp, exec.",
+        "properties": {
+            "http": {"type": "string", "description": "A URL; ok when it answers `expect`."},
+            "expect": {"type": "integer", "default": 200},
+            "tcp": {"type": "string", "description": "HOST:PORT; ok when it accepts."},
+            "exec": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "An argv; ok when it exits 0.",
+            },
+            "every": {"type": "number", "default": 10, "description": "Seconds between runs."},
+            "timeout": {"type": "number", "description": "Seconds a run may take."},
+            "by": {
+                "oneOf": [
+                    {"type": "string", "enum": ["owner", "*"]},
+                    {"type": "array", "items": {"type": "string"}},
+                ],
+                "default": "owner",
+                "description": "Which replicas run it.",
+            },
+        },
+        "additionalProperties": False,
     },
     "Entities": {
         "type": "object",
@@ -252,6 +279,7 @@ _SCHEMAS: Final[JsonObject] = {
             "kind": {"type": ["string", "null"]},
             "attrs": {"oneOf": [_ref("Attrs"), {"type": "null"}]},
             "requires": {"oneOf": [_ref("Constraint"), {"type": "null"}]},
+            "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
         },
         "additionalProperties": False,
     },

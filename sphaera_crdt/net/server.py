@@ -192,20 +192,21 @@ async def get_entity(request: web.Request) -> web.Response:
 
 
 async def put_entity(request: web.Request) -> web.Response:
-    """``PUT /v1/entities/{id}``: declare with ``{"kind"?, "attrs"?, "requires"?}``.
+    """``PUT /v1/entities/{id}``: declare with ``{"kind"?, "attrs"?, "requires"?, "probe"?}``.
 
     The body states the whole record (attributes it does not name are removed). Answers
     201 with ``Location`` for a new entity, 200 for a re-declared one.
     """
     node = request.app[NODE]
     entity_id = _entity_id(request, write=True)
-    data = await read_json_object(request, frozenset({"kind", "attrs", "requires"}))
+    data = await read_json_object(request, frozenset({"kind", "attrs", "requires", "probe"}))
     new = node.entity(entity_id) is None
     view = node.declare(
         entity_id,
         kind=data.get("kind"),
         attrs=_attrs(data.get("attrs", {}), required=False),
         requires=data.get("requires"),
+        probe=data.get("probe"),
     )
     await _committed(node)
     response = json_response(view.to_json(), 201 if new else 200)

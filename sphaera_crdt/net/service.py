@@ -85,7 +85,13 @@ class NodeService(Protocol):
     # -- writes -----------------------------------------------------------------------------
 
     def declare(
-        self, entity_id: str, *, kind: str | None, attrs: Mapping[str, Any], requires: Any
+        self,
+        entity_id: str,
+        *,
+        kind: str | None,
+        attrs: Mapping[str, Any],
+        requires: Any,
+        probe: Mapping[str, Any] | None = None,
     ) -> EntityView:
         """Declare (or re-declare) an entity, stating its whole record."""
 
