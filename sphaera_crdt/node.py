@@ -205,6 +205,7 @@ class Node:
                 self.replica,
                 allow=self.config.probe_hosts,
                 allow_exec=self.config.allow_exec,
+                clock=self.clock,
                 logger=self.log,
             )
             self._tasks.append(asyncio.create_task(self.probes.run(), name="sphaera-probes"))
