@@ -329,3 +329,96 @@ async def test_node_runs_probes_only_with_run_probes(service: Service) -> None:
         async with asyncio.timeout(10):
             await seen.wait()
         assert last(active.replica, "svc").ok is True
+
+
+# -- HTTP and CLI --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_put_carries_a_probe_and_refuses_a_bad_one() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sphaera_crdt.net.openapi import openapi_document
+    from sphaera_crdt.net.server import create_app
+    from sphaera_crdt.node import Node
+
+    node = Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600), clock=FakeClock())
+    probe = {"tcp": "127.0.0.1:5432", "every": 5}
+    async with TestClient(TestServer(create_app(node))) as client:
+        response = await client.put("/v1/entities/db", json={"probe": probe})
+        assert response.status == 201
+        assert (await response.json())["probe"] == probe
+        assert (await (await client.get("/v1/entities/db")).json())["probe"] == probe
+        plain = await (await client.put("/v1/entities/plain", json={})).json()
+        assert "probe" not in plain
+        response = await client.put("/v1/entities/db", json={"probe": {"tcp": "nowhere"}})
+        assert response.status == 422
+        error = await response.json()
+        assert error["error"]["code"] == "invalid_value"
+        assert "HOST:PORT" in error["error"]["message"]
+    schemas = openapi_document()["components"]["schemas"]
+    assert "probe" in schemas["Declaration"]["properties"]
+    assert set(schemas["Probe"]["properties"]) >= {"http", "tcp", "exec", "every", "by"}
+
+
+def test_serve_flags_reach_the_node_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sphaera_crdt.cli import cli, serving
+
+    configs: list[NodeConfig] = []
+
+    async def record(config: NodeConfig) -> None:
+        configs.append(config)
+
+    monkeypatch.setattr(serving, "_serve", record)
+    args = ["serve", "--id", "a", "--memory", "--run-probes", "--allow-exec"]
+    args += ["--probe-allow", "10.0.0.0/8", "--probe-allow", "db.internal"]
+    result = CliRunner().invoke(cli, args, prog_name="sphaera")
+    assert result.exit_code == 0, result.output
+    (config,) = configs
+    assert config.run_probes and config.allow_exec
+    assert config.probe_hosts == ("10.0.0.0/8", "db.internal")
+    refused = CliRunner().invoke(cli, ["serve", "--id", "a", "--memory", "--allow-exec"])
+    assert refused.exit_code == 2 and "--allow-exec needs --run-probes" in refused.stderr
+
+
+def test_cli_put_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import orjson
+    from click.testing import CliRunner
+
+    from sphaera_crdt.cli import cli
+    from sphaera_crdt.node import Node
+
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        box["loop"], box["stop"] = asyncio.get_running_loop(), stop
+        async with Node(NodeConfig(replica_id="n", port=0)) as node:
+            box["url"] = node.url
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        monkeypatch.delenv("SPHAERA_TOKEN", raising=False)
+        env = {"SPHAERA_URL": box["url"]}
+        probe = '{"http": "http://127.0.0.1:8080/health", "every": 2, "by": "*"}'
+        result = CliRunner().invoke(cli, ["put", "svc", "--probe", probe], env=env)
+        assert result.exit_code == 0, result.output
+        assert orjson.loads(result.stdout)["probe"] == orjson.loads(probe)
+        bad = CliRunner().invoke(cli, ["put", "svc", "--probe", '{"exec": "ls"}'], env=env)
+        assert bad.exit_code != 0
+        [line] = bad.stderr.strip().splitlines()
+        assert "argv" in line
+        bad = CliRunner().invoke(cli, ["put", "svc", "--probe", "[1]"], env=env)
+        assert bad.exit_code == 2 and "must be a JSON object" in bad.stderr
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(10)

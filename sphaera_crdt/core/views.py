@@ -128,7 +128,7 @@ class EntityView:
     probe: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "kind": self.kind,
             "attrs": self.attrs,
@@ -136,5 +136,8 @@ class EntityView:
             "owner": self.owner,
             "status": self.status.value,
             "reason": self.reason,
-            "probe": self.probe,
         }
+        # Only entities with a probe show one: the others read as they always have.
+        if self.probe is not None:
+            data["probe"] = self.probe
+        return data

@@ -238,7 +238,10 @@ _SCHEMAS: Final[JsonObject] = {
             "owner": {"type": ["string", "null"], "description": "The declaring replica."},
             "status": _ref("Status"),
             "reason": {"type": "string", "description": "One line: why this status."},
-            "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
+            "probe": {
+                "allOf": [_ref("Probe")],
+                "description": "Present only when the entity carries a readable probe object.",
+            },
         },
     },
     "Probe": {
