@@ -422,3 +422,28 @@ def test_cli_put_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(10)
+
+
+@pytest.mark.asyncio
+async def test_runner_follows_record_changes(service: Service) -> None:
+    clock = FakeClock()
+    replica = Replica("a", clock=clock)
+    runner = ProbeRunner(replica, clock=clock)
+    try:
+        assert await runner.run_due() == 0
+        replica.declare("svc", probe={"http": service.url, "every": 1})
+        assert await runner.run_due() == 1
+        replica.retract("svc")
+        clock.advance(1)
+        assert await runner.run_due() == 0
+        replica.declare("svc", probe={"http": service.url, "every": 1, "by": ["b"]})
+        clock.advance(1)
+        assert await runner.run_due() == 0  # another replica's to run
+        replica.declare("svc", probe={"http": service.url, "every": 1, "by": ["a"]})
+        assert await runner.run_due() == 1
+        replica.declare("svc")
+        clock.advance(1)
+        assert await runner.run_due() == 0
+        assert service.hits == 2
+    finally:
+        await runner.close()

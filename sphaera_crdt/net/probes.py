@@ -30,6 +30,7 @@ import aiohttp
 
 from ..core.probes import DEFAULT_ALLOW, Probe, ProbeSchedule, ProbeTargets
 from ..core.replica import Replica
+from ..core.views import RecordChange
 from ..errors import InputError, SphaeraError
 
 __all__ = ["ProbeRunner"]
@@ -82,6 +83,9 @@ class ProbeRunner:
         self.refused: dict[str, str] = {}
         #: checks completed (whatever their outcome)
         self.runs = 0
+        self._probes: dict[str, tuple[Probe, str | None]] = {}
+        self._dirty: set[str] = set()
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- what to run ----------------------------------------------------------------------
 
@@ -89,15 +93,26 @@ class ProbeRunner:
         """Every declared entity's readable probe, with its owner.
 
         Unreadable probes (a peer's garbage) and retracted entities' probes are skipped.
+        The whole state is read once; after that only the entities whose records changed.
         """
-        found = {}
-        for entity, view in self.replica.entities().items():
-            if view.probe is None or view.reason == "retracted":
+        if self._unsubscribe is None:
+            self._unsubscribe = self.replica.subscribe_records(self._record_changed)
+            self._probes = {}
+            self._dirty = set(self.replica.entities())
+        for entity in self._dirty:
+            self._probes.pop(entity, None)
+            view = self.replica.entity(entity)
+            if view is None or view.probe is None or view.reason == "retracted":
                 continue
             probe = Probe.read(view.probe)
             if probe is not None:
-                found[entity] = (probe, view.owner)
-        return found
+                self._probes[entity] = (probe, view.owner)
+        self._dirty.clear()
+        return self._probes
+
+    def _record_changed(self, change: RecordChange) -> None:
+        if change.kind == "entity":
+            self._dirty.add(change.id)
 
     def refusal(self, probe: Probe) -> str | None:
         """Why this node does not run ``probe`` (``None`` if it does)."""
@@ -147,6 +162,9 @@ class ProbeRunner:
 
     async def close(self) -> None:
         """Cancel running checks and close the HTTP session. Idempotent."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
