@@ -152,11 +152,14 @@ class ProbeRunner:
         return len(tasks)
 
     async def run(self, tick: float = 0.5) -> None:
-        """Start due checks every ``tick`` seconds until cancelled."""
+        """Start due checks, looking at least every ``tick`` seconds, until cancelled."""
         try:
             while True:
                 self.start_due()
-                await asyncio.sleep(tick)
+                # Wake early for a probe due sooner than a tick (``every`` may be 0.1 s).
+                due = self.schedule.next_due()
+                delay = tick if due is None else min(tick, max(0.05, due - self.clock()))
+                await asyncio.sleep(delay)
         finally:
             await self.close()
 
