@@ -206,8 +206,10 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
         )
         future = facts.get("dated_in_future")
         if future:
+            # No "by how much" here: that changes with every read, and replicas holding the
+            # same state would give different reasons a moment apart (why() has it).
             text += (
-                f"; {future['count']} dated in the future by up to {future['ahead']:g}s"
+                f"; {future['count']} dated in the future"
                 f" (more than the {future['max_skew']:g}s allowed)"
             )
         return text
