@@ -52,6 +52,8 @@ class Subscriber:
         self._hub = hub
         #: which entities' events the client takes (``None``: every one)
         self.keep = keep
+        #: a filtered client's kept events, moved out of the log when it fell behind
+        self.pending: list[bytes] = []
         #: absolute index in the hub's log of the next event to take
         self.cursor = cursor
         self._waiter: asyncio.Future[None] | None = None
@@ -68,7 +70,7 @@ class Subscriber:
         """Events published and not taken yet."""
         if self._final is not None:
             return 1 if self._final else 0
-        return self._hub.end - self.cursor
+        return self._hub.end - self.cursor + len(self.pending)
 
     def finish(self) -> None:
         """End the stream once it has sent what was published until now."""
@@ -89,7 +91,7 @@ class Subscriber:
         empty once the stream is finished and everything was taken."""
         hub = self._hub
         while True:
-            if self._final is None and self.cursor == hub.end:
+            if self._final is None and self.cursor == hub.end and not self.pending:
                 self._waiter = asyncio.get_running_loop().create_future()
                 hub.waiting.add(self)
                 try:
@@ -190,14 +192,21 @@ class EventHub:
         subscriber.cursor = self.end
         keep = subscriber.keep
         if keep is not None:
-            frames = [
-                frame
-                for frame, (entity, kind) in zip(frames, self._about[start:], strict=True)
-                if entity is None or keep.matches(entity, kind)
-            ]
+            frames = subscriber.pending + self._kept(keep, start, len(self._log))
+            subscriber.pending = []
             if not frames:
                 return b""
         return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _kept(self, keep: EntityFilter, start: int, stop: int) -> list[bytes]:
+        """The events of ``_log[start:stop]`` that ``keep`` keeps."""
+        kept = []
+        for frame, (entity, kind) in zip(
+            self._log[start:stop], self._about[start:stop], strict=True
+        ):
+            if entity is None or keep.matches(entity, kind):
+                kept.append(frame)
+        return kept
 
     def _check(self) -> None:
         """Cut off subscribers too far behind; drop the events every other one has taken."""
@@ -206,16 +215,19 @@ class EventHub:
         for subscriber in list(self._subscribers):
             if end - subscriber.cursor > limit:
                 start = subscriber.cursor - self._base
-                self.unsubscribe(subscriber)
-                owed = self._log[start : start + limit]
                 keep = subscriber.keep
                 if keep is not None:
-                    about = self._about[start : start + limit]
-                    owed = [
-                        frame
-                        for frame, (entity, kind) in zip(owed, about, strict=True)
-                        if entity is None or keep.matches(entity, kind)
-                    ]
+                    # Only the events it keeps count against it: they move out of the log
+                    # into its own list, so the log can be trimmed past the ones it skips.
+                    subscriber.pending += self._kept(keep, start, len(self._log))
+                    subscriber.cursor = end
+                    if len(subscriber.pending) <= limit:
+                        continue
+                    owed = subscriber.pending[:limit]
+                    subscriber.pending = []
+                else:
+                    owed = self._log[start : start + limit]
+                self.unsubscribe(subscriber)
                 subscriber._end(b"".join(owed) + _OVERFLOW)
         oldest = min((subscriber.cursor for subscriber in self._subscribers), default=end)
         del self._log[: oldest - self._base]
