@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from sphaera_crdt.core.views import EntityView, Status
 from sphaera_crdt.net.events import EventHub, encode_event
 from sphaera_crdt.net.filters import EntityFilter
+from sphaera_crdt.net.openapi import openapi_document
 from sphaera_crdt.net.server import create_app
 from sphaera_crdt.node import Node, NodeConfig
 from tests.test_server_events import EventReader
@@ -249,3 +250,20 @@ def test_keeps_is_the_conjunction_of_its_fields(
         and (want_status is None or status is want_status)
     )
     assert keep.everything == (keep == EntityFilter())
+
+
+def test_the_openapi_document_describes_the_filters_and_times() -> None:
+    document = openapi_document()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+
+    def names(path: str) -> set[str]:
+        return {parameter["name"] for parameter in paths[path]["get"]["parameters"]}
+
+    assert names("/v1/entities") == {"prefix", "kind", "status"}
+    assert names("/v1/events") == {"entity", "prefix", "kind"}
+    for path in ("/v1/entities", "/v1/events"):
+        assert "400" in paths[path]["get"]["responses"]
+    assert "at" in schemas["Change"]["required"] and "at" in schemas["Snapshot"]["required"]
+    assert "at" in schemas["Observation"]["required"]
+    replica = schemas["Replicas"]["properties"]["replicas"]["additionalProperties"]
+    assert "last_seen_age" in replica["required"]
