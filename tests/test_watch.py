@@ -102,7 +102,10 @@ async def test_watch_follows_a_node_that_stops_and_starts_again() -> None:
         first.replica.declare("db")
         first.replica.declare("other", kind="x")
         async with ApiClient(first.url) as api:
-            changes = api.watch(prefix="api").__aiter__()
+            drops: list[tuple[str, float]] = []
+            changes = api.watch(
+                prefix="api", on_drop=lambda why, delay: drops.append((why, delay))
+            ).__aiter__()
             task = asyncio.ensure_future(next_change(changes))
             await wait_for(lambda: len(first.events) == 1, "the watch to connect")
             first.replica.declare("api", requires={"exists": "db"})
@@ -137,6 +140,7 @@ async def test_watch_follows_a_node_that_stops_and_starts_again() -> None:
                     Status.EXISTS,
                     True,
                 )
+                assert drops and all(0 <= delay <= MAX_DELAY for _, delay in drops)
                 second.replica.retract("api-2")
                 live = await next_change(changes)
                 assert (live.entity, live.before, live.after, live.resumed) == (

@@ -67,6 +67,10 @@ async def _run(command: tuple[str, ...], change: StatusChange) -> None:
         )
 
 
+def _dropped(why: str, delay: float) -> None:
+    click.echo(f"sphaera: {why}; connecting again in {delay:.1f}s", file=sys.stderr)
+
+
 @cli.command(context_settings={"allow_interspersed_args": False})
 @client_options
 @click.option("--entity", "entity_id", metavar="ID", help="Only this entity.")
@@ -102,7 +106,8 @@ def watch(
         raise click.UsageError(f"unexpected argument {command[0]!r} (a command goes after --exec)")
 
     async def follow(api: ApiClient) -> None:
-        async for change in api.watch(entity=entity_id, prefix=prefix, kind=kind):
+        changes = api.watch(entity=entity_id, prefix=prefix, kind=kind, on_drop=_dropped)
+        async for change in changes:
             if run:
                 await _run(command, change)
             elif as_json:

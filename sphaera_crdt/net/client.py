@@ -412,10 +412,14 @@ class ApiClient:
         prefix: str | None = None,
         kind: str | None = None,
         backoff: Backoff | None = None,
+        on_drop: Callable[[str, float], None] | None = None,
     ) -> AsyncIterator[StatusChange]:
         """Every status change of the entities the filters keep, one at a time, in order,
         for as long as it is iterated; a dropped stream is opened again after a bounded
         delay and what changed meanwhile is reported from its snapshot (:mod:`.watch`).
+
+        ``on_drop(why, delay)`` is called each time the stream ends or cannot be opened,
+        with the seconds the watch waits before it tries again.
 
         Raises:
             ApiError: The node refused the stream (a bad filter, a wrong token); a node
@@ -430,9 +434,13 @@ class ApiClient:
                         backoff.reset()
                     for change in watch.event(name, data):
                         yield change
-            except PeerUnavailable:
-                pass  # the stream dropped or never opened: open it again below
-            await asyncio.sleep(backoff.delay())
+                why = "the stream ended"
+            except PeerUnavailable as exc:
+                why = str(exc)  # the stream dropped or never opened: open it again below
+            delay = backoff.delay()
+            if on_drop is not None:
+                on_drop(why, delay)
+            await asyncio.sleep(delay)
 
 
 def _query(**filters: str | None) -> str:
