@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from sphaera_crdt.core.views import Status
@@ -220,3 +221,42 @@ async def test_watch_exec_runs_the_command_once_per_change_in_order(tmp_path: Pa
             process.terminate()
             async with asyncio.timeout(DEADLINE):
                 await process.wait()
+
+
+@pytest.mark.asyncio
+async def test_watch_json_prints_one_object_per_change() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SPHAERA_")}
+    env["PYTHONPATH"] = str(ROOT)
+    async with Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600)) as node:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sphaera_crdt",
+            "watch",
+            "--url",
+            node.url,
+            "--entity",
+            "db",
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        try:
+            await wait_for(lambda: len(node.events) == 1, "sphaera watch to connect")
+            node.replica.declare("other")
+            node.replica.declare("db")
+            node.replica.retract("db")
+            lines = []
+            for _ in range(2):
+                async with asyncio.timeout(DEADLINE):
+                    lines.append(orjson.loads(await process.stdout.readline()))
+        finally:
+            process.terminate()
+            async with asyncio.timeout(DEADLINE):
+                await process.wait()
+    assert [(line["entity"], line["before"], line["after"]) for line in lines] == [
+        ("db", "absent", "exists"),
+        ("db", "exists", "absent"),
+    ]
+    assert all(type(line["at"]) is float and line["resumed"] is False for line in lines)
