@@ -17,8 +17,10 @@ it comes once per many events.
 A client may take only some entities' changes (an :class:`~.filters.EntityFilter`). Each
 event is logged with the entity id and kind it concerns, and a filtered client's read skips
 the others on those alone, so the one serialisation is still shared. A waiting filtered
-client is woken only by an event it keeps; one it skips moves its cursor on, so skipped
-events never count against it.
+client is woken only by an event it keeps; one it skips moves its cursor on. A filtered
+client that is busy when the hub looks at the cursors has the events it keeps moved out of
+the log into its own list, and is cut off only when that list is too long: skipped events
+never count against it, nor keep the log from being trimmed.
 """
 
 from __future__ import annotations
