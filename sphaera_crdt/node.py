@@ -427,6 +427,7 @@ class Node:
     def replicas(self) -> dict[str, ReplicaInfo]:
         """Every ``replica:<id>`` entity of the merged state, this node's included."""
         replicas: dict[str, ReplicaInfo] = {}
+        now = self.now()
         for view in self.replica.entities().values():
             if view.kind != "replica" or not view.id.startswith("replica:"):
                 continue
@@ -437,8 +438,14 @@ class Node:
                 url=url if type(url) is str else None,
                 status=view.status,
                 clock_offset=0.0 if own else self.clock_watch.offset(replica_id),
+                last_seen_age=self._last_seen_age(view.id, now),
             )
         return replicas
+
+    def _last_seen_age(self, subject: str, now: float) -> float | None:
+        """Seconds since the freshest observation of ``subject``, ``None`` if never seen."""
+        times = [observation.at for observation in self.replica.observations(subject)]
+        return max(0.0, now - max(times)) if times else None
 
     def metrics_exposition(self) -> bytes:
         """The metrics in the Prometheus text format, gauges brought up to date."""
@@ -478,7 +485,14 @@ class Node:
 
     def _on_change(self, change: Change) -> None:
         self.metrics.status_changes.labels(change.after.value).inc()
-        self.events.publish("change", change.to_json())
+        if self.events:
+            data: dict[str, Any] = change.to_json()
+            data["at"] = self.now()
+            kind = None
+            if self.events.wants_kind:  # a lookup only a stream filtering by kind needs
+                view = self.replica.entity(change.entity)
+                kind = None if view is None else view.kind
+            self.events.publish("change", data, entity=change.entity, kind=kind)
         self._wake.set()
 
     def _on_record(self, change: RecordChange) -> None:

@@ -203,13 +203,19 @@ async def test_observation_answers_what_was_stored(client: Client, clock: Clock)
 async def test_replicas_lists_replica_entities(client: Client, node: Node) -> None:
     node.replica.declare("replica:b", kind="replica", attrs={"url": "http://127.0.0.1:9"})
     node.replica.declare("replica:odd", kind="not-a-replica")
+    node.replica.observe("replica:b", ok=True)
     response = await client.get("/v1/replicas")
     assert response.status == 200
     body = await response.json()
     assert body["self"] == "a"
     assert body["replicas"] == {
-        "a": {"url": None, "status": "exists", "clock_offset": 0.0},
-        "b": {"url": "http://127.0.0.1:9", "status": "exists", "clock_offset": None},
+        "a": {"url": None, "status": "exists", "clock_offset": 0.0, "last_seen_age": None},
+        "b": {
+            "url": "http://127.0.0.1:9",
+            "status": "exists",
+            "clock_offset": None,
+            "last_seen_age": 0.0,
+        },
     }
 
 

@@ -8,7 +8,7 @@ on stderr, ``sphaera: error: ...``, and a non-zero exit status: 2 for a configur
 cannot work, 1 for a failure while running.
 """
 
-from . import bench, remote, serving  # noqa: F401  (the commands register on the group)
+from . import bench, remote, serving, watching  # noqa: F401  (the commands register on the group)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

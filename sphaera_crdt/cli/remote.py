@@ -166,9 +166,18 @@ def client_options(function: Callable[..., None]) -> Callable[..., None]:
 @cli.command()
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
-def entities(remote: Remote, as_json: bool) -> None:
-    """List every entity the node knows, with its derived status."""
-    found = remote.call(lambda api: api.entities())
+@click.option("--prefix", metavar="P", help="Only entities whose id starts with P.")
+@click.option("--kind", metavar="K", help="Only entities of kind K.")
+@click.option(
+    "--status",
+    type=click.Choice(["exists", "absent", "undetermined"]),
+    help="Only entities with this status.",
+)
+def entities(
+    remote: Remote, as_json: bool, prefix: str | None, kind: str | None, status: str | None
+) -> None:
+    """List every entity the node knows (or those the filters keep), with its status."""
+    found = remote.call(lambda api: api.entities(prefix=prefix, kind=kind, status=status))
     if as_json:
         _echo_json({"entities": found})
         return
@@ -311,14 +320,24 @@ def replicas(remote: Remote, as_json: bool) -> None:
 @cli.command()
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print each event as one JSON line.")
-def events(remote: Remote, as_json: bool) -> None:
+@click.option("--entity", "only", metavar="ID", help="Only this entity.")
+@click.option("--prefix", metavar="P", help="Only entities whose id starts with P.")
+@click.option("--kind", metavar="K", help="Only entities of kind K.")
+def events(
+    remote: Remote,
+    as_json: bool,
+    only: str | None,
+    prefix: str | None,
+    kind: str | None,
+) -> None:
     """Stream status changes as they are derived (until Ctrl-C).
 
-    Starts with the current status of every entity, then prints one line per change.
+    Starts with the current status of every entity (that the filters keep), then prints
+    one line per change. See also ``sphaera watch``, which reconnects and can act.
     """
 
     async def stream(api: ApiClient) -> None:
-        async for name, data in api.events():
+        async for name, data in api.events(entity=only, prefix=prefix, kind=kind):
             if as_json:
                 click.echo(orjson.dumps({"event": name, "data": data}).decode())
             elif name == "change" and isinstance(data, dict):

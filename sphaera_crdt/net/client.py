@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -34,6 +34,7 @@ from ..core.clocks import format_time, parse_time
 from ..core.gossip import exchange_timeout
 from ..errors import ApiError, PeerNotAllowed, PeerUnavailable, RemoteError
 from .peers import PeerAllowlist, client_ssl_context
+from .watch import Backoff, StatusChange, Watch
 
 __all__ = [
     "ApiClient",
@@ -41,6 +42,7 @@ __all__ = [
     "PeerClient",
     "PeerNotAllowed",
     "PeerUnavailable",
+    "StatusChange",
     "SyncAnswer",
 ]
 
@@ -300,9 +302,13 @@ class ApiClient:
             message = f"{self.url} unreachable: {_describe(exc)}"
             raise PeerUnavailable(message, url=self.url) from exc
 
-    async def entities(self) -> dict[str, Any]:
-        """Every entity the node knows, with its status: ``{id: entity}``."""
-        answer = await self.request("GET", "/v1/entities")
+    async def entities(
+        self, *, prefix: str | None = None, kind: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """Every entity the node knows, with its status: ``{id: entity}``; only those whose
+        id starts with ``prefix``, of ``kind``, with ``status``, when given."""
+        query = _query(prefix=prefix, kind=kind, status=status)
+        answer = await self.request("GET", "/v1/entities" + query)
         entities: dict[str, Any] = answer["entities"]
         return entities
 
@@ -363,8 +369,11 @@ class ApiClient:
         result: dict[str, Any] = await self.request("GET", "/v1/replicas")
         return result
 
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        """Stream server-sent events as ``(event name, decoded data)`` until the node closes.
+    async def events(
+        self, *, entity: str | None = None, prefix: str | None = None, kind: str | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Stream server-sent events as ``(event name, decoded data)`` until the node closes;
+        only those of ``entity``, of ids starting with ``prefix``, of ``kind``, when given.
 
         Raises:
             ApiError: The node refused the stream.
@@ -374,8 +383,9 @@ class ApiClient:
             raise RuntimeError("use ApiClient as an async context manager")
         timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout.connect)
         try:
+            query = _query(entity=entity, prefix=prefix, kind=kind)
             async with self._session.get(
-                f"{self.url}/v1/events", timeout=timeout, ssl=self._ssl
+                f"{self.url}/v1/events{query}", timeout=timeout, ssl=self._ssl
             ) as response:
                 if response.status >= 400:
                     raise _api_error(response.status, await response.read())
@@ -397,6 +407,49 @@ class ApiClient:
                             data.append(value)
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise PeerUnavailable(f"{self.url}: event stream broke", url=self.url) from exc
+
+    async def watch(
+        self,
+        *,
+        entity: str | None = None,
+        prefix: str | None = None,
+        kind: str | None = None,
+        backoff: Backoff | None = None,
+        on_drop: Callable[[str, float], None] | None = None,
+    ) -> AsyncIterator[StatusChange]:
+        """Every status change of the entities the filters keep, one at a time, in order,
+        for as long as it is iterated; a dropped stream is opened again after a bounded
+        delay and what changed meanwhile is reported from its snapshot (:mod:`.watch`).
+
+        ``on_drop(why, delay)`` is called each time the stream ends or cannot be opened,
+        with the seconds the watch waits before it tries again.
+
+        Raises:
+            ApiError: The node refused the stream (a bad filter, a wrong token); a node
+                that cannot be reached is retried, never raised.
+        """
+        watch = Watch()
+        backoff = backoff or Backoff()
+        while True:
+            try:
+                async for name, data in self.events(entity=entity, prefix=prefix, kind=kind):
+                    if name == "snapshot":
+                        backoff.reset()
+                    for change in watch.event(name, data):
+                        yield change
+                why = "the stream ended"
+            except PeerUnavailable as exc:
+                why = str(exc)  # the stream dropped or never opened: open it again below
+            delay = backoff.delay()
+            if on_drop is not None:
+                on_drop(why, delay)
+            await asyncio.sleep(delay)
+
+
+def _query(**filters: str | None) -> str:
+    """``?name=value&...`` of the filters given, ``""`` when none is."""
+    given = {name: value for name, value in filters.items() if value is not None}
+    return "?" + urlencode(given) if given else ""
 
 
 def _entity_path(entity_id: str) -> str:

@@ -341,7 +341,7 @@ _SCHEMAS: Final[JsonObject] = {
                 "type": "object",
                 "additionalProperties": {
                     "type": "object",
-                    "required": ["url", "status", "clock_offset"],
+                    "required": ["url", "status", "clock_offset", "last_seen_age"],
                     "properties": {
                         "url": {"type": ["string", "null"]},
                         "status": _ref("Status"),
@@ -351,6 +351,13 @@ _SCHEMAS: Final[JsonObject] = {
                             "seconds, as last measured by a sync exchange this node started "
                             "(0 for this node, null when never measured).",
                         },
+                        "last_seen_age": {
+                            "type": ["number", "null"],
+                            "minimum": 0,
+                            "description": "Seconds since the freshest observation of the "
+                            "replica by any replica, on this node's clock (null when it was "
+                            "never observed).",
+                        },
                     },
                 },
             },
@@ -359,18 +366,19 @@ _SCHEMAS: Final[JsonObject] = {
     "Change": {
         "type": "object",
         "description": "Data of a `change` event.",
-        "required": ["entity", "before", "after", "reason"],
+        "required": ["entity", "before", "after", "reason", "at"],
         "properties": {
             "entity": {"type": "string"},
             "before": _ref("Status"),
             "after": _ref("Status"),
             "reason": {"type": "string"},
+            "at": {"type": "number", "description": "Seconds since the epoch, this node's clock."},
         },
     },
     "Snapshot": {
         "type": "object",
         "description": "Data of the `snapshot` event that opens every event stream.",
-        "required": ["entities"],
+        "required": ["entities", "at"],
         "properties": {
             "entities": {
                 "type": "object",
@@ -379,7 +387,8 @@ _SCHEMAS: Final[JsonObject] = {
                     "required": ["status", "reason"],
                     "properties": {"status": _ref("Status"), "reason": {"type": "string"}},
                 },
-            }
+            },
+            "at": {"type": "number", "description": "Seconds since the epoch, this node's clock."},
         },
     },
     "Health": {
@@ -407,16 +416,37 @@ _EVENTS_DESCRIPTION: Final = """\
 A `text/event-stream` of status changes on this replica.
 
 * The stream opens with exactly one `snapshot` event whose data is the current state,
-  `{"entities": {ID: {"status", "reason"}}}` (schema `Snapshot`): a client that connects
-  late starts from it. The server subscribes before taking the snapshot, so every change
-  after the snapshot is delivered and none before it.
+  `{"entities": {ID: {"status", "reason"}}, "at"}` (schema `Snapshot`): a client that
+  connects late starts from it. The server subscribes before taking the snapshot, so every
+  change after the snapshot is delivered and none before it.
 * Then one `change` event per status change, data `{"entity", "before", "after",
-  "reason"}` (schema `Change`).
+  "reason", "at"}` (schema `Change`; `at` is this node's clock, seconds since the epoch).
+* `entity`, `prefix` and `kind` keep only the entities they match, in the snapshot and in
+  the changes alike.
 * An idle stream carries a comment line `: keep-alive` every 15 seconds.
 * A client too slow to keep up gets a final `overflow` event (data `{"dropped": true}`)
   and the stream ends; reconnect to start again from a snapshot.
 
 Each event is `event: NAME`, one `data: JSON` line and a blank line."""
+
+
+def _filter(name: str, description: str, schema: JsonObject | None = None) -> JsonObject:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string", "minLength": 1},
+    }
+
+
+_ENTITY: Final = _filter("entity", "Only the entity with this id.")
+_PREFIX: Final = _filter("prefix", "Only entities whose id starts with this.")
+_KIND: Final = _filter("kind", "Only entities of this kind.")
+_STATUS: Final = _filter("status", "Only entities with this derived status.", _ref("Status"))
+_BAD_FILTER: Final = (
+    "An unknown, repeated or empty filter, or an unknown status (`invalid_filter`)."
+)
 
 
 def _paths(metrics_auth: bool) -> JsonObject:
@@ -476,8 +506,11 @@ def _paths(metrics_auth: bool) -> JsonObject:
             "get": {
                 "operationId": "listEntities",
                 "summary": "Every declared entity with its derived status",
+                "description": "The filters given keep only the entities that match all of them.",
+                "parameters": [_PREFIX, _KIND, _STATUS],
                 "responses": {
                     "200": _json_body(_ref("Entities"), "Entities by id"),
+                    "400": _error(_BAD_FILTER),
                     **unauthorized,
                 },
             }
@@ -589,6 +622,7 @@ def _paths(metrics_auth: bool) -> JsonObject:
                 "operationId": "events",
                 "summary": "Status changes as server-sent events",
                 "description": _EVENTS_DESCRIPTION,
+                "parameters": [_ENTITY, _PREFIX, _KIND],
                 "responses": {
                     "200": {
                         "description": "An endless event stream",
@@ -606,6 +640,7 @@ def _paths(metrics_auth: bool) -> JsonObject:
                             }
                         },
                     },
+                    "400": _error(_BAD_FILTER),
                     **unauthorized,
                 },
             }

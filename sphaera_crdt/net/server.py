@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..core.clocks import format_time
 from ..core.views import EntityView
 from .events import Subscriber, encode_event
+from .filters import ENTITY_PARAMETERS, EVENT_PARAMETERS, EntityFilter
 from .middleware import (
     JSON,
     NODE,
@@ -179,10 +180,16 @@ def _entity_path(entity_id: str) -> str:
 
 
 async def list_entities(request: web.Request) -> web.Response:
-    """``GET /v1/entities``: every declared entity, ``{"entities": {ID: ENTITY}}``."""
+    """``GET /v1/entities[?prefix=&kind=&status=]``: every declared entity the filter
+    keeps (:class:`~.filters.EntityFilter`), ``{"entities": {ID: ENTITY}}``."""
+    keep = EntityFilter.from_query(request.query, ENTITY_PARAMETERS)
     views = request.app[NODE].entities()
     return json_response(
-        {"entities": {entity_id: view.to_json() for entity_id, view in views.items()}}
+        {
+            "entities": {
+                entity_id: view.to_json() for entity_id, view in views.items() if keep.keeps(view)
+            }
+        }
     )
 
 
@@ -293,11 +300,12 @@ def _refuse_if_outlier(node: NodeService) -> None:
 
 async def replicas_route(request: web.Request) -> web.Response:
     """``GET /v1/replicas``: ``{"self": ID, "replicas": {ID: {"url", "status",
-    "clock_offset"}}}``.
+    "clock_offset", "last_seen_age"}}}``.
 
     Built from the ``replica:<id>`` entities of the merged state, this node included.
     ``clock_offset`` is the replica's clock minus this node's in seconds, as last measured
-    by an exchange this node started (``0`` for this node, ``null`` when never measured).
+    by an exchange this node started (``0`` for this node, ``null`` when never measured);
+    ``last_seen_age`` is the seconds since its freshest observation (``null``: never seen).
     """
     node = request.app[NODE]
     replicas = {replica_id: info.to_json() for replica_id, info in node.replicas().items()}
@@ -308,23 +316,26 @@ async def replicas_route(request: web.Request) -> web.Response:
 
 
 async def events_route(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/events``: status changes as server-sent events.
+    """``GET /v1/events[?entity=&prefix=&kind=]``: status changes as server-sent events.
 
     The stream opens with one ``snapshot`` event whose data is the current state,
-    ``{"entities": {ID: {"status", "reason"}}}``, so a client that connects late starts
-    from it; then one ``change`` event per status change, data
-    ``{"entity", "before", "after", "reason"}``. An idle stream carries a
+    ``{"entities": {ID: {"status", "reason"}}, "at"}``, so a client that connects late
+    starts from it; then one ``change`` event per status change, data
+    ``{"entity", "before", "after", "reason", "at"}`` (``at``: the node's clock, seconds
+    since the epoch). A filter keeps the snapshot and the changes of the entities it
+    matches alike (:class:`~.filters.EntityFilter`). An idle stream carries a
     ``: keep-alive`` comment every 15 s. A client too slow to keep up receives a final
     ``overflow`` event and the stream ends: reconnect, and start again from a snapshot.
 
     Events come serialised by the hub, once for all streams (:mod:`.events`); a stream
     sends whatever accumulated since its last write in one write.
     """
+    keep = EntityFilter.from_query(request.query, EVENT_PARAMETERS)
     state = request.app[STATE]
     node = request.app[NODE]
     # Subscribe first: the snapshot below is then the state just before the first queued
     # change, so nothing is missed and nothing is reported twice.
-    subscriber = node.events.subscribe()
+    subscriber = node.events.subscribe(keep)
     state.streams.add(subscriber)
     response = web.StreamResponse(
         headers={hdrs.CACHE_CONTROL: "no-cache", "X-Accel-Buffering": "no"}
@@ -334,9 +345,10 @@ async def events_route(request: web.Request) -> web.StreamResponse:
         snapshot = {
             entity_id: {"status": view.status.value, "reason": view.reason}
             for entity_id, view in node.entities().items()
+            if keep.keeps(view)
         }
         await response.prepare(request)
-        await response.write(encode_event("snapshot", {"entities": snapshot}))
+        await response.write(encode_event("snapshot", {"entities": snapshot, "at": node.now()}))
         while True:
             try:
                 async with asyncio.timeout(state.heartbeat):

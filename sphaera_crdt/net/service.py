@@ -31,15 +31,23 @@ class ReplicaInfo:
         status: Its derived status here.
         clock_offset: Its clock minus this node's in seconds, as last measured by an
             exchange this node started (``0`` for this node, ``None`` when never measured).
+        last_seen_age: Seconds since the freshest observation of the replica (by any
+            replica, on this node's clock), ``None`` if it was never observed.
     """
 
     url: str | None
     status: Status
     clock_offset: float | None
+    last_seen_age: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{"url", "status", "clock_offset"}``."""
-        return {"url": self.url, "status": self.status.value, "clock_offset": self.clock_offset}
+        """``{"url", "status", "clock_offset", "last_seen_age"}``."""
+        return {
+            "url": self.url,
+            "status": self.status.value,
+            "clock_offset": self.clock_offset,
+            "last_seen_age": self.last_seen_age,
+        }
 
 
 class NodeService(Protocol):
