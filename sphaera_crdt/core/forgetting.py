@@ -30,7 +30,9 @@ to be forgotten (:func:`due`). This is a pure function of the merged view and ``
 replicas holding the same state and evaluating at the same time agree, and replicas whose
 clocks differ by ``d`` decide within ``d`` of each other. The first to decide writes the
 tombstones, which then travel like any write, so the disagreement lasts no longer than
-clock skew plus one gossip round. A replica never forgets itself.
+clock skew plus one gossip round. A replica never forgets itself, and one that has not
+been running for a whole window does not apply the rule at all: after a long outage its
+view is stale until gossip catches up, and every peer would look silent to it.
 
 A forgotten replica that is still running sees the tombstone naming its container: it
 moves to a fresh container (a new nonce) and declares itself again, so it is welcomed as a

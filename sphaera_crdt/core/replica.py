@@ -574,7 +574,11 @@ class Replica:
         """
         if self.forget_after is not None:
             moment = self._clock() if now is None else now
-            if moment >= self._next_forget_check:
+            # A replica that has not run for a whole window may hold a stale view (it was
+            # down, and has not heard from its peers yet): it leaves the decision to others.
+            if moment >= self._next_forget_check and moment - self._epoch / 1000 >= (
+                self.forget_after
+            ):
                 self._next_forget_check = moment + min(60.0, self.forget_after / 10)
                 due = forgetting.due(
                     self._view, self._live_containers(), moment, self.forget_after, self.id
