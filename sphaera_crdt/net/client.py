@@ -360,6 +360,12 @@ class ApiClient:
         result: dict[str, Any] = await self.request("GET", "/v1/replicas")
         return result
 
+    async def forget(self, replica_id: str) -> dict[str, Any]:
+        """Forget a departed replica on every replica: ``{"forgotten": [id]}``."""
+        path = "/v1/replicas/" + quote(replica_id, safe="")
+        result: dict[str, Any] = await self.request("DELETE", path)
+        return result
+
     async def events(self) -> AsyncIterator[tuple[str, Any]]:
         """Stream server-sent events as ``(event name, decoded data)`` until the node closes.
 
