@@ -108,7 +108,7 @@ class Replica:
         #: writer keys of forgotten containers (grows only)
         self._forgotten: set[str] = set()
         self._rebuild_needed = False
-        self._next_forget_check = -math.inf
+        self._next_forget_check = math.inf
         self._declares_self = declare_self
         self._identities = identities
         if type(max_held_bytes) is not int or max_held_bytes < 0:
@@ -130,6 +130,9 @@ class Replica:
         if epoch is None or epoch < 0:
             raise InvalidValue(f"nonce {nonce!r} does not end with a hex stamp epoch")
         self._epoch = epoch
+        if self.forget_after is not None:
+            # The rule is not applied before the replica has run a whole window (see tick).
+            self._next_forget_check = epoch / 1000 + self.forget_after
         self._view = MergedView()
         self._doc = DocumentAdapter(
             self.id,
