@@ -39,6 +39,12 @@ growth
     replica holding only the final observations (fresh observers that observed once).
     Raw pycrdt's figure for the same refresh pattern is printed as context (no goal).
     Goal: at most 2.0.
+forget churn
+    A few live replicas declare entities and observe each other's; many replica ids
+    churn through the cluster, each living briefly (it declares a few entities and
+    observes the live replicas, then departs). After the forget window a live replica
+    forgets them all (the timed rule), and the cluster syncs. The full ``delta()`` is
+    divided by that of a cluster that only ever had the live replicas. Goal: at most 1.5.
 
 Timing methodology, for a shared, noisy machine: setup (building a replica or a doc and
 its initial state) is never timed; each repetition sets both sides up, then runs their
@@ -104,6 +110,9 @@ class Scale:
     growth_observers: int
     growth_subjects: int
     growth_rounds: int
+    forget_live: int = 5
+    forget_entities: int = 200
+    forget_churn: int = 1_000
 
     def __post_init__(self) -> None:
         if self.reps < 1 or not 1 <= self.update_attrs <= len(ATTRS):
@@ -145,6 +154,9 @@ QUICK: Final = Scale(
     growth_observers=2,
     growth_subjects=100,
     growth_rounds=15,
+    forget_live=3,
+    forget_entities=20,
+    forget_churn=60,
 )
 
 
@@ -629,6 +641,73 @@ def raw_growth(names: Sequence[str], subjects: Sequence[str], rounds: int) -> tu
     return merged(range(rounds)), merged(range(rounds - 1, rounds))
 
 
+FORGET_AFTER: Final = 3600.0
+
+
+def churned_state(scale: Scale, churn: int) -> tuple[int, int]:
+    """(full state size, replicas forgotten) of a live cluster that saw ``churn`` departures."""
+    clock = SimClock(EPOCH)
+    live = [
+        Replica(f"live-{index}", clock=clock, forget_after=FORGET_AFTER)
+        for index in range(scale.forget_live)
+    ]
+
+    def sync() -> None:
+        for source in live:
+            for target in live:
+                if source is not target:
+                    target.merge(source.delta(target.state_vector()))
+
+    for index, replica in enumerate(live):
+        for entity in range(scale.forget_entities):
+            replica.declare(
+                f"{replica.id}-e{entity}", kind="svc", attrs={"port": 8000 + entity, "zone": "z"}
+            )
+        peer = f"live-{(index + 1) % scale.forget_live}"
+        for entity in range(scale.forget_entities):
+            replica.observe(f"{peer}-e{entity}", ok=True, value={"ms": entity % 50}, ttl=TTL)
+    sync()
+    hub = live[0]
+    for index in range(churn):
+        clock.now += 1
+        visitor = Replica(f"churn-{index:04d}", clock=clock)
+        for entity in range(5):
+            visitor.declare(f"{visitor.id}-e{entity}", attrs={"n": entity})
+        for peer in live:
+            visitor.observe(f"replica:{peer.id}", ok=True, ttl=TTL)
+        hub.merge(visitor.delta(hub.state_vector()))
+    sync()
+    clock.now += 2 * FORGET_AFTER
+    for replica in live:
+        replica.observe(replica.replica_entity, ok=True, ttl=TTL)
+    sync()
+    hub.tick()
+    sync()
+    return len(hub.delta()), len(hub.forgotten())
+
+
+def bench_forget(scale: Scale) -> list[Figure]:
+    churned, forgotten = churned_state(scale, scale.forget_churn)
+    if forgotten != scale.forget_churn:
+        raise AssertionError(f"forget churn: {forgotten} of {scale.forget_churn} forgotten")
+    only_live, _ = churned_state(scale, 0)
+    figure = Figure(
+        name="forget churn",
+        ratio=churned / only_live,
+        goal=1.5,
+        ours=churned,
+        raw=only_live,
+        unit="B",
+        detail={
+            "live_replicas": scale.forget_live,
+            "churned_replicas": scale.forget_churn,
+            "churned_state_bytes": churned,
+            "live_only_state_bytes": only_live,
+        },
+    )
+    return [figure]
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -637,6 +716,8 @@ def describe(figure: Figure) -> str:
         return f"{figure.ours:10.2f} us/op  vs raw {figure.raw:8.2f} us/op"
     if figure.name == "growth":
         return f"{figure.ours:10,.0f} B grown vs fresh {figure.raw:,.0f} B"
+    if figure.name == "forget churn":
+        return f"{figure.ours:10,.0f} B churned vs live {figure.raw:,.0f} B"
     return f"{figure.ours:10,.0f} B      vs raw {figure.raw:8,.0f} B"
 
 
@@ -696,6 +777,7 @@ SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
     bench_merge,
     bench_bytes,
     bench_growth,
+    bench_forget,
 )
 
 

@@ -34,6 +34,8 @@ _HOST_NAME: Final = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9
 
 DEFAULT_PORT: Final = 8470
 DEFAULT_MAX_BODY: Final = 8 * 1024 * 1024
+#: Seconds of silence after which a replica is forgotten (a day).
+DEFAULT_FORGET_AFTER: Final = 24 * 3600.0
 
 
 def is_loopback(host: str) -> bool:
@@ -89,6 +91,9 @@ class NodeConfig:
     #: Seconds clocks may differ: observations dated further ahead do not count, and a
     #: node this far from a majority of its live peers refuses to observe.
     max_clock_skew: float = DEFAULT_MAX_SKEW
+    #: Seconds of silence after which a replica is forgotten by every replica (``None``:
+    #: never; see :mod:`.core.forgetting`).
+    forget_after: float | None = DEFAULT_FORGET_AFTER
     #: Seconds one peer exchange may take (default: three gossip intervals within 1-5 s).
     client_timeout: float | None = None
     #: How HTTPS peers are verified instead of ``--tls-ca`` or the system's trust (tests
@@ -138,6 +143,8 @@ class NodeConfig:
             raise ConfigError(
                 f"max clock skew must be a positive number of seconds, not {self.max_clock_skew}"
             )
+        if self.forget_after is not None and not 0 < self.forget_after < math.inf:
+            raise ConfigError(f"forget after must be positive seconds, not {self.forget_after}")
         if self.max_held_bytes is not None and self.max_held_bytes < 0:
             raise ConfigError(f"max held bytes must not be negative, not {self.max_held_bytes}")
         if self.client_timeout is not None and not 0 < self.client_timeout < math.inf:

@@ -94,6 +94,7 @@ class Node:
                     logger=self.log,
                     max_skew=config.max_clock_skew,
                     max_held_bytes=config.held_bytes_limit,
+                    forget_after=config.forget_after,
                 )
             except StoreError:
                 self.store.close()
@@ -104,6 +105,7 @@ class Node:
             logger=self.log,
             max_skew=config.max_clock_skew,
             max_held_bytes=config.held_bytes_limit,
+            forget_after=config.forget_after,
         )
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
@@ -423,6 +425,19 @@ class Node:
     def observe(self, subject: str, *, ok: bool, value: Any, ttl: float | None) -> Observation:
         """Record this node's observation of ``subject``."""
         return self.replica.observe(subject, ok=ok, value=value, ttl=ttl)
+
+    def forget(self, replica_id: str) -> list[str]:
+        """Forget a departed replica on every replica (see :meth:`Replica.forget`).
+
+        Returns:
+            The ids forgotten (empty when this replica knows no container of it).
+
+        Raises:
+            InvalidValue: ``replica_id`` is this node's own.
+        """
+        before = self.replica.forgotten()
+        self.replica.forget(replica_id)
+        return sorted(self.replica.forgotten() - before)
 
     def replicas(self) -> dict[str, ReplicaInfo]:
         """Every ``replica:<id>`` entity of the merged state, this node's included."""

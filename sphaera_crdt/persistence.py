@@ -55,6 +55,7 @@ def open_replica(
     logger: logging.Logger | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
     max_held_bytes: int = MAX_HELD_BYTES,
+    forget_after: float | None = None,
 ) -> Replica:
     """Restore the replica a store holds, or create one and claim the store for it.
 
@@ -71,7 +72,12 @@ def open_replica(
     saved = store.load(replica_id)
     if saved is None:
         replica = Replica(
-            replica_id, clock=clock, logger=logger, max_skew=max_skew, max_held_bytes=max_held_bytes
+            replica_id,
+            clock=clock,
+            logger=logger,
+            max_skew=max_skew,
+            max_held_bytes=max_held_bytes,
+            forget_after=forget_after,
         )
         store.initialise(replica_id, replica.delta())
         return replica
@@ -83,6 +89,7 @@ def open_replica(
             logger=logger,
             max_skew=max_skew,
             max_held_bytes=max_held_bytes,
+            forget_after=forget_after,
         )
     except InvalidUpdate as exc:
         raise StoreError(f"{store.location} holds a corrupt update: {exc}") from exc

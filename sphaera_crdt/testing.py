@@ -183,6 +183,18 @@ class Cluster:
             self._driver.restart()
         return replica
 
+    def remove(self, replica_id: str) -> Replica:
+        """Take a replica out of the cluster (it departs; its data stays with the others).
+
+        Raises:
+            KeyError: No replica has that id.
+        """
+        replica = self._replicas.pop(replica_id)
+        self._in_flight = [m for m in self._in_flight if replica_id not in (m.src, m.dst)]
+        if self._driver.machines:
+            self._driver.restart()
+        return replica
+
     def __getitem__(self, replica_id: str) -> Replica:
         return self._replicas[replica_id]
 

@@ -20,6 +20,7 @@ UNITS = {
     "delta bytes": "B",
     "delta bytes, a day later": "B",
     "growth": "B",
+    "forget churn": "B",
 }
 
 

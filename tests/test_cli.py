@@ -29,6 +29,7 @@ COMMANDS = [
     "why",
     "observe",
     "replicas",
+    "forget",
     "events",
     "demo",
 ]
@@ -331,6 +332,16 @@ def test_client_commands_against_a_node(node_url: str, tmp_path: Path) -> None:
     unauthorised = run("entities", env={"SPHAERA_URL": node_url})
     assert unauthorised.exit_code == 1
     assert "401" in error_line(unauthorised)
+
+
+def test_forget_refuses_the_node_itself_and_unknown_replicas(node_url: str) -> None:
+    env = {"SPHAERA_URL": node_url, "SPHAERA_TOKEN": "t0k"}
+    itself = run("forget", "n", env=env)
+    assert itself.exit_code == 1
+    assert error_line(itself).startswith("sphaera: error: 422 invalid_request")
+    unknown = run("forget", "gone", env=env)
+    assert unknown.exit_code == 1
+    assert error_line(unknown).startswith("sphaera: error: 404 not_found")
 
 
 def test_demo_converges() -> None:

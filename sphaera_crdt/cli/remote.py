@@ -297,6 +297,18 @@ def observe(
 
 @cli.command()
 @client_options
+@click.argument("replica_id", metavar="ID")
+def forget(remote: Remote, replica_id: str) -> None:
+    """Forget a departed replica on every replica.
+
+    Its records and observations stop counting and its data is dropped; if it comes
+    back, it starts afresh. A node refuses to forget itself.
+    """
+    _echo_json(remote.call(lambda api: api.forget(replica_id)))
+
+
+@cli.command()
+@client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
 def replicas(remote: Remote, as_json: bool) -> None:
     """List the replicas the node knows, with their liveness and clock offsets."""

@@ -17,7 +17,7 @@ from typing import Final
 
 import click
 
-from ..config import DEFAULT_MAX_BODY, DEFAULT_PORT, NodeConfig
+from ..config import DEFAULT_FORGET_AFTER, DEFAULT_MAX_BODY, DEFAULT_PORT, NodeConfig
 from ..core import names
 from ..core.formulas import DEFAULT_MAX_SKEW
 from ..errors import ConfigError, SphaeraError
@@ -139,6 +139,13 @@ CLOCK_OFFSET_ENV: Final = "SPHAERA_CLOCK_OFFSET"
     "node this far from most of its live peers refuses observations.",
 )
 @click.option(
+    "--forget-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_FORGET_AFTER,
+    show_default=True,
+    help="Seconds of silence after which a replica is forgotten by every replica.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="warning",
@@ -170,6 +177,7 @@ def serve(
     probe_allow: tuple[str, ...],
     liveness: float | None,
     max_clock_skew: float,
+    forget_after: float,
     log_level: str,
 ) -> None:
     """Serve one replica over HTTP and gossip with its peers.
@@ -204,6 +212,7 @@ def serve(
             public_url=public_url.rstrip("/") if public_url else None,
             liveness=liveness,
             max_clock_skew=max_clock_skew,
+            forget_after=forget_after,
             data_dir=data_dir,
             durability=durability,
             run_probes=run_probes,

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
-from . import names, updates
+from . import forgetting, names, updates
 from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
 from .existence import ExistenceEngine
 from .explain import explain, reason
+from .forgetting import TOMBSTONE, parse_tombstone, tombstone_key
 from .formulas import DEFAULT_MAX_SKEW, FALSE, TRUE, UNKNOWN
 from .lib0 import decode_state_vector
 from .outbox import ChangeCallback, Outbox, RecordCallback
@@ -94,7 +96,22 @@ class Replica:
         identities: Identities | None = None,
         max_skew: float = DEFAULT_MAX_SKEW,
         max_held_bytes: int = MAX_HELD_BYTES,
+        forget_after: float | None = None,
     ) -> None:
+        if forget_after is not None and (
+            type(forget_after) not in (int, float) or not 0 < forget_after < math.inf
+        ):
+            raise InvalidValue(
+                f"forget_after must be a positive number of seconds, not {forget_after!r}"
+            )
+        #: seconds of silence after which a replica is forgotten (see :mod:`.forgetting`)
+        self.forget_after: Final = None if forget_after is None else float(forget_after)
+        #: writer keys of forgotten containers (grows only)
+        self._forgotten: set[str] = set()
+        self._rebuild_needed = False
+        self._next_forget_check = math.inf
+        self._declares_self = declare_self
+        self._identities = identities
         if type(max_held_bytes) is not int or max_held_bytes < 0:
             raise InvalidValue(f"max_held_bytes must be a non-negative int, not {max_held_bytes!r}")
         self.id: Final = names.check_replica_id(replica_id)
@@ -114,6 +131,9 @@ class Replica:
         if epoch is None or epoch < 0:
             raise InvalidValue(f"nonce {nonce!r} does not end with a hex stamp epoch")
         self._epoch = epoch
+        if self.forget_after is not None:
+            # The rule is not applied before the replica has run a whole window (see tick).
+            self._next_forget_check = epoch / 1000 + self.forget_after
         self._view = MergedView()
         self._doc = DocumentAdapter(
             self.id,
@@ -145,6 +165,7 @@ class Replica:
         identities: Identities | None = None,
         max_skew: float = DEFAULT_MAX_SKEW,
         max_held_bytes: int = MAX_HELD_BYTES,
+        forget_after: float | None = None,
     ) -> Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
@@ -166,16 +187,26 @@ class Replica:
             identities=identities,
             max_skew=max_skew,
             max_held_bytes=max_held_bytes,
+            forget_after=forget_after,
         )
+        replica._declares_self = declare_self
         view = replica._view
         mine: dict[str, tuple[int, str]] = {}
         old_containers: set[str] = set()
-        for writer, key, text in replica._doc.load(updates):
+        loaded = replica._doc.load(updates)
+        for _, key, _ in loaded:
+            forgotten = parse_tombstone(key)
+            if forgotten is not None:
+                replica._forgotten.add(forgotten)
+        for writer, key, text in loaded:
+            if writer in replica._forgotten:
+                continue  # its own forgotten containers are not carried over either
             origin = replica._writer(writer)
             if origin is None:
                 view.malformed += 1
                 continue
-            view.apply(*origin, key, text)
+            if parse_tombstone(key) is None:
+                view.apply(*origin, key, text)
             if origin[0] == replica.id:
                 # An earlier incarnation's entry: carried over into the new container.
                 old_containers.add(writer)
@@ -506,6 +537,8 @@ class Replica:
                 self._integrate(waiting, records, waiting_needs)
             except InvalidUpdate as exc:
                 gate.refused(waiting, exc)
+        if self._rebuild_needed:
+            return self._rebuild(records)
         return self._finish(records)
 
     @property
@@ -527,7 +560,17 @@ class Replica:
         entries = self._doc.apply(update, needs.ranges)
         self._gate.integrated(needs)
         view = self._view
+        forgotten = self._forgotten
         for writer, key, text in entries:
+            if writer in forgotten:
+                continue
+            if key[:1] == TOMBSTONE:
+                named = parse_tombstone(key)
+                if named is not None:
+                    if named not in forgotten:
+                        forgotten.add(named)
+                        self._rebuild_needed = True
+                    continue
             origin = self._writer(writer)
             if origin is None:
                 view.malformed += 1
@@ -544,11 +587,128 @@ class Replica:
         Entities whose observations went stale are re-evaluated, and so is every entity
         whose constraint calls a predicate (predicates may depend on anything).
         """
+        if self.forget_after is not None:
+            moment = self._clock() if now is None else now
+            # A replica that has not run for a whole window may hold a stale view (it was
+            # down, and has not heard from its peers yet): it leaves the decision to others.
+            if moment >= self._next_forget_check and moment - self._epoch / 1000 >= (
+                self.forget_after
+            ):
+                self._next_forget_check = moment + min(60.0, self.forget_after / 10)
+                due = forgetting.due(
+                    self._view, self._live_containers(), moment, self.forget_after, self.id
+                )
+                if due:
+                    return self.forget(*sorted(due), now=moment)
         return self._finish([], now=now, volatile=True)
+
+    # -- forgetting (see :mod:`.forgetting`) ----------------------------------------------
+
+    def forget(self, *replica_ids: str, now: float | None = None) -> list[Change]:
+        """Forget replicas on every replica: their records and observations stop counting.
+
+        Writes a tombstone for every container of theirs that this replica knows and
+        retires those containers from the document; the tombstones replicate like any
+        write, and every replica that merges them forgets alike. A forgotten replica that
+        returns starts with a fresh container and is welcomed as new.
+
+        Raises:
+            InvalidValue: A replica id is malformed, or it is this replica's own.
+        """
+        for replica_id in replica_ids:
+            names.check_replica_id(replica_id)
+            if replica_id == self.id:
+                raise InvalidValue(f"replica {self.id!r} cannot forget itself")
+        wanted = set(replica_ids)
+        keys = [
+            key
+            for key in self._doc.containers()
+            if key not in self._forgotten
+            and (origin := self._writer(key)) is not None
+            and origin[0] in wanted
+        ]
+        if not keys:
+            return self._finish([], now=now)
+        self._doc.write([(tombstone_key(key), "At") for key in keys])
+        self._forgotten.update(keys)
+        self._doc.retire(keys)
+        return self._rebuild([], now=now)
+
+    def forgotten(self) -> set[str]:
+        """The ids of replicas with at least one forgotten container."""
+        return {origin[0] for key in self._forgotten if (origin := self._writer(key))}
+
+    def _live_containers(self) -> dict[str, list[float]]:
+        """replica id -> the start times of its containers that are not forgotten."""
+        found: dict[str, list[float]] = {}
+        for key in self._doc.containers():
+            origin = self._writer(key)
+            if origin is not None and key not in self._forgotten:
+                found.setdefault(origin[0], []).append(origin[2] / 1000)
+        return found
+
+    def _rebuild(self, records: list[RecordChange], now: float | None = None) -> list[Change]:
+        """Rebuild the view without the forgotten containers and derive every status anew.
+
+        Forgetting takes away winning entries, which a last-writer-wins view cannot undo
+        in place; it is rare, so the view is rebuilt from the document. If this replica's
+        own container was forgotten, it moves to a fresh one first.
+        """
+        self._rebuild_needed = False
+        doc = self._doc
+        if doc.key in self._forgotten:
+            kept = [(key, text) for key, text in doc.own_entries.items() if key[:1] == TOMBSTONE]
+            nonce = (
+                f"{secrets.token_hex(6)}.{self._epoch:x}"
+                if self._identities is None
+                else self._identities.nonce(self._epoch)
+            )
+            doc.renew(nonce)
+            if kept:
+                doc.write(kept)
+        engine = self._engine
+        before = dict(engine.status)
+        view = self._view
+        view.__init__()  # type: ignore[misc]  # the engine holds this very view
+        own = [(doc.key, key, text) for key, text in doc.own_entries.items()]
+        for writer, key, text in [*doc.scan(), *own]:
+            if writer in self._forgotten or parse_tombstone(key) is not None:
+                continue
+            origin = self._writer(writer)
+            if origin is None:
+                view.malformed += 1
+            else:
+                view.apply(*origin, key, text)
+        moment = self._clock() if now is None else now
+        after = engine.recompute(moment)
+        entities = sorted(set(before) | set(after), key=lambda e: (engine.level.get(e, 0), e))
+        changes = [
+            Change(
+                entity=entity_id,
+                before=_STATUS[before.get(entity_id, FALSE)],
+                after=_STATUS[after.get(entity_id, FALSE)],
+                reason=reason(engine, entity_id),
+            )
+            for entity_id in entities
+            if before.get(entity_id, FALSE) != after.get(entity_id, FALSE)
+        ]
+        if self._events.records:
+            # The node re-declares itself when its own record is no longer its own.
+            records.append(RecordChange(kind="entity", id=self.replica_entity, local=False))
+        self._events.deliver(records, changes)
+        if self._declares_self:
+            record = view.records.get(self.replica_entity)
+            if record is None or not record.live:
+                self.declare(self.replica_entity, kind="replica")
+        return changes
 
     def next_deadline(self) -> float | None:
         """The earliest time at which some status may change with time alone."""
-        return self._engine.next_deadline()
+        deadline = self._engine.next_deadline()
+        if self.forget_after is None:
+            return deadline
+        check = self._next_forget_check
+        return check if deadline is None else min(deadline, check)
 
     # -- events ----------------------------------------------------------------------------
 

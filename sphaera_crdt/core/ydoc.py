@@ -269,6 +269,49 @@ class DocumentAdapter:
             for key in keys:
                 self._root[key] = RETIRED
 
+    def containers(self) -> list[str]:
+        """The keys of every live container in the document, this replica's included."""
+        keys = [key for key in self._root.keys() if isinstance(self._root.get(key), Map)]
+        if self._own is not None and self.key not in keys:
+            keys.append(self.key)
+        return keys
+
+    def retire(self, keys: Iterable[str]) -> None:
+        """Retire other writers' containers (forgotten ones) in one transaction.
+
+        As in :meth:`drop_containers`, each key is overwritten, which deletes the container
+        wherever the overwrite is integrated; the entries go with it.
+        """
+        keys = [key for key in keys if key != self.key and isinstance(self._root.get(key), Map)]
+        if not keys:
+            return
+        self._clocks = None
+        for key in keys:
+            old = self._subs.pop(key, None)
+            if old is not None:
+                old[1].drop()
+        with self.doc.transaction():
+            for key in keys:
+                self._root[key] = RETIRED
+
+    def renew(self, nonce: str) -> None:
+        """Start writing into a fresh, empty container named by ``nonce``.
+
+        For a replica that learns it was forgotten: its current container no longer
+        counts anywhere, so it starts afresh, and retires the old one.
+        """
+        old = self.key
+        replica_id, _, _ = old.rpartition(SEP)
+        self.nonce = nonce
+        self.key = writer_key(replica_id, nonce)
+        self._own = None
+        self.own_entries = {}
+        self._dead = 0
+        self._clocks = None
+        if isinstance(self._root.get(old), Map):
+            with self.doc.transaction():
+                self._root[old] = RETIRED
+
     def reload(self) -> None:
         """Rebuild the document from its own encoding, with the same client id.
 

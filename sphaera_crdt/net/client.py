@@ -369,6 +369,12 @@ class ApiClient:
         result: dict[str, Any] = await self.request("GET", "/v1/replicas")
         return result
 
+    async def forget(self, replica_id: str) -> dict[str, Any]:
+        """Forget a departed replica on every replica: ``{"forgotten": [id]}``."""
+        path = "/v1/replicas/" + quote(replica_id, safe="")
+        result: dict[str, Any] = await self.request("DELETE", path)
+        return result
+
     async def events(
         self, *, entity: str | None = None, prefix: str | None = None, kind: str | None = None
     ) -> AsyncIterator[tuple[str, Any]]:

@@ -617,6 +617,42 @@ def _paths(metrics_auth: bool) -> JsonObject:
                 },
             }
         },
+        "/v1/replicas/{id}": {
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "description": "A replica id.",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "delete": {
+                "operationId": "forgetReplica",
+                "summary": "Forget a departed replica on every replica",
+                "description": "Its records and observations stop counting and its "
+                "containers are dropped from the document, alike on every replica. If it "
+                "returns, it starts afresh.",
+                "responses": {
+                    "200": _json_body(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "forgotten": {"type": "array", "items": {"type": "string"}}
+                            },
+                            "required": ["forgotten"],
+                        },
+                        "The replica ids forgotten",
+                    ),
+                    "422": _error(
+                        "A malformed id (`invalid_identifier`) or this node's own "
+                        "(`invalid_request`)."
+                    ),
+                    **unauthorized,
+                    **not_found,
+                },
+            },
+        },
         "/v1/events": {
             "get": {
                 "operationId": "events",

@@ -28,6 +28,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..core import names
 from ..core.clocks import format_time
 from ..core.views import EntityView
 from .events import Subscriber, encode_event
@@ -109,6 +110,7 @@ def create_app(node: NodeService, *, heartbeat: float = HEARTBEAT) -> web.Applic
     app.router.add_get("/v1/entities/{id}/why", why_route, name="why")
     add("POST", "/v1/observations", observe_route, name="observations")
     app.router.add_get("/v1/replicas", replicas_route, name="replicas")
+    add("DELETE", "/v1/replicas/{id}", forget_route, name="replica_delete")
     app.router.add_get("/v1/events", events_route, name="events", allow_head=False)
     app.router.add_get("/v1/openapi.json", openapi_route, name="openapi")
     app.router.add_get("/healthz", healthz_route, name="healthz")
@@ -310,6 +312,23 @@ async def replicas_route(request: web.Request) -> web.Response:
     node = request.app[NODE]
     replicas = {replica_id: info.to_json() for replica_id, info in node.replicas().items()}
     return json_response({"self": node.replica_id, "replicas": replicas})
+
+
+async def forget_route(request: web.Request) -> web.Response:
+    """``DELETE /v1/replicas/{id}``: forget a departed replica on every replica.
+
+    Answers ``{"forgotten": [ID]}``; 404 if no container of it is known here, 422 for
+    this node's own id (a node never forgets itself).
+    """
+    node = request.app[NODE]
+    replica_id = names.check_replica_id(request.match_info["id"])
+    if replica_id == node.replica_id:
+        raise ApiError(422, "invalid_request", f"replica {replica_id!r} cannot forget itself")
+    forgotten = node.forget(replica_id)
+    if not forgotten:
+        raise ApiError(404, "not_found", f"replica {replica_id!r} is not known here")
+    await _committed(node)
+    return json_response({"forgotten": forgotten})
 
 
 # -- events --------------------------------------------------------------------------------

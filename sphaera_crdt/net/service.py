@@ -112,6 +112,11 @@ class NodeService(Protocol):
     def observe(self, subject: str, *, ok: bool, value: Any, ttl: float | None) -> Observation:
         """Record the node's observation of ``subject``."""
 
+    def forget(self, replica_id: str) -> list[str]:
+        """Forget a departed replica on every replica; the ids forgotten (empty if unknown).
+
+        Raises ``InvalidValue`` for this node's own id."""
+
     async def flush(self) -> None:
         """Return once every change so far is committed (a write is answered only then)."""
 
