@@ -250,9 +250,7 @@ class DocumentAdapter:
             return
         self._clocks = None
         for key in keys:
-            old = self._subs.pop(key, None)
-            if old is not None:
-                old[1].drop()
+            self._unwatch(key)
             container = self._root.get(key)
             if isinstance(container, Map):
                 entries = list(container.keys())
@@ -287,12 +285,16 @@ class DocumentAdapter:
             return
         self._clocks = None
         for key in keys:
-            old = self._subs.pop(key, None)
-            if old is not None:
-                old[1].drop()
+            self._unwatch(key)
         with self.doc.transaction():
             for key in keys:
                 self._root[key] = RETIRED
+
+    def _unwatch(self, key: str) -> None:
+        """Stop observing the container at ``key`` (if this adapter observes it)."""
+        old = self._subs.pop(key, None)
+        if old is not None:
+            old[1].drop()
 
     def renew(self, nonce: str) -> None:
         """Start writing into a fresh, empty container named by ``nonce``.
@@ -441,9 +443,7 @@ class DocumentAdapter:
     def _resubscribe(self, key: str) -> Iterator[EntryChange]:
         if key == self.key:
             return
-        old = self._subs.pop(key, None)
-        if old is not None:
-            old[1].drop()
+        self._unwatch(key)
         container = self._root.get(key)
         if not isinstance(container, Map):
             return
