@@ -429,6 +429,8 @@ class MergedView:
         self.records: dict[str, EntityRecord] = {}
         #: subject -> observer replica id -> winning observation
         self.observations: dict[str, dict[str, ObservationWinner]] = {}
+        #: observer replica id -> the subjects it has a winning observation of
+        self.observed_by: dict[str, set[str]] = {}
         self.max_stamp = 0
         #: entries ignored because they cannot be ordered (no stamp, a foreign key)
         self.malformed = 0
@@ -562,7 +564,30 @@ class MergedView:
         current = by_observer.get(observer)
         if current is None:
             self.size += 1
+            subjects = self.observed_by.get(observer)
+            if subjects is None:
+                subjects = self.observed_by[observer] = set()
+            subjects.add(subject)
         elif current.order >= order:
             return False
         by_observer[observer] = ObservationWinner(order, observation, payload, unreadable)
+        return True
+
+    def remove_observation(self, subject: str, observer: str) -> bool:
+        """Take ``observer``'s observation of ``subject`` out of the view; whether one was.
+
+        For an observation its writer left behind when it rotated its container (see
+        :mod:`.pruning`): the writer holds no entry for it any more.
+        """
+        by_observer = self.observations.get(subject)
+        if by_observer is None or by_observer.pop(observer, None) is None:
+            return False
+        if not by_observer:
+            del self.observations[subject]
+        subjects = self.observed_by.get(observer)
+        if subjects is not None:
+            subjects.discard(subject)
+            if not subjects:
+                del self.observed_by[observer]
+        self.size -= 1
         return True

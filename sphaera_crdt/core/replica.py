@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
-from . import forgetting, names, updates
+from . import forgetting, names, pruning, updates
 from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
 from .existence import ExistenceEngine
@@ -33,6 +33,7 @@ from .formulas import DEFAULT_MAX_SKEW, FALSE, TRUE, UNKNOWN
 from .lib0 import decode_state_vector
 from .outbox import ChangeCallback, Outbox, RecordCallback
 from .probes import Probe
+from .pruning import DEFAULT_GRACE
 from .records import (
     ABSENT_ATTR,
     SEP,
@@ -51,7 +52,7 @@ from .records import (
     stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
-from .ydoc import DocumentAdapter, Identities, split_writer_key
+from .ydoc import DocumentAdapter, Identities, split_writer_key, writer_key
 
 __all__ = ["Clock", "Replica"]
 
@@ -97,7 +98,15 @@ class Replica:
         max_skew: float = DEFAULT_MAX_SKEW,
         max_held_bytes: int = MAX_HELD_BYTES,
         forget_after: float | None = None,
+        observation_grace: float = DEFAULT_GRACE,
     ) -> None:
+        if type(observation_grace) not in (int, float) or not 0 <= observation_grace < math.inf:
+            raise InvalidValue(
+                "observation_grace must be a finite number of seconds >= 0, "
+                f"not {observation_grace!r}"
+            )
+        #: seconds past its ttl an own observation is kept (see :mod:`.pruning`)
+        self.observation_grace: Final = float(observation_grace)
         if forget_after is not None and (
             type(forget_after) not in (int, float) or not 0 < forget_after < math.inf
         ):
@@ -143,6 +152,7 @@ class Replica:
             live_hint=lambda: self._view.size,
             identities=identities,
         )
+        self._doc.prune = self._prunable
         # Stamps never go below the epoch, so offsets written in entries stay positive.
         self._stamp = epoch - 1
         self._engine = ExistenceEngine(self._view, self.id, self.predicates, self.max_skew)
@@ -166,6 +176,7 @@ class Replica:
         max_skew: float = DEFAULT_MAX_SKEW,
         max_held_bytes: int = MAX_HELD_BYTES,
         forget_after: float | None = None,
+        observation_grace: float = DEFAULT_GRACE,
     ) -> Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
@@ -188,6 +199,7 @@ class Replica:
             max_skew=max_skew,
             max_held_bytes=max_held_bytes,
             forget_after=forget_after,
+            observation_grace=observation_grace,
         )
         replica._declares_self = declare_self
         view = replica._view
@@ -578,6 +590,9 @@ class Replica:
             changed = view.apply(*origin, key, text)
             if changed is not None:
                 self._note(changed, records, local=False)
+        for writer, kept in self._doc.rotated:
+            if writer not in forgotten:
+                self._left_behind(writer, kept, records)
         if view.max_stamp > self._stamp:
             self._stamp = view.max_stamp
 
@@ -656,6 +671,7 @@ class Replica:
         """
         self._rebuild_needed = False
         doc = self._doc
+        doc.pruned = []  # the view is rebuilt from what the container holds
         if doc.key in self._forgotten:
             kept = [(key, text) for key, text in doc.own_entries.items() if key[:1] == TOMBSTONE]
             nonce = (
@@ -771,6 +787,8 @@ class Replica:
         now: float | None = None,
         volatile: bool = False,
     ) -> list[Change]:
+        if self._doc.pruned:
+            self._unprune(records)
         engine = self._engine
         steps = engine.step(self._clock() if now is None else now, volatile=volatile)
         if not steps and not records and not self._events.pending:
@@ -786,6 +804,78 @@ class Replica:
         ]
         self._events.deliver(records, changes)
         return changes
+
+    # -- leaving observations behind (see :mod:`.pruning`) ----------------------------------
+
+    def _prunable(self, own: dict[str, str]) -> list[str]:
+        """The own observations a rotation leaves behind (called by the document)."""
+        return pruning.prunable(
+            own,
+            self._view,
+            self.id,
+            self._epoch,
+            self._clock(),
+            self.observation_grace,
+            self.forgotten(),
+        )
+
+    def _unprune(self, records: list[RecordChange]) -> None:
+        """Take the observations this replica's last rotation left behind out of its view."""
+        pruned = self._doc.pruned
+        self._doc.pruned = []
+        view = self._view
+        own = self._doc.own_entries
+        for key in pruned:
+            if key in own:
+                continue  # written again since: the view holds the new entry
+            subject = key[len(pruning.OBSERVATION) :]
+            if view.remove_observation(subject, self.id):
+                self._note((subject, self.id, ""), records, local=True)
+
+    def _left_behind(self, writer: str, kept: set[str], records: list[RecordChange]) -> None:
+        """Take out of the view what a peer's rotated container no longer holds.
+
+        Only observations are ever left behind: those of the rotated container's writer
+        whose winning entry came from that container and whose key the fresh container
+        lacks. A replica's earlier incarnation may still hold one (rare: restores adopt and
+        drop them); its entry then wins again.
+        """
+        origin = self._writer(writer)
+        if origin is None:
+            return
+        observer, nonce, _ = origin
+        view = self._view
+        subjects = view.observed_by.get(observer)
+        if not subjects:
+            return
+        prefix = pruning.OBSERVATION
+        missing = [subject for subject in subjects if prefix + subject not in kept]
+        if not missing:
+            return
+        live = {key for key in self._doc.containers() if key not in self._forgotten}
+        live.discard(writer)
+        # The winner came from the rotated container, or from a container of the same
+        # replica that is no longer in the document (an earlier incarnation, retired).
+        gone = [
+            subject
+            for subject in missing
+            if (won := view.observations[subject][observer].order[2]) == nonce
+            or writer_key(observer, won) not in live
+        ]
+        if not gone:
+            return
+        others = [
+            (key, found)
+            for key in live
+            if (found := self._writer(key)) is not None and found[0] == observer
+        ]
+        for subject in gone:
+            view.remove_observation(subject, observer)
+            for key, found in others:
+                text = self._doc.entry(key, prefix + subject)
+                if text is not None:
+                    view.apply(*found, prefix + subject, text)
+            self._note((subject, observer, ""), records, local=False)
 
     def _writer(self, key: str) -> tuple[str, str, int] | None:
         """(replica id, nonce, epoch) of a container key; ``None`` if malformed."""

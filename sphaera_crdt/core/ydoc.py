@@ -140,6 +140,13 @@ class DocumentAdapter:
         self.own_entries: dict[str, str] = {}
         self._dead = 0
         self.rotations = 0
+        #: chooses the live entries a rotation leaves behind (see :mod:`.pruning`)
+        self.prune: Callable[[dict[str, str]], list[str]] | None = None
+        #: entry keys left behind by rotations, until the owner takes them
+        self.pruned: list[str] = []
+        #: (writer key, entry keys of its fresh container) of every foreign container
+        #: that the last :meth:`apply` saw replaced by a rotation
+        self.rotated: list[tuple[str, set[str]]] = []
         self._root_changes: list[str] = []
         self._entry_changes: list[EntryChange] = []
         self._subs: dict[str, tuple[Map[Any], Subscription]] = {}
@@ -200,6 +207,12 @@ class DocumentAdapter:
 
     def rotate(self) -> None:
         """Replace this replica's container by a fresh one holding only the live entries."""
+        if self.prune is not None:
+            live = self.own_entries
+            dropped = self.prune(live)
+            for key in dropped:
+                del live[key]
+            self.pruned.extend(dropped)
         fresh = self._new_container()
         self._clocks = None
         with self.doc.transaction() as txn:
@@ -273,6 +286,16 @@ class DocumentAdapter:
         if self._own is not None and self.key not in keys:
             keys.append(self.key)
         return keys
+
+    def entry(self, writer: str, key: str) -> str | None:
+        """The text of entry ``key`` in container ``writer``; ``None`` if it holds none."""
+        container = self._root.get(writer)
+        if not isinstance(container, Map):
+            return None
+        text = container.get(key)
+        if text is None:
+            return None
+        return text if type(text) is str else ""
 
     def retire(self, keys: Iterable[str]) -> None:
         """Retire other writers' containers (forgotten ones) in one transaction.
@@ -377,8 +400,15 @@ class DocumentAdapter:
             self._clocks = clocks
             self._dirty_sv = True
         changes = list(self._entry_changes)
+        rotated = self.rotated
+        rotated.clear()
         for key in self._root_changes:
-            changes.extend(self._resubscribe(key))
+            replaced = key in self._subs
+            fresh = list(self._resubscribe(key))
+            if replaced and key in self._subs:
+                # The writer replaced its container: what the fresh one lacks, it left behind.
+                rotated.append((key, {entry for _, entry, _ in fresh}))
+            changes.extend(fresh)
         return changes
 
     def load(self, updates: Iterable[bytes]) -> list[EntryChange]:
