@@ -161,3 +161,22 @@ def test_the_timed_rule_agrees_on_replicas_holding_the_same_state(
     assert verdicts[0] == verdicts[1]
     expected = {f"w{i}" for i, life in enumerate(lives) if now - life > window}
     assert verdicts[0] == expected
+
+
+def test_a_tombstone_names_a_container_by_a_short_digest_and_the_full_layout_still_reads() -> None:
+    cluster = _cluster("a", "b", "c")
+    cluster["c"].declare("svc")
+    cluster.sync_all()
+    c_key = cluster["c"]._doc.key
+    cluster["a"].forget("c")
+    tombstones = [key for key in cluster["a"]._doc.own_entries if key[:1] == "f"]
+    assert tombstones == [forgetting.tombstone_key(c_key)]
+    assert len(tombstones[0]) == 2 + 12
+    assert forgetting.parse_tombstone(tombstones[0]) == forgetting.digest(c_key)
+    # A tombstone written in full (the earlier layout) forgets the same container.
+    b = cluster["b"]
+    b._doc.write([(f"f\x1f{c_key}", "At")])
+    late = Replica.restore("d", [b.delta()], clock=lambda: 1000.0)
+    assert late.forgotten() == {"c"} and late.entity("svc") is None
+    for bad in ("f\x1f", "f\x1fshort", "f\x1f" + "!" * 12, "f\x1fno-nonce\x1f"):
+        assert forgetting.parse_tombstone(bad) is None

@@ -24,10 +24,10 @@ class Clock:
 
 def _rotate(replica: Replica) -> None:
     """Overwrite one attribute until the replica rotates its container."""
-    before = replica._doc.rotations
+    before = replica.rotations
     for n in range(10_000):
         replica.update("churn", {"n": n})
-        if replica._doc.rotations > before:
+        if replica.rotations > before:
             return
     raise AssertionError("no rotation")
 

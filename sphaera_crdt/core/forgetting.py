@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 A replica is forgotten container by container. A *tombstone* is an entry that any replica
-writes into its own container, under the key ``f <replica id> <nonce>``: it names one
-container of the forgotten replica (a writer key, see :mod:`.ydoc`). Tombstones are
-replicated data like any other entry and are never withdrawn, so the set of forgotten
-containers only grows, and two replicas that hold the same entries hold the same set.
+writes into its own container, under the key ``f <digest>``: it names one container of the
+forgotten replica by a digest of its writer key (see :mod:`.ydoc` and :func:`digest`).
+Tombstones are replicated data like any other entry and are never withdrawn, so the set of
+forgotten containers only grows, and two replicas that hold the same entries hold the same set.
 Every replica skips the entries of a forgotten container when it builds its merged view:
 the forgotten replica's records and observations stop counting everywhere alike. The
 replica that writes a tombstone also retires the container in the document (its root key
@@ -41,30 +41,51 @@ new writer. One that returns later starts with a fresh container anyway (every s
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import string
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 from .records import SEP, MergedView
 
-__all__ = ["TOMBSTONE", "due", "last_signs", "parse_tombstone", "tombstone_key"]
+__all__ = ["TOMBSTONE", "digest", "due", "last_signs", "parse_tombstone", "tombstone_key"]
 
 #: The kind of a tombstone entry key.
 TOMBSTONE: Final = "f"
 REPLICA_PREFIX: Final = "replica:"
+_DIGEST_LENGTH: Final = 12
+_DIGEST_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-_")
+
+
+def digest(writer: str) -> str:
+    """The name a tombstone gives container ``writer``: 72 bits of its BLAKE2b hash.
+
+    A tombstone is never withdrawn, so its size is paid for as long as the cluster lives;
+    the digest is 12 characters where the writer key is 20 to 80. Naming another
+    container by mistake would take a second preimage (2**72 work), and two of a cluster's
+    containers colliding by chance would take about 2**36 of them.
+    """
+    hashed = hashlib.blake2b(writer.encode("utf-8", "surrogatepass"), digest_size=9)
+    return base64.urlsafe_b64encode(hashed.digest()).decode("ascii")
 
 
 def tombstone_key(writer: str) -> str:
     """The entry key of the tombstone of container ``writer`` (``<replica id> SEP <nonce>``)."""
-    return f"{TOMBSTONE}{SEP}{writer}"
+    return f"{TOMBSTONE}{SEP}{digest(writer)}"
 
 
 def parse_tombstone(key: str) -> str | None:
-    """The writer key a tombstone entry names, or ``None`` if ``key`` is no tombstone."""
+    """The digest of the container a tombstone entry names, or ``None`` if ``key`` is no
+    tombstone. A tombstone that names the writer key in full (the earlier layout) is read
+    as its digest."""
     if key[:2] != TOMBSTONE + SEP:
         return None
-    writer = key[2:]
-    replica_id, sep, nonce = writer.rpartition(SEP)
-    return writer if sep and replica_id and nonce else None
+    named = key[2:]
+    if SEP in named:
+        replica_id, _, nonce = named.rpartition(SEP)
+        return digest(named) if replica_id and nonce else None
+    return named if len(named) == _DIGEST_LENGTH and _DIGEST_CHARS.issuperset(named) else None
 
 
 def last_signs(view: MergedView, containers: Mapping[str, Iterable[float]]) -> dict[str, float]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -52,7 +51,7 @@ from .records import (
     stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
-from .ydoc import DocumentAdapter, Identities, split_writer_key, writer_key
+from .ydoc import DocumentAdapter, Identities, new_nonce, split_writer_key, writer_key
 
 __all__ = ["Clock", "Replica"]
 
@@ -117,6 +116,10 @@ class Replica:
         self.forget_after: Final = None if forget_after is None else float(forget_after)
         #: writer keys of forgotten containers (grows only)
         self._forgotten: set[str] = set()
+        #: digests named by every tombstone seen (see :func:`.forgetting.digest`)
+        self._forgotten_digests: set[str] = set()
+        #: digest -> writer key, for every writer key seen
+        self._by_digest: dict[str, str] = {}
         self._rebuild_needed = False
         self._next_forget_check = math.inf
         self._declares_self = declare_self
@@ -159,6 +162,7 @@ class Replica:
         self._events = Outbox(self._log)
         self._writers: dict[str, tuple[str, str, int] | None] = {}
         self._gate = CausalGate(self._doc, self._log, max_bytes=max_held_bytes)
+        self._writer(self._doc.key)  # a tombstone may name this replica's own container
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
 
@@ -209,11 +213,11 @@ class Replica:
         for _, key, _ in loaded:
             forgotten = parse_tombstone(key)
             if forgotten is not None:
-                replica._forgotten.add(forgotten)
+                replica._learn_tombstone(forgotten)
         for writer, key, text in loaded:
+            origin = replica._writer(writer)
             if writer in replica._forgotten:
                 continue  # its own forgotten containers are not carried over either
-            origin = replica._writer(writer)
             if origin is None:
                 view.malformed += 1
                 continue
@@ -562,6 +566,11 @@ class Replica:
         return self._view.malformed + self._view.unreadable
 
     @property
+    def rotations(self) -> int:
+        """How many times this replica has rotated its container (see :mod:`.ydoc`)."""
+        return self._doc.rotations
+
+    @property
     def held_stats(self) -> HeldStats:
         """The updates held for missing predecessors (count and bytes) and those dropped."""
         return self._gate.stats()
@@ -574,16 +583,15 @@ class Replica:
         view = self._view
         forgotten = self._forgotten
         for writer, key, text in entries:
+            origin = self._writer(writer)
             if writer in forgotten:
                 continue
             if key[:1] == TOMBSTONE:
                 named = parse_tombstone(key)
                 if named is not None:
-                    if named not in forgotten:
-                        forgotten.add(named)
+                    if self._learn_tombstone(named):
                         self._rebuild_needed = True
                     continue
-            origin = self._writer(writer)
             if origin is None:
                 view.malformed += 1
                 continue
@@ -646,8 +654,21 @@ class Replica:
             return self._finish([], now=now)
         self._doc.write([(tombstone_key(key), "At") for key in keys])
         self._forgotten.update(keys)
+        self._forgotten_digests.update(forgetting.digest(key) for key in keys)
         self._doc.retire(keys)
         return self._rebuild([], now=now)
+
+    def _learn_tombstone(self, named: str) -> bool:
+        """Note a tombstone's digest; whether it was new. The container it names, if this
+        replica knows it, is forgotten now; one it learns of later, when it first sees it
+        (see :meth:`_writer`)."""
+        if named in self._forgotten_digests:
+            return False
+        self._forgotten_digests.add(named)
+        writer = self._by_digest.get(named)
+        if writer is not None:
+            self._forgotten.add(writer)
+        return True
 
     def forgotten(self) -> set[str]:
         """The ids of replicas with at least one forgotten container."""
@@ -674,12 +695,9 @@ class Replica:
         doc.pruned = []  # the view is rebuilt from what the container holds
         if doc.key in self._forgotten:
             kept = [(key, text) for key, text in doc.own_entries.items() if key[:1] == TOMBSTONE]
-            nonce = (
-                f"{secrets.token_hex(6)}.{self._epoch:x}"
-                if self._identities is None
-                else self._identities.nonce(self._epoch)
-            )
+            nonce = new_nonce(self._epoch, self._identities)
             doc.renew(nonce)
+            self._writer(doc.key)
             if kept:
                 doc.write(kept)
         engine = self._engine
@@ -688,9 +706,9 @@ class Replica:
         view.__init__()  # type: ignore[misc]  # the engine holds this very view
         own = [(doc.key, key, text) for key, text in doc.own_entries.items()]
         for writer, key, text in [*doc.scan(), *own]:
+            origin = self._writer(writer)
             if writer in self._forgotten or parse_tombstone(key) is not None:
                 continue
-            origin = self._writer(writer)
             if origin is None:
                 view.malformed += 1
             else:
@@ -887,6 +905,10 @@ class Replica:
         epoch = None if parsed is None else nonce_epoch(parsed[1])
         origin = None if parsed is None or epoch is None else (parsed[0], parsed[1], epoch)
         self._writers[key] = origin
+        named = forgetting.digest(key)
+        self._by_digest[named] = key
+        if named in self._forgotten_digests:
+            self._forgotten.add(key)
         return origin
 
     def _declared(self, entity_id: str) -> EntityRecord:

@@ -48,6 +48,7 @@ __all__ = [
     "EntryChange",
     "Identities",
     "PanicException",
+    "new_nonce",
 ]
 
 SEP: Final = "\x1f"
@@ -88,6 +89,17 @@ def writer_key(replica_id: str, nonce: str) -> str:
     return f"{replica_id}{SEP}{nonce}"
 
 
+def new_nonce(epoch: int, identities: Identities | None = None) -> str:
+    """A fresh container nonce: 48 random bits (8 characters), ``.``, the epoch in hex.
+
+    The nonce is part of the container's key, which the document carries for as long as
+    the container lives and a forgotten one's retired key for ever: it is kept short.
+    """
+    if identities is not None:
+        return identities.nonce(epoch)
+    return f"{secrets.token_urlsafe(6)}.{epoch:x}"
+
+
 def split_writer_key(key: str) -> tuple[str, str] | None:
     replica_id, sep, nonce = key.rpartition(SEP)
     if not sep or not replica_id or not nonce:
@@ -119,11 +131,7 @@ class DocumentAdapter:
         identities: Identities | None = None,
     ):
         if not nonce:
-            nonce = (
-                f"{secrets.token_hex(6)}.{epoch:x}"
-                if identities is None
-                else identities.nonce(epoch)
-            )
+            nonce = new_nonce(epoch, identities)
         self.nonce = nonce
         self._live_hint = live_hint or (lambda: len(self.own_entries))
         #: items turned into GC ranges since the document was last rebuilt
