@@ -46,6 +46,7 @@ def test_every_example_is_tested_and_described() -> None:
     names = {path.name for path in EXAMPLES.glob("*.py")}
     tested = {
         "quickstart.py",
+        "asyncio_app.py",
     }
     assert names == tested
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
@@ -76,3 +77,30 @@ def test_quickstart_shows_derived_existence() -> None:
     assert back[0].startswith("  on a: api exists")
     assert back[1].startswith("  on b: api exists")
     assert lines[-1] == "replicas a and b converged: api exists on both again"
+
+
+def test_asyncio_app_ticks_at_deadlines_and_restores_from_its_store() -> None:
+    lines = run_example("asyncio_app.py", timeout=30)
+    assert "  change: db absent -> exists (declared with no requirements)" in lines
+    assert after(lines, "observe db healthy")[0] == "  api: absent (db is not the primary yet)"
+    # Promoting db completes the evidence: subscribe delivers the change, why shows the
+    # attribute clause and the observation that decided.
+    promoted = after(lines, "promote db")
+    assert promoted[0].startswith("  change: api absent -> exists")
+    assert any("attr: true (entity=db, path=role, op=eq" in line for line in promoted[:8])
+    assert any("observation by app (ok=True" in line for line in promoted[:9])
+    # The timer ticks at next_deadline(): the change comes with nobody acting, once the
+    # observation is older than the constraint's window.
+    waited = after(lines, "wait: nobody acts")
+    assert waited[0].startswith("  change: api exists -> absent")
+    went = waited[1].split()
+    assert went[:3] == ["api", "went", "absent"]
+    assert float(went[4]) >= 0.5
+    assert after(lines, "observe db again")[0].startswith("  change: api absent -> exists")
+    # Restored from the SQLite store: the records and the observation survived.
+    restored = after(lines, "restart: restore the replica")
+    assert (
+        restored[0] == '  db: kind=postgres attrs={"port": 5432, "role": "primary"} requires=null'
+    )
+    assert restored[1].startswith('  api: kind=service attrs={} requires={"all": [{"exists": "db"}')
+    assert restored[2] == '  observation: app saw db ok=True value={"latency_ms": 4}'
