@@ -30,7 +30,9 @@ def run_example(name: str, *args: str, timeout: float = 60.0) -> list[str]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
+    # Whatever it logs, nothing failed and nothing was left running or open.
+    for sign in ("Traceback", "Unclosed", "was destroyed", "never awaited"):
+        assert sign not in result.stderr, result.stderr
     return result.stdout.splitlines()
 
 
@@ -47,6 +49,7 @@ def test_every_example_is_tested_and_described() -> None:
     tested = {
         "quickstart.py",
         "asyncio_app.py",
+        "http_cluster.py",
     }
     assert names == tested
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
@@ -104,3 +107,25 @@ def test_asyncio_app_ticks_at_deadlines_and_restores_from_its_store() -> None:
     )
     assert restored[1].startswith('  api: kind=service attrs={} requires={"all": [{"exists": "db"}')
     assert restored[2] == '  observation: app saw db ok=True value={"latency_ms": 4}'
+
+
+def test_http_cluster_syncs_three_nodes_and_a_bare_pycrdt_doc() -> None:
+    lines = run_example("http_cluster.py", timeout=60)
+    listening = [line for line in lines if " listening on http://127.0.0.1:" in line]
+    assert [line.split()[0] for line in listening] == ["n1", "n2", "n3", "n4"]
+    assert any(line.startswith("every node sees n1, n2 and n3 live") for line in lines)
+    # The writes made on n1 and n2 through the REST API are seen on every node.
+    seen = after(lines, "PUT /v1/entities/api on n2")
+    for index, replica_id in enumerate(("n1", "n2", "n3")):
+        expected = f"  {replica_id}: db exists (kind=postgres, port=5432), api exists"
+        assert seen[index].startswith(expected)
+    # The bare doc pulls the whole state in y-protocols messages ...
+    pulled = after(lines, "a bare pycrdt Doc syncs with n3")
+    assert pulled[0] == "  n3 answered SYNC_STEP2+SYNC_STEP1, then SYNC_STEP1"
+    assert pulled[1].endswith("carrying api, db, replica:n1, replica:n2, replica:n3")
+    # ... and pushes it to a node that had no peers and knew nothing.
+    assert any(line.endswith("with no peers: db is absent") for line in lines)
+    pushed = after(lines, "the bare Doc syncs with n4")
+    assert pushed[0] == "  n4 answered SYNC_STEP2+SYNC_STEP1, then SYNC_STEP1"
+    assert pushed[1] == "  n4: api exists, owner n2, requires {'exists': 'db'}"
+    assert lines[-1] == "stopped"
