@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -50,6 +52,7 @@ def test_every_example_is_tested_and_described() -> None:
         "quickstart.py",
         "asyncio_app.py",
         "http_cluster.py",
+        "convergence_bench.py",
     }
     assert names == tested
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
@@ -129,3 +132,25 @@ def test_http_cluster_syncs_three_nodes_and_a_bare_pycrdt_doc() -> None:
     assert pushed[0] == "  n4 answered SYNC_STEP2+SYNC_STEP1, then SYNC_STEP1"
     assert pushed[1] == "  n4: api exists, owner n2, requires {'exists': 'db'}"
     assert lines[-1] == "stopped"
+
+
+@pytest.mark.slow  # a few seconds: the sweep starts a worker process per run
+def test_convergence_bench_writes_json_and_draws_a_plot(tmp_path: Path) -> None:
+    lines = run_example("convergence_bench.py", "--out", str(tmp_path), timeout=120)
+    assert lines[0] == "running 24 scenarios and 6 ideal epidemics"
+    assert lines[1] == f"loaded {tmp_path / 'convergence.json'}: 24 runs"
+    table = after(lines, "mean rounds to identical state")
+    assert table[0].split() == ["N=4", "N=8", "N=16"]
+    labels = [
+        f"{s}, fanout {f}" for s in ("full-state", "gossip", "ideal push-pull") for f in (1, 2)
+    ]
+    for label, row in zip(labels, table[1:7], strict=True):
+        assert row.startswith(f"  {label} ")
+        rounds = [float(figure) for figure in row.removeprefix(f"  {label}").split()]
+        assert len(rounds) == 3 and all(0 < value < 20 for value in rounds)
+    png = tmp_path / "rounds.png"
+    assert lines[-1] == f"saved the plot to {png}"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1200, 800)
