@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ class App:
         """Tick the replica at its next deadline; re-arm whenever something changed."""
         while True:
             deadline = self.replica.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            timeout = None if deadline is None else max(0.0, deadline - self.replica.now())
             self._wake.clear()
             try:
                 async with asyncio.timeout(timeout):
@@ -133,7 +132,7 @@ async def run(data: Path) -> None:
     print(f"  api: {replica.status('api')}")
 
     print("observe db healthy")
-    replica.observe("db", ok=True, value={"latency_ms": 3})
+    seen = replica.observe("db", ok=True, value={"latency_ms": 3})
     print(f"  api: {replica.status('api')} (db is not the primary yet)")
 
     print("promote db")
@@ -142,9 +141,9 @@ async def run(data: Path) -> None:
     show_why(replica, "api")
 
     print("wait: nobody acts, the timer ticks at next_deadline()")
-    started = time.monotonic()
     change = await app.change_of("api")
-    print(f"  api went {change.after} after {time.monotonic() - started:.1f} s")
+    age = replica.now() - seen.at
+    print(f"  api went {change.after} {age:.2f} s after the observation of db")
     show_why(replica, "api")
 
     print("observe db again")

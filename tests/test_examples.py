@@ -101,7 +101,8 @@ def test_asyncio_app_ticks_at_deadlines_and_restores_from_its_store() -> None:
     assert waited[0].startswith("  change: api exists -> absent")
     went = waited[1].split()
     assert went[:3] == ["api", "went", "absent"]
-    assert float(went[4]) >= 0.5
+    assert went[4:] == ["s", "after", "the", "observation", "of", "db"]
+    assert float(went[3]) >= 0.5
     assert after(lines, "observe db again")[0].startswith("  change: api absent -> exists")
     # Restored from the SQLite store: the records and the observation survived.
     restored = after(lines, "restart: restore the replica")
