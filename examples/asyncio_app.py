@@ -29,7 +29,7 @@ from typing import Any
 
 from sphaera_crdt import Change, Replica, all_of, attr, exists, observed
 from sphaera_crdt.persistence import Persistence, open_replica
-from sphaera_crdt.store import SQLiteStore
+from sphaera_crdt.store import SQLiteStore, Store
 
 #: Seconds an observation of db counts as evidence (short, so that the example is quick).
 WITHIN = 0.5
@@ -38,7 +38,7 @@ WITHIN = 0.5
 class App:
     """An application around one replica: change events, a deadline timer and durability."""
 
-    def __init__(self, replica: Replica, store: SQLiteStore) -> None:
+    def __init__(self, replica: Replica, store: Store) -> None:
         self.replica = replica
         self.persistence = Persistence(replica, store)
         self.changes: asyncio.Queue[Change] = asyncio.Queue()

@@ -45,9 +45,12 @@ GOSSIP_INTERVAL = 0.2
 def config(replica_id: str, *peers: str) -> NodeConfig:
     """A node on a free loopback port, in memory, seeded with ``peers``."""
     return NodeConfig(
-        replica_id=replica_id, host="127.0.0.1", port=0, peers=peers,
+        replica_id=replica_id,
+        host="127.0.0.1",
+        port=0,  # the system picks a free port; the node's url says which
+        peers=peers,
         gossip_interval=GOSSIP_INTERVAL,
-    )  # fmt: skip
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -160,7 +163,8 @@ async def run() -> None:
         print(f"  the doc holds {len(doc.get_update())} bytes, carrying {', '.join(found)}")
 
         n4 = await stack.enter_async_context(Node(config("n4")))
-        print(f"n4 listening on {n4.url}, with no peers: db is {n4.replica.status('db')}")
+        async with http.get(f"{n4.url}/v1/entities/db") as response:
+            print(f"n4 listening on {n4.url}, with no peers: GET db answers {response.status}")
         print("the bare Doc syncs with n4 through POST /v1/sync")
         print(f"  n4 answered {await bare_sync(http, n4.url, doc)}")
         api = await get_json(http, f"{n4.url}/v1/entities/api")

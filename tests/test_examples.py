@@ -129,7 +129,7 @@ def test_http_cluster_syncs_three_nodes_and_a_bare_pycrdt_doc() -> None:
     assert pulled[0] == "  n3 answered SYNC_STEP2+SYNC_STEP1, then SYNC_STEP1"
     assert pulled[1].endswith("carrying api, db, replica:n1, replica:n2, replica:n3")
     # ... and pushes it to a node that had no peers and knew nothing.
-    assert any(line.endswith("with no peers: db is absent") for line in lines)
+    assert any(line.endswith("with no peers: GET db answers 404") for line in lines)
     pushed = after(lines, "the bare Doc syncs with n4")
     assert pushed[0] == "  n4 answered SYNC_STEP2+SYNC_STEP1, then SYNC_STEP1"
     assert pushed[1] == "  n4: api exists, owner n2, requires {'exists': 'db'}"
