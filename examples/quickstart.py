@@ -1,38 +1,133 @@
-"""Two replicas converge without a coordinator.
+"""Derived existence: an entity exists while its evidence holds, on every replica.
+
+Two replicas, ``a`` and ``b``, share nothing but the updates they send each other. ``a``
+declares ``db`` and ``api``; ``api`` requires that ``db`` exists *and* that someone has
+observed ``db`` healthy within the last 10 seconds. ``b`` observes ``db``; after a merge,
+``api`` exists on both. Then time passes (a fake clock, advanced by hand), nobody acts,
+and ``api`` disappears on both by itself: its evidence aged out. ``why`` says what
+decided each time. A fresh observation brings it back.
 
 Run: python examples/quickstart.py
 """
 
 from __future__ import annotations
 
-from sphaera_crdt import Replica
+from collections.abc import Iterator
+from typing import Any
+
+from sphaera_crdt import Replica, all_of, exists, observed
+
+#: Where the fake clock starts (any epoch time will do).
+START = 1_750_000_000.0
+
+
+class FakeClock:
+    """A clock that moves only when told to: the story runs in no time at all."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def sync(x: Replica, y: Replica) -> None:
+    """One exchange each way: each side sends what the other's state vector lacks."""
+    y.merge(x.delta(y.state_vector()))
+    x.merge(y.delta(x.state_vector()))
+
+
+def show(*replicas: Replica) -> None:
+    for replica in replicas:
+        print(f"  on {replica.id}: api {replica.status('api').value} ({_reason(replica)})")
+
+
+def _reason(replica: Replica) -> str:
+    view = replica.entity("api")
+    return "not declared here" if view is None else view.reason
+
+
+def why_lines(node: dict[str, Any], depth: int = 1) -> Iterator[str]:
+    """An explanation tree as short indented lines, times relative to the story's start.
+
+    Each node of the tree becomes one line (its clause, or the entity it explains, and
+    its plain fields); its nested nodes follow, one level deeper.
+    """
+    pad = "  " * depth
+    if "clause" in node:
+        head, used = f"{node['clause']}: {node.get('value')}", {"clause", "value"}
+    elif "observer" in node:
+        head, used = f"observation by {node['observer']}", {"observer"}
+    else:
+        head = f"{node.get('entity')} {node.get('status')}: {node.get('reason', '')}"
+        used = {"entity", "status", "reason"}
+    details = [
+        f"{key}={_plain(key, value)}"
+        for key, value in node.items()
+        if key not in used and not isinstance(value, dict | list)
+    ]
+    yield pad + head + (f" ({', '.join(details)})" if details else "")
+    for value in node.values():
+        children = value if isinstance(value, list) else [value]
+        for child in children:
+            if isinstance(child, dict):
+                yield from why_lines(child, depth + 1)
+
+
+def _plain(key: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if key == "at" or key.endswith(("_since", "_until")):
+        return f"{value - START:g}s"  # an instant (epoch seconds): relative to the start
+    if key in ("age", "within", "ttl"):
+        return f"{value:g}s"
+    return f"{value:g}"
 
 
 def main() -> None:
-    a = Replica("a")
-    b = Replica("b")
+    clock = FakeClock()
+    a = Replica("a", clock=clock)
+    b = Replica("b", clock=clock)
 
+    print("t=0s  a declares db, and api requiring: db exists and db observed ok within 10 s")
     a.declare("db", kind="postgres", attrs={"port": 5432})
-    b.declare("cache", kind="redis", attrs={"port": 6379})
+    a.declare("api", kind="service", requires=all_of(exists("db"), observed("db", within=10)))
+    show(a)
 
-    # Each side sends the other what its state vector says it lacks.
+    print("t=0s  b merges a's changes and observes db healthy; a and b sync")
     b.merge(a.delta(b.state_vector()))
-    a.merge(b.delta(a.state_vector()))
+    b.observe("db", ok=True, value={"latency_ms": 3})
+    sync(a, b)
+    show(a, b)
+    assert a.exists("api") and b.exists("api")
+    print("why does api exist on a?")
+    for line in why_lines(a.why("api")):
+        print(line)
 
-    # Concurrent updates of different attributes of one entity both survive.
-    a.update("db", {"role": "primary"})
-    b.update("db", {"max_connections": 200})
-    b.observe("db", ok=True, value={"latency_ms": 3}, ttl=10)
-    b.merge(a.delta(b.state_vector()))
-    a.merge(b.delta(a.state_vector()))
+    # Nobody acts: each replica re-evaluates by itself at its next deadline (a node does
+    # this with a timer; here the fake clock is moved past the deadline and tick() called).
+    deadline = a.next_deadline()
+    assert deadline is not None
+    print(f"next deadline on a: t={deadline - START:g}s; the clock moves to t=12s, both tick")
+    clock.advance(12)
+    a.tick()
+    b.tick()
+    show(a, b)
+    assert not a.exists("api") and not b.exists("api")
+    print("why is api absent on b?")
+    for line in why_lines(b.why("api")):
+        print(line)
 
+    print("t=12s b observes db again; a and b sync")
+    b.observe("db", ok=True, value={"latency_ms": 4})
+    sync(a, b)
+    show(a, b)
+    assert a.exists("api") and b.exists("api")
     assert a.state_vector() == b.state_vector()
-    assert a.entities() == b.entities()
-    for view in a.entities().values():
-        print(f"{view.id:12} {view.status.value:8} kind={view.kind} attrs={view.attrs}")
-    for observation in a.observations("db"):
-        print(f"{observation.observer} saw {observation.subject}: ok={observation.ok}")
-    print("replicas a and b converged")
+    print("replicas a and b converged: api exists on both again")
 
 
 if __name__ == "__main__":
