@@ -44,6 +44,8 @@ from sphaera_crdt.node import NodeConfig
         ({"http": "http://x/", "every": 1, "timeout": 2}, "must not exceed"),
         ({"http": "http://x/", "by": "me"}, "by"),
         ({"http": "http://x/", "by": []}, "by"),
+        ({"http": "http://x/", "by": ["a", "x" * 129]}, "probe by: replica id"),
+        ({"http": "http://x/", "by": ["a\nb"]}, "probe by: replica id"),
         ({"http": "http://x/", "colour": 1}, "unknown probe keys: colour"),
     ],
 )

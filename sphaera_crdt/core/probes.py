@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from ..errors import InvalidProbe
+from ..errors import InvalidIdentifier, InvalidProbe
+from . import names
 
 __all__ = [
     "DEFAULT_ALLOW",
@@ -116,6 +117,11 @@ class Probe:
         if type(by) is list:
             if not by or not all(type(item) is str and item for item in by):
                 raise InvalidProbe("probe by must be a non-empty list of replica ids")
+            for item in by:
+                try:
+                    names.check_replica_id(item)
+                except InvalidIdentifier as exc:
+                    raise InvalidProbe(f"probe by: {exc}") from None
             by = tuple(by)
         elif by not in ("owner", "*"):
             raise InvalidProbe(f'probe by must be "owner", "*" or a list of ids, not {by!r}')
