@@ -57,6 +57,7 @@ const context = {
     createElement: (tag) => new Element(tag),
     createTextNode: (text) => new Text(text),
     getElementById: (id) => (elements[id] = elements[id] || new Element("div")),
+    addEventListener: () => {},
   },
   location: { hash, pathname: "/", search: "" },
   history: { replaceState: () => { context.location.hash = ""; } },
@@ -136,7 +137,10 @@ async def test_the_page_renders_and_follows_events(tmp_path: Path) -> None:
         declare(node)
         shown = await run_page(tmp_path, node, "", AWAITED)
     assert shown["self"] == "a"
-    assert shown["replicas"] == f"a exists {node.url}"
+    # the replica, its status, URL, no clock offset (itself) and when it was last seen
+    assert re.fullmatch(rf"a exists {re.escape(node.url)} \d+ s ago", shown["replicas"])
+    # the observations with their ages: db (by the test) and replica:a (by the node)
+    assert re.match(r"db a ok \d+ s old \u2013 replica:a a ok \d+ s old ", shown["observations"])
     assert "api: absent → exists" in shown["log"]
     for entity in ("db", "api", "replica:a", EVIL):
         assert entity in shown["entities"]
