@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ import pytest
 from sphaera_crdt.core.constraints import all_of, exists, observed
 from sphaera_crdt.net.client import ApiClient
 from sphaera_crdt.node import Node, NodeConfig
-
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 CHROMIUM = "/usr/bin/chromium"
 #: The machine may have no network: nothing that phones home, no sandbox (containers).
@@ -79,6 +78,8 @@ def check_png(path: Path, *, width: int, height: int) -> None:
     assert colours is None or len(colours) > 50  # text, badges and marks, not a blank page
 
 
+@pytest.mark.slow
+@pytest.mark.asyncio
 async def test_the_page_follows_the_node_explains_and_filters(tmp_path: Path) -> None:
     require_browser()
     from playwright.async_api import async_playwright, expect
@@ -196,3 +197,13 @@ async def test_the_page_follows_the_node_explains_and_filters(tmp_path: Path) ->
             assert problems == []
         finally:
             await browser.close()
+
+
+def test_a_missing_browser_skips_unless_it_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("SPHAERA_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium at /nonexistent/chromium"):
+        require_browser()
+    monkeypatch.setenv("SPHAERA_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="SPHAERA_REQUIRE_BROWSER=1"):
+        require_browser()
