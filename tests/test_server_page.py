@@ -179,3 +179,16 @@ async def test_the_page_shows_a_banner_while_the_clock_is_the_outlier(tmp_path: 
     assert "30.000s ahead of the median of its live peers" in shown["banner"]
     assert "records no observations" in shown["banner"]
     assert "b exists http://127.0.0.1:9 -30.000 s" in shown["replicas"]
+
+
+async def test_ids_that_name_object_properties_are_plain_ids(tmp_path: Path) -> None:
+    async with Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600)) as node:
+        declare(node)
+        node.replica.declare("__proto__", kind="odd")
+        node.replica.declare("constructor", requires={"exists": "__proto__"})
+        node.replica.declare("toString", requires={"observed": "constructor", "within": 5})
+        awaited = {**AWAITED, "graph": "__proto__ exists constructor"}
+        shown = await run_page(tmp_path, node, "", awaited)
+    assert "7 entities · 6 exist · 1 absent" in shown["counts"]
+    assert "constructor exists __proto__" in shown["graph"]
+    assert "toString absent constructor" in shown["graph"]
