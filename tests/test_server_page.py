@@ -192,3 +192,18 @@ async def test_ids_that_name_object_properties_are_plain_ids(tmp_path: Path) -> 
     assert "7 entities · 6 exist · 1 absent" in shown["counts"]
     assert "constructor exists __proto__" in shown["graph"]
     assert "toString absent constructor" in shown["graph"]
+
+
+async def test_a_long_list_draws_its_first_rows_and_says_how_many_more(tmp_path: Path) -> None:
+    async with Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600)) as node:
+        declare(node)
+        for number in range(520):
+            node.replica.declare(f"bulk/{number:03d}", kind="bulk")
+        # 524 entities once the page has declared its own: drawn are the first 500 by id
+        # ("<img ...", api, bulk/000 to bulk/497)
+        awaited = {**AWAITED, "entities": "and 24 more: narrow the filter"}
+        shown = await run_page(tmp_path, node, "", awaited)
+    assert "524 entities" in shown["counts"]
+    assert shown["shown"] == "the first 500 shown"
+    assert "bulk/497" in shown["entities"] and "bulk/498" not in shown["entities"]
+    assert shown["graph"].endswith("and 24 more: narrow the filter")

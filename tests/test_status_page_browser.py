@@ -183,7 +183,7 @@ async def test_the_page_follows_the_node_explains_and_filters(tmp_path: Path) ->
             await expect(row("entities", "web")).to_be_visible()
             for table, entity in (("entities", "api"), ("entities", "db"), ("graph", "api")):
                 await expect(row(table, entity)).to_be_hidden()
-            await expect(page.locator("#shown")).to_have_text("showing 1 of 4")
+            await expect(page.locator("#shown")).to_have_text("1 of 4 match")
             await page.locator("#filter").fill("")
             await page.locator("#kind-filter").select_option("service")
             await expect(row("entities", "api")).to_be_visible()
