@@ -393,6 +393,10 @@ class Node:
         """The explanation tree of an entity's status."""
         return self.replica.why(entity_id, depth=depth)
 
+    def observations(self, subject: str | None = None) -> list[Observation]:
+        """The latest observation of each observer, of one subject or of all subjects."""
+        return self.replica.observations(subject)
+
     def declare(
         self,
         entity_id: str,

@@ -166,6 +166,38 @@ async def test_delete_retracts_and_answers_the_absent_entity(client: Client) -> 
     assert (await put(client, "db", {}))["status"] == "exists"
 
 
+async def test_observations_are_listed_with_their_age(client: Client, clock: Clock) -> None:
+    for subject, ttl in (("web", None), ("db", 30)):
+        response = await client.post("/v1/observations", json={"subject": subject, "ttl": ttl})
+        assert response.status == 200
+    clock.t += 2.5
+    response = await client.get("/v1/observations")
+    assert response.status == 200
+    body = await response.json()
+    assert body["at"] == 1002.5
+    # Sorted by subject; the age is read on this node's clock.
+    assert body["observations"] == [
+        {
+            "observer": "a",
+            "subject": subject,
+            "ok": True,
+            "value": None,
+            "at": 1000.0,
+            "ttl": ttl,
+            "age": 2.5,
+        }
+        for subject, ttl in (("db", 30), ("web", None))
+    ]
+    one = await (await client.get("/v1/observations", params={"subject": "web"})).json()
+    assert [item["subject"] for item in one["observations"]] == ["web"]
+    none = await (await client.get("/v1/observations", params={"subject": "nobody"})).json()
+    assert none["observations"] == []
+    for query in ("subject=", "subject=a&subject=b", "observer=a"):
+        response = await client.get("/v1/observations?" + query)
+        assert response.status == 400, query
+        assert (await response.json())["error"]["code"] == "invalid_filter"
+
+
 async def test_why_explains_the_status(client: Client) -> None:
     await put(client, "api", {"requires": {"exists": "db"}})
     response = await client.get("/v1/entities/api/why")

@@ -57,6 +57,7 @@ const context = {
     createElement: (tag) => new Element(tag),
     createTextNode: (text) => new Text(text),
     getElementById: (id) => (elements[id] = elements[id] || new Element("div")),
+    addEventListener: () => {},
   },
   location: { hash, pathname: "/", search: "" },
   history: { replaceState: () => { context.location.hash = ""; } },
@@ -136,7 +137,10 @@ async def test_the_page_renders_and_follows_events(tmp_path: Path) -> None:
         declare(node)
         shown = await run_page(tmp_path, node, "", AWAITED)
     assert shown["self"] == "a"
-    assert shown["replicas"] == f"a exists {node.url}"
+    # the replica, its status, URL, no clock offset (itself) and when it was last seen
+    assert re.fullmatch(rf"a exists {re.escape(node.url)} \d+ s ago", shown["replicas"])
+    # the observations with their ages: db (by the test) and replica:a (by the node)
+    assert re.match(r"db a ok \d+ s old \u2013 replica:a a ok \d+ s old ", shown["observations"])
     assert "api: absent → exists" in shown["log"]
     for entity in ("db", "api", "replica:a", EVIL):
         assert entity in shown["entities"]
@@ -175,3 +179,31 @@ async def test_the_page_shows_a_banner_while_the_clock_is_the_outlier(tmp_path: 
     assert "30.000s ahead of the median of its live peers" in shown["banner"]
     assert "records no observations" in shown["banner"]
     assert "b exists http://127.0.0.1:9 -30.000 s" in shown["replicas"]
+
+
+async def test_ids_that_name_object_properties_are_plain_ids(tmp_path: Path) -> None:
+    async with Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600)) as node:
+        declare(node)
+        node.replica.declare("__proto__", kind="odd")
+        node.replica.declare("constructor", requires={"exists": "__proto__"})
+        node.replica.declare("toString", requires={"observed": "constructor", "within": 5})
+        awaited = {**AWAITED, "graph": "__proto__ exists constructor"}
+        shown = await run_page(tmp_path, node, "", awaited)
+    assert "7 entities · 6 exist · 1 absent" in shown["counts"]
+    assert "constructor exists __proto__" in shown["graph"]
+    assert "toString absent constructor" in shown["graph"]
+
+
+async def test_a_long_list_draws_its_first_rows_and_says_how_many_more(tmp_path: Path) -> None:
+    async with Node(NodeConfig(replica_id="a", port=0, gossip_interval=3600)) as node:
+        declare(node)
+        for number in range(520):
+            node.replica.declare(f"bulk/{number:03d}", kind="bulk")
+        # 524 entities once the page has declared its own: drawn are the first 500 by id
+        # ("<img ...", api, bulk/000 to bulk/497)
+        awaited = {**AWAITED, "entities": "and 24 more: narrow the filter"}
+        shown = await run_page(tmp_path, node, "", awaited)
+    assert "524 entities" in shown["counts"]
+    assert shown["shown"] == "the first 500 shown"
+    assert "bulk/497" in shown["entities"] and "bulk/498" not in shown["entities"]
+    assert shown["graph"].endswith("and 24 more: narrow the filter")

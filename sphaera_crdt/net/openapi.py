@@ -324,12 +324,33 @@ _SCHEMAS: Final[JsonObject] = {
         "type": "object",
         "required": ["observer", "subject", "ok", "value", "at", "ttl"],
         "properties": {
-            "observer": {"type": "string", "description": "This replica."},
+            "observer": {"type": "string", "description": "The observing replica."},
             "subject": {"type": "string"},
             "ok": {"type": "boolean"},
             "value": _ref("Value"),
             "at": {"type": "number", "description": "Seconds, the observer's clock."},
             "ttl": {"type": ["number", "null"]},
+        },
+    },
+    "Observations": {
+        "type": "object",
+        "required": ["at", "observations"],
+        "properties": {
+            "at": {"type": "number", "description": "This node's clock, seconds."},
+            "observations": {
+                "type": "array",
+                "items": {
+                    "allOf": [_ref("Observation")],
+                    "required": ["age"],
+                    "properties": {
+                        "age": {
+                            "type": "number",
+                            "description": "Seconds from the observation's `at` to this "
+                            "node's clock (negative: dated ahead of it).",
+                        }
+                    },
+                },
+            },
         },
     },
     "Replicas": {
@@ -589,6 +610,20 @@ def _paths(metrics_auth: bool) -> JsonObject:
             },
         },
         "/v1/observations": {
+            "get": {
+                "operationId": "listObservations",
+                "summary": "The latest observation of each observer, with its age",
+                "description": "Sorted by subject, then observer. `at` is this node's clock; "
+                "each observation's `age` is that minus its `at` (negative when its observer's "
+                "clock runs ahead). Whether an observation counts for a constraint depends on "
+                "the constraint (`within`, `by`, `ok`): `why` says.",
+                "parameters": [_filter("subject", "Only observations of this subject.")],
+                "responses": {
+                    "200": _json_body(_ref("Observations"), "Observations"),
+                    "400": _error(_BAD_FILTER),
+                    **unauthorized,
+                },
+            },
             "post": {
                 "operationId": "observe",
                 "summary": "Record this replica's observation of a subject",
@@ -605,7 +640,7 @@ def _paths(metrics_auth: bool) -> JsonObject:
                         "`Retry-After` says when to try again."
                     ),
                 },
-            }
+            },
         },
         "/v1/replicas": {
             "get": {

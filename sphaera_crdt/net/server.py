@@ -109,6 +109,7 @@ def create_app(node: NodeService, *, heartbeat: float = HEARTBEAT) -> web.Applic
         add(method, "/v1/entities/{id}", handler, name=f"entity_{method.lower()}")
     app.router.add_get("/v1/entities/{id}/why", why_route, name="why")
     add("POST", "/v1/observations", observe_route, name="observations")
+    app.router.add_get("/v1/observations", list_observations, name="observations_list")
     app.router.add_get("/v1/replicas", replicas_route, name="replicas")
     add("DELETE", "/v1/replicas/{id}", forget_route, name="replica_delete")
     app.router.add_get("/v1/events", events_route, name="events", allow_head=False)
@@ -283,6 +284,40 @@ async def observe_route(request: web.Request) -> web.Response:
     )
     await _committed(node)
     return json_response(observation.to_json())
+
+
+async def list_observations(request: web.Request) -> web.Response:
+    """``GET /v1/observations[?subject=ID]``: the latest observation of each observer.
+
+    Answers ``{"at": NOW, "observations": [OBSERVATION + "age"]}`` sorted by subject then
+    observer: ``at`` is this node's clock, ``age`` is ``at`` minus the observation's
+    (negative when its observer's clock runs ahead). Whether an observation counts for a
+    constraint is the constraint's to say (``why`` shows it); the ages let a reader show
+    how old the evidence is without trusting its own clock.
+    """
+    subject = _single_parameter(request, "subject")
+    node = request.app[NODE]
+    now = node.now()
+    listed = []
+    for observation in node.observations(subject):
+        item = observation.to_json()
+        item["age"] = now - observation.at
+        listed.append(item)
+    return json_response({"at": now, "observations": listed})
+
+
+def _single_parameter(request: web.Request, name: str) -> str | None:
+    """The one optional query parameter ``name`` of a read: 400 for any other parameter,
+    for ``name`` given twice or empty."""
+    for key in request.query:
+        if key != name:
+            raise ApiError(400, "invalid_filter", f"unknown filter {key!r} (known: {name})")
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, "invalid_filter", f"filter {name!r} given twice")
+    if values and not values[0]:
+        raise ApiError(400, "invalid_filter", f"filter {name!r} is empty")
+    return values[0] if values else None
 
 
 def _refuse_if_outlier(node: NodeService) -> None:

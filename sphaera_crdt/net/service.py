@@ -112,6 +112,9 @@ class NodeService(Protocol):
     def observe(self, subject: str, *, ok: bool, value: Any, ttl: float | None) -> Observation:
         """Record the node's observation of ``subject``."""
 
+    def observations(self, subject: str | None = None) -> list[Observation]:
+        """The latest observation of each observer, of one subject or of all subjects."""
+
     def forget(self, replica_id: str) -> list[str]:
         """Forget a departed replica on every replica; the ids forgotten (empty if unknown).
 

@@ -1,8 +1,13 @@
 """The live status page served on ``GET /``: one static HTML file with inline script.
 
 The page holds no data: its script reads ``/healthz`` (a banner says when this node's
-clock is the outlier), ``/v1/replicas`` and ``/v1/entities`` and follows ``/v1/events``
-(with ``fetch``, which, unlike ``EventSource``, can send the ``Authorization`` header).
+clock is the outlier), ``/v1/replicas``, ``/v1/entities`` and ``/v1/observations``, follows
+``/v1/events`` (with ``fetch``, which, unlike ``EventSource``, can send the
+``Authorization`` header), and shows ``/v1/entities/{id}/why`` as a tree in a side panel
+when an entity is clicked. Ages are read on the node's clock (the ``at`` it answers with),
+never the browser's, and tick between reads; a filter box leaves out the entities (and
+their graph rows and observations) that do not match an id substring, a kind or a status.
+Bursts of events are drawn once, and each table draws at most its first 500 rows.
 It loads nothing from other origins, and the Content-Security-Policy it is served with
 allows exactly its own inline script and style (by hash) and requests to its own origin.
 """
