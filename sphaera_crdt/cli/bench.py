@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import click
 from rich.console import Console
@@ -14,7 +15,16 @@ from .app import BadConfig, Fail, cli
 
 __all__ = ["bench"]
 
+#: Exit status of an interrupted sweep (as a shell reports a process ended by SIGINT).
+EXIT_INTERRUPTED: Final = 130
+
 T = TypeVar("T")
+
+
+class Interrupted(Fail):
+    """A sweep stopped by Ctrl-C or SIGTERM, after saving what it finished: exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def _list_of(
@@ -200,9 +210,23 @@ def convergence(
         )
     except ValueError as exc:
         raise BadConfig(str(exc)) from None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        convergence_bench.run_convergence(
+        result = convergence_bench.run_convergence(
             sweep, out=out, jobs=jobs, plots=not no_plots, profile=profile, console=Console()
         )
     except OSError as exc:
         raise Fail(f"cannot write results: {exc}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.document["interrupted"]:
+        finished = len(result.document["runs"])
+        raise Interrupted(
+            f"interrupted after {finished} of {len(sweep.scenarios())} runs; "
+            f"the finished ones are in {out / 'convergence.json'}"
+        )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a sweep as Ctrl-C does, so that it saves the runs it finished."""
+    raise KeyboardInterrupt

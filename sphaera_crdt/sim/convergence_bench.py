@@ -51,7 +51,10 @@ def run_convergence(
     """Run ``sweep`` and write into ``out``: ``convergence.json`` (every figure of every
     run, compact), ``summary.json`` (the same without the runs: summary, goals, ideal
     epidemic), ``timings.json`` (wall-clock times, the one part that differs between two
-    sweeps of one seed) and the plots."""
+    sweeps of one seed) and the plots.
+
+    An interrupted sweep (``KeyboardInterrupt``) writes the three JSON files of the runs
+    that finished, marked ``"interrupted": true``, and no tables or plots."""
     out.mkdir(parents=True, exist_ok=True)
     total = len(sweep.scenarios()) + len(sweep.ideal_jobs())
     profiler = cProfile.Profile() if profile is not None else None
@@ -77,6 +80,8 @@ def run_convergence(
     summary = {key: value for key, value in result.document.items() if key != "runs"}
     write_json(out / "summary.json", summary)
     write_json(out / "timings.json", result.timings)
+    if result.document["interrupted"]:
+        return result  # the caller says so; tables and plots of a partial grid mislead
     console.print(rounds_table(result.document))
     console.print(bytes_table(result.document))
     console.print(goals_table(result.document))
