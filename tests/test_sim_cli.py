@@ -36,7 +36,13 @@ def test_bench_convergence_writes_json_and_plots(tmp_path: Path) -> None:
         prog_name="sphaera",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    for title in ("Rounds to agreement", "Bytes", "Goals", "Wall seconds"):
+    for title in (
+        "Rounds to identical state",
+        "Rounds to agreed statuses",
+        "Bytes",
+        "Goals",
+        "Wall seconds",
+    ):
         assert title in result.output
     document = json.loads((out / "convergence.json").read_text())
     assert document["sweep"]["replicas"] == [4, 10]
