@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_sweeps import tiny_sweep
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -16,7 +17,7 @@ from sphaera_crdt.cli import cli
 from sphaera_crdt.sim.convergence_bench import json_text, show
 from sphaera_crdt.sim.goals import evaluate_goals
 from sphaera_crdt.sim.report import markdown_report, rich_report
-from sphaera_crdt.sim.sweep import Sweep, SweepResult, run_sweep
+from sphaera_crdt.sim.sweep import SweepResult
 
 
 def _distribution(mean: float | None, p99: float | None) -> dict[str, Any]:
@@ -103,20 +104,9 @@ def _assert_readable(text: str, width: int = 80) -> None:
     assert not too_long, too_long
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny() -> SweepResult:
-    sweep = Sweep(
-        replicas=(4, 8),
-        fanouts=(1, 2),
-        losses=(0.0, 0.2),
-        partitions=(0, 2),
-        entities=(4,),
-        changes=(3,),
-        trials=1,
-        ideal_trials=5,
-        seed=7,
-    )
-    return run_sweep(sweep, in_process=True)
+    return tiny_sweep()
 
 
 def test_the_widest_report_fits_80_columns_and_cuts_nothing_short() -> None:
