@@ -136,7 +136,7 @@ class _Grid:
         )
         groups: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
         for row in summary:
-            for fanout in fanouts if row["fanout"] is None else [row["fanout"]]:
+            for fanout in (fanouts or [None]) if row["fanout"] is None else [row["fanout"]]:
                 expanded = {**row, "fanout": fanout}
                 key = tuple(expanded[field] for _, field, _ in varying)
                 groups.setdefault(key, (expanded, {}))[1][row["strategy"]] = row
@@ -381,17 +381,10 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _rich_table(section: Section) -> Table:
-    notes = "\n".join(section.notes) if section.notes else None
-    table = Table(
-        title=section.title,
-        caption=notes,
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-        caption_justify="left",
-        title_style="bold",
-        pad_edge=False,
-    )
+def _rich_table(section: Section) -> RenderableType:
+    """The title, the table and its notes (title and notes span the whole width: a narrow
+    table would wrap them word by word)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for index, header in enumerate(section.columns):
         # fold, never an ellipsis: a figure cut short reads as a different figure
         table.add_column(
@@ -399,7 +392,9 @@ def _rich_table(section: Section) -> Table:
         )
     for row in section.rows:
         table.add_row(*row)
-    return table
+    parts: list[RenderableType] = [Text(section.title, style="bold"), table]
+    parts += [Text(note, style="dim") for note in section.notes]
+    return Group(*parts)
 
 
 def _split(section: Section, width: int) -> list[Section]:
@@ -409,9 +404,9 @@ def _split(section: Section, width: int) -> list[Section]:
     def column_width(index: int) -> int:
         return max(len(section.columns[index]), *(len(row[index]) for row in section.rows))
 
-    # SIMPLE_HEAD without edge padding: one space either side of a column, one between
+    # SIMPLE_HEAD without edges: a space either side of a column and one between them
     def fits(indexes: list[int]) -> bool:
-        return sum(column_width(i) for i in indexes) + 3 * (len(indexes) - 1) + 2 <= width
+        return sum(column_width(i) for i in indexes) + 3 * (len(indexes) - 1) <= width
 
     keys = list(range(section.keys))
     chunks: list[list[int]] = [[]]
