@@ -45,6 +45,13 @@ def _panels(figure: Figure) -> list[Any]:
     return [ax for ax in figure.axes if ax.get_visible()]
 
 
+def test_the_figures_are_big_and_sharp(document: dict[str, Any]) -> None:
+    for name, figure in _drawn(document).items():
+        assert figure.dpi == DPI >= 100, name
+        assert figure.bbox.width >= MIN_SIZE[0] and figure.bbox.height >= MIN_SIZE[1], name
+
+
+@pytest.mark.slow  # writing four PNGs of this size takes seconds
 def test_the_files_are_big_sharp_pngs(document: dict[str, Any], tmp_path: Path) -> None:
     paths = write_plots(document, tmp_path)
     names = {path.name for path in paths}
