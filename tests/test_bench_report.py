@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,17 @@ def test_bench_help_names_no_file_outside_the_package() -> None:
         assert result.exit_code == 0
         assert "benchmarks/" not in result.output and ".py" not in result.output
         assert "README" not in result.output
+
+
+def test_the_checkout_script_prints_a_finished_sweep_as_markdown(
+    tiny: SweepResult, tmp_path: Path
+) -> None:
+    script = Path(__file__).parent.parent / "benchmarks" / "bench_convergence.py"
+    module = runpy.run_path(str(script))  # not as __main__: defines markdown() only
+    (tmp_path / "convergence.json").write_text(json_text(tiny.document, compact=True))
+    without_timings = module["markdown"](tmp_path / "convergence.json")
+    assert without_timings == markdown_report(tiny.document, None)
+    (tmp_path / "timings.json").write_text(json_text(tiny.timings))
+    text = module["markdown"](tmp_path / "convergence.json")
+    assert text == markdown_report(tiny.document, tiny.timings)
+    assert "Wall seconds per run" in text and "Wall seconds" not in without_timings
