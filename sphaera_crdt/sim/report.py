@@ -102,6 +102,11 @@ def bytes_text(value: float | None) -> str:
     return f"{value:.0f} B"
 
 
+def _mean_text(value: float | None, digits: int) -> str:
+    """A mean with a fixed number of decimals, so that a column's points line up."""
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
 def _value_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -207,11 +212,11 @@ def sections(
         if item is None:
             return "-"
         rounds = item["push-pull"]["rounds"]
-        return f"{number_text(rounds['mean'], digits)} ({number_text(rounds['p99'])})"
+        return f"{_mean_text(rounds['mean'], digits)} ({number_text(rounds['p99'])})"
 
     def rounds_cell(row: dict[str, Any]) -> str:
         rounds = row["state_rounds"]
-        text = f"{number_text(rounds['mean'], digits)} ({number_text(rounds['p99'])})"
+        text = f"{_mean_text(rounds['mean'], digits)} ({number_text(rounds['p99'])})"
         return text + ("*" if row["converged"] < row["trials"] else "")
 
     unconverged = any(row["converged"] < row["trials"] for row in summary)
@@ -232,7 +237,7 @@ def sections(
         ),
         grid.section(
             "Rounds to agreed statuses (mean)",
-            lambda row: number_text(row["status_rounds"]["mean"], digits),
+            lambda row: _mean_text(row["status_rounds"]["mean"], digits),
             names=names,
             notes=("Every replica holds the final status of every entity.",),
         ),
