@@ -199,8 +199,8 @@ def rounds_figure(
             if fanout == 1 and len(sizes) > 1:
                 grid = _log_grid(sizes[0], sizes[-1])
                 theory: tuple[tuple[Mode, str, Any], ...] = (
-                    ("push-pull", "tab:green", (0, (5, 2, 1, 2))),
-                    ("push", "tab:purple", (0, (1, 3))),
+                    ("push-pull", "tab:green", (0, (1, 1))),
+                    ("push", "tab:purple", (0, (3, 1, 1, 1, 1, 1))),
                 )
                 for mode, color, dashes in theory:
                     ax.plot(
