@@ -362,6 +362,42 @@ def test_goals_pass_miss_and_refuse_to_judge_without_a_yardstick() -> None:
     assert "did not converge" in checks["vs naive", "gossip"]["note"]
 
 
+def test_bytes_per_change_is_judged_on_what_arrived_and_misses_say_why() -> None:
+    from sphaera_crdt.sim.goals import evaluate_goals
+
+    ideal = [
+        {
+            "replicas": 100,
+            "fanout": 2,
+            "loss": 0.1,
+            "rumors": 10,
+            "push-pull": {"rounds": {"mean": 4.0, "p99": 5}},
+        }
+    ]
+    lossy = {"loss": 0.1, "payload_ratio_to_state": 1.16, "delivered_ratio_to_state": 1.04}
+    summary = [
+        # sent 1.16x is above 1.10x, but 1 / 0.9 = 1.11x is the floor of what is sent
+        _row("gossip", **lossy),
+        _row(
+            "gossip-rounds",
+            **{**lossy, "delivered_ratio_to_state": 1.13},
+            state_rounds={"count": 3, "mean": 6.0, "p99": 8},
+        ),
+    ]
+    checks = {(c["goal"], c["where"]["strategy"]): c for c in evaluate_goals(summary, ideal)}
+    passed = checks["bytes per change", "gossip"]
+    assert passed["passed"] is True
+    assert passed["limit"]["judged_on"] == "delivered_ratio_to_state"
+    assert "sent 1.16x" in passed["measured_text"] and "1.11x" in passed["note"]
+    missed = checks["bytes per change", "gossip-rounds"]
+    assert missed["passed"] is False
+    assert missed["note"].startswith("delivered 1.13x > 1.10x raw: duplicates")
+    rounds = checks["rounds", "gossip-rounds"]
+    assert rounds["passed"] is False
+    assert rounds["note"] == "mean 6.00 > 5.00 (1.25x the ideal's 4.00); p99 8 > ideal p99 5 + 2"
+    assert checks["rounds", "gossip"]["note"] == ""
+
+
 def test_lost_messages_never_hold_rounds_back() -> None:
     """Every replica starts a round every interval, whatever its exchanges are doing."""
     scenario = Scenario(strategy="gossip-rounds", loss=0.5, replicas=10, entities=8, changes=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,13 @@ def test_bench_convergence_writes_json_and_plots(tmp_path: Path) -> None:
         prog_name="sphaera",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    for title in ("Rounds to agreement", "Bytes", "Goals", "Wall seconds"):
+    for title in (
+        "Rounds to identical state",
+        "Rounds to agreed statuses",
+        "Bytes",
+        "Goals",
+        "Wall seconds",
+    ):
         assert title in result.output
     document = json.loads((out / "convergence.json").read_text())
     assert document["sweep"]["replicas"] == [4, 10]
@@ -66,6 +73,9 @@ def test_bench_convergence_writes_json_and_plots(tmp_path: Path) -> None:
     for name in ("rounds_vs_n", "bytes_vs_n", "agreement", "agreement_partition"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        # IHDR: width and height, big-endian, right after the chunk's length and type
+        width, height = struct.unpack(">II", png.read_bytes()[16:24])
+        assert width >= 1200 and height >= 800, (name, width, height)
 
 
 def test_bench_convergence_refuses_unknown_strategies(tmp_path: Path) -> None:

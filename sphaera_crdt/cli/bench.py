@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import click
-from rich.console import Console
 
 from .app import BadConfig, Fail, cli
 
 __all__ = ["bench"]
 
+#: Exit status of an interrupted sweep (as a shell reports a process ended by SIGINT).
+EXIT_INTERRUPTED: Final = 130
+
 T = TypeVar("T")
+
+
+class Interrupted(Fail):
+    """A sweep stopped by Ctrl-C or SIGTERM, after saving what it finished: exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def _list_of(
@@ -36,7 +45,7 @@ def _list_of(
 
 @cli.group()
 def bench() -> None:
-    """Benchmarks on the deterministic simulator (see benchmarks/README.md)."""
+    """Benchmarks on the deterministic simulator."""
 
 
 @bench.command("convergence")
@@ -147,6 +156,13 @@ def bench() -> None:
 )
 @click.option("--no-plots", is_flag=True, help="Write JSON only.")
 @click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "markdown", "json"]),
+    help="How to print the results: tables for a terminal (the default on one), Markdown "
+    "(the default otherwise), or the convergence.json document.",
+)
+@click.option(
     "--profile",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Run in this process under cProfile and write the stats to this file.",
@@ -169,6 +185,7 @@ def convergence(
     jobs: int,
     out: Path,
     no_plots: bool,
+    output_format: str | None,
     profile: Path | None,
 ) -> None:
     """Compare the gossip with full-state push-pull, naive forwarding and the ideal
@@ -177,8 +194,12 @@ def convergence(
 
     Writes OUT/convergence.json (every figure of every run; identical for one seed),
     OUT/summary.json (the same without the runs), OUT/timings.json (wall-clock run times)
-    and PNG plots, and prints the tables and the goals.
+    and PNG plots, and prints the tables and which goals were met (for each miss, why).
+    Progress and the files written go to stderr. Ctrl-C or SIGTERM stops the sweep: the
+    runs that finished are saved, marked "interrupted", and the exit status is 130.
     """
+    from rich.console import Console
+
     from ..sim import convergence_bench
 
     try:
@@ -200,9 +221,28 @@ def convergence(
         )
     except ValueError as exc:
         raise BadConfig(str(exc)) from None
+    output = Console()
+    status = Console(stderr=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        convergence_bench.run_convergence(
-            sweep, out=out, jobs=jobs, plots=not no_plots, profile=profile, console=Console()
+        result = convergence_bench.run_convergence(
+            sweep, out=out, jobs=jobs, plots=not no_plots, profile=profile, console=status
         )
     except OSError as exc:
         raise Fail(f"cannot write results: {exc}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.document["interrupted"]:
+        finished = len(result.document["runs"])
+        raise Interrupted(
+            f"interrupted after {finished} of {len(sweep.scenarios())} runs; "
+            f"the finished ones are in {out / 'convergence.json'}"
+        )
+    if output_format is None:
+        output_format = "table" if output.is_terminal else "markdown"
+    convergence_bench.show(result, output_format, output)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a sweep as Ctrl-C does, so that it saves the runs it finished."""
+    raise KeyboardInterrupt

@@ -195,46 +195,89 @@ def _cost(job: Job) -> float:
     return job.replicas * max(1, job.fanout) * weight * (1 + job.entities / 1000)
 
 
+Outcome = tuple[Job, dict[str, Any], int, float]
+
+
 def run_sweep(
     sweep: Sweep,
     *,
     jobs: int = 1,
     in_process: bool = False,
     on_done: Callable[[Job, float], None] | None = None,
+    runner: Callable[[Job], Outcome] = _run,
 ) -> SweepResult:
     """Run every scenario and ideal epidemic of ``sweep``.
 
     Every run gets a fresh worker process, so that its wall time and memory do not depend
     on the runs before it (the allocator's arenas, warm caches).
 
+    A :class:`KeyboardInterrupt` (Ctrl-C, or SIGTERM translated by the caller) stops the
+    sweep: the runs not started are cancelled, the workers stopped, and the result holds
+    the runs that finished, with ``document["interrupted"]`` true.
+
     Args:
         sweep: The grid.
         jobs: Worker processes at a time.
         in_process: Run everything in this process instead (for profiling small sweeps).
         on_done: Called with each finished job and its wall time, in completion order.
+        runner: Runs one job (a module-level function, so that workers can unpickle it).
     """
     work: list[Job] = [*sweep.scenarios(), *sweep.ideal_jobs()]
     work.sort(key=_cost, reverse=True)
     started = time.perf_counter()
-    done: list[tuple[Job, dict[str, Any], int, float]] = []
-    if in_process:
-        for job in work:
-            outcome = _run(job)
-            done.append(outcome)
-            if on_done is not None:
-                on_done(job, outcome[3])
-    else:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=max(1, jobs), mp_context=context, max_tasks_per_child=1
-        ) as pool:
-            futures = [pool.submit(_run, job) for job in work]
-            for future in concurrent.futures.as_completed(futures):
-                outcome = future.result()
+    done: list[Outcome] = []
+    interrupted = False
+    try:
+        if in_process:
+            for job in work:
+                outcome = runner(job)
                 done.append(outcome)
                 if on_done is not None:
-                    on_done(outcome[0], outcome[3])
+                    on_done(job, outcome[3])
+        else:
+            _run_in_workers(work, jobs, runner, done, on_done)
+    except KeyboardInterrupt:
+        interrupted = True
+    return _result(sweep, done, jobs=jobs, started=started, interrupted=interrupted)
+
+
+def _run_in_workers(
+    work: list[Job],
+    jobs: int,
+    runner: Callable[[Job], Outcome],
+    done: list[Outcome],
+    on_done: Callable[[Job, float], None] | None,
+) -> None:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=max(1, jobs), mp_context=context, max_tasks_per_child=1
+    )
+    try:
+        futures = [pool.submit(runner, job) for job in work]
+        for future in concurrent.futures.as_completed(futures):
+            outcome = future.result()
+            done.append(outcome)
+            if on_done is not None:
+                on_done(outcome[0], outcome[3])
+    except BaseException:
+        # Leaving the pool's context would wait for every running job (minutes, at large
+        # N); an interrupted sweep stops its workers instead. The executor has no public
+        # way to stop them before Python 3.14 (terminate_workers), hence _processes.
+        workers = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join()
+        raise
+    pool.shutdown()
+
+
+def _result(
+    sweep: Sweep, done: list[Outcome], *, jobs: int, started: float, interrupted: bool
+) -> SweepResult:
+    """The document and timings of the finished runs."""
     runs = sorted(
         (
             {"scenario": job.to_json(), "figures": figures}
@@ -254,6 +297,7 @@ def run_sweep(
         "summary": summary,
         "goals": evaluate_goals(summary, ideal),
         "ideal": ideal,
+        "interrupted": interrupted,
         "runs": runs,
     }
     timings = {
