@@ -5,10 +5,12 @@ from its flags and runs a :class:`~sphaera_crdt.node.Node` until SIGINT or SIGTE
 client commands are one :class:`~sphaera_crdt.net.client.ApiClient` call each. Errors the
 library raises (bad configuration, an unreachable node, a refused request) become one line
 on stderr, ``sphaera: error: ...``, and a non-zero exit status: 2 for a configuration that
-cannot work, 1 for a failure while running.
+cannot work, 1 for a failure while running; a usage error is one line too, status 2.
+
+Each command's module is imported when the command runs (see ``app.COMMANDS``), so that
+the client commands start quickly.
 """
 
-from . import bench, remote, serving, watching  # noqa: F401  (the commands register on the group)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

@@ -10,7 +10,7 @@ from typing import TypeVar
 import click
 from rich.console import Console
 
-from .app import BadConfig, Fail, cli
+from .app import BadConfig, Fail
 
 __all__ = ["bench"]
 
@@ -34,7 +34,7 @@ def _list_of(
     return parse
 
 
-@cli.group()
+@click.group()
 def bench() -> None:
     """Benchmarks on the deterministic simulator (see benchmarks/README.md)."""
 

@@ -19,8 +19,8 @@ import click
 import orjson
 
 from ..net.client import ApiClient, StatusChange
-from .app import Fail, cli
-from .remote import Remote, client_options
+from .app import Fail
+from .remote import Remote, client_options, entity_id_option, json_option
 
 __all__ = ["ENVIRONMENT", "environment"]
 
@@ -71,12 +71,12 @@ def _dropped(why: str, delay: float) -> None:
     click.echo(f"sphaera: {why}; connecting again in {delay:.1f}s", file=sys.stderr)
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False})
 @client_options
-@click.option("--entity", "entity_id", metavar="ID", help="Only this entity.")
+@entity_id_option("--entity", "entity_id", help="Only this entity.")
 @click.option("--prefix", metavar="P", help="Only entities whose id starts with P.")
 @click.option("--kind", metavar="K", help="Only entities of kind K.")
-@click.option("--json", "as_json", is_flag=True, help="Print each change as one JSON line.")
+@json_option("Print each change as one JSON line.")
 @click.option(
     "--exec",
     "run",
@@ -100,10 +100,13 @@ def watch(
     environment; otherwise prints one line per change. The current statuses are the
     starting point: only changes from then on are reported.
     """
+    ctx = click.get_current_context()
     if run and not command:
-        raise click.UsageError("--exec needs a command")
+        raise click.UsageError("--exec needs a command", ctx)
     if command and not run:
-        raise click.UsageError(f"unexpected argument {command[0]!r} (a command goes after --exec)")
+        raise click.UsageError(
+            f"unexpected argument {command[0]!r} (a command goes after --exec)", ctx
+        )
 
     async def follow(api: ApiClient) -> None:
         changes = api.watch(entity=entity_id, prefix=prefix, kind=kind, on_drop=_dropped)
