@@ -9,6 +9,7 @@ plotting to be imported. Every usage error, from any command, is one line on std
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from importlib import import_module
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import click
-
-from ..net.api_calls import DEFAULT_PORT
 
 __all__ = [
     "COMMANDS",
@@ -31,7 +30,6 @@ __all__ = [
     "read_token",
 ]
 
-DEFAULT_URL: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_DATA: Final = Path("sphaera-data")
 TOKEN_ENV: Final = "SPHAERA_TOKEN"
 URL_ENV: Final = "SPHAERA_URL"
@@ -60,6 +58,10 @@ class BadConfig(Fail):
     exit_code = EXIT_CONFIG
 
 
+#: Click's "No such option 'x'. Did you mean 'y'?", which one line puts in parentheses.
+_SUGGESTION: Final = re.compile(r"\.\s+\(?Did you mean (.+?)\)?$")
+
+
 class Usage(click.UsageError):
     """A usage error as one line on stderr, exit status 2, naming the help to read:
     ``sphaera: error: no such option: --bogus (try 'sphaera put --help')``.
@@ -69,7 +71,8 @@ class Usage(click.UsageError):
     """
 
     def show(self, file: IO[Any] | None = None) -> None:
-        message = self.format_message().removesuffix(".").replace(". (Did you", " (did you")
+        message = _SUGGESTION.sub(r" (did you mean \1)", self.format_message())
+        message = message.removesuffix(".")
         if message[1:2].islower():  # "No such option" reads as part of the line; "ID" stays
             message = message[:1].lower() + message[1:]
         hint = f" (try '{self.ctx.command_path} --help')" if self.ctx is not None else ""

@@ -23,7 +23,8 @@ import orjson
 
 from ..core import names
 from ..errors import InvalidIdentifier, SphaeraError
-from .app import DEFAULT_URL, TOKEN_ENV, URL_ENV, BadConfig, Fail, read_token
+from ..net.api_calls import DEFAULT_PORT
+from .app import TOKEN_ENV, URL_ENV, BadConfig, Fail, read_token
 
 if TYPE_CHECKING:
     from ..net.blocking_client import BlockingApiClient
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Remote", "client_options", "entity_id_argument", "json_option"]
 
+DEFAULT_URL: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 _STATUS_STYLES: Final = {"exists": "green", "absent": "red", "undetermined": "yellow"}
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..errors import InputError, PeerUnavailable
+from ..errors import ApiError, InputError, PeerUnavailable
 from . import api_calls
 
 __all__ = ["BlockingApiClient"]
@@ -81,7 +81,7 @@ class BlockingApiClient:
         """Send one request; return the decoded JSON answer (``None`` for 204).
 
         Raises:
-            ApiError: The node answered with an error status.
+            ApiError: The node answered with an error status or a redirect.
             PeerUnavailable: The node could not be reached or timed out.
             RemoteError: The answer is not JSON.
         """
@@ -106,6 +106,10 @@ class BlockingApiClient:
             raise PeerUnavailable(f"{self.url} unreachable: {detail}", url=self.url) from exc
         finally:
             connection.close()
+        if 300 <= response.status < 400:
+            where = response.getheader("Location") or "nowhere"
+            message = f"{target} redirects to {where} (not followed)"
+            raise ApiError(response.status, "redirect", message)
         return api_calls.decode_answer(response.status, raw, target)
 
     def _send(self, call: api_calls.Call) -> Any:

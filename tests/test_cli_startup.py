@@ -1,0 +1,138 @@
+"""The ``sphaera`` command starts quickly: ``--version`` and the one-shot client commands
+load neither the node, the server, the simulator nor plotting, nor aiohttp, asyncio or
+pycrdt. Checked on the modules a fresh interpreter holds after running the command, which
+is deterministic where a timing is not (``benchmarks/bench_cli.py`` measures the time).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sphaera_crdt
+from sphaera_crdt import core
+
+ROOT = Path(sphaera_crdt.__file__).resolve().parent.parent
+#: What no client command, nor ``--version``, may load (a module or any below it).
+HEAVY = (
+    "aiohttp",
+    "asyncio",
+    "pycrdt",
+    "matplotlib",
+    "sqlite3",
+    "prometheus_client",
+    "sphaera_crdt.node",
+    "sphaera_crdt.net.server",
+    "sphaera_crdt.net.client",
+    "sphaera_crdt.sim",
+    "sphaera_crdt.core.replica",
+)
+
+#: Runs the command as ``python -m sphaera_crdt`` does, then reports the modules loaded.
+PROGRAM = """
+import json, runpy, sys
+out, sys.argv = sys.argv[1], ["sphaera", *sys.argv[2:]]
+try:
+    runpy.run_module("sphaera_crdt", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+with open(out, "w") as file:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, file)
+"""
+
+
+def loaded_by(tmp_path: Path, *args: str) -> set[str]:
+    """The modules a fresh interpreter holds after ``sphaera ARGS`` succeeded."""
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    report = json.loads(out.read_text())
+    assert report["code"] in (0, None), done.stdout + done.stderr
+    return set(report["modules"])
+
+
+def heavy_in(modules: set[str]) -> list[str]:
+    return sorted(
+        name for name in modules if any(name == h or name.startswith(h + ".") for h in HEAVY)
+    )
+
+
+@pytest.fixture
+def node_url() -> Iterator[str]:
+    """A stand-in node answering the entity list (the client's start path is under test)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {"entities": {"db": {"kind": "pg", "status": "exists", "reason": "declared"}}}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_version_loads_nothing_heavy(tmp_path: Path) -> None:
+    loaded = loaded_by(tmp_path, "--version")
+    assert "sphaera_crdt.cli.app" in loaded  # the probe really ran the command
+    assert not heavy_in(loaded)
+    assert "orjson" not in loaded and "rich" not in loaded and "http.client" not in loaded
+    assert not any(
+        name.startswith("sphaera_crdt.cli.") and name != "sphaera_crdt.cli.app" for name in loaded
+    ), "--version loaded a command's module"
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_client_command_loads_only_the_http_client(
+    tmp_path: Path, node_url: str, json_flag: list[str]
+) -> None:
+    loaded = loaded_by(tmp_path, "entities", "--url", node_url, *json_flag)
+    assert "sphaera_crdt.net.blocking_client" in loaded  # it really made its call
+    assert not heavy_in(loaded)
+    assert ("rich" in loaded) is not bool(json_flag)  # only a table needs rich
+
+
+def test_the_probe_would_notice_a_heavy_import(tmp_path: Path) -> None:
+    # Guards the tests above against a probe that can never see anything: the server
+    # command's help loads the node.
+    assert "sphaera_crdt.node" in heavy_in(loaded_by(tmp_path, "serve", "--help"))
+
+
+def test_the_package_names_load_on_first_use() -> None:
+    for package in (sphaera_crdt, core):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+            assert name in dir(package)
+        with pytest.raises(AttributeError):
+            package.no_such_name  # noqa: B018
+    assert sphaera_crdt.Replica is core.Replica
