@@ -22,6 +22,8 @@ from .errors import (
     UnknownEntity,
 )
 
+__version__ = "0.1.0.dev0"
+
 if TYPE_CHECKING:
     from .core import Change, EntityView, Observation, RecordChange, Replica, Status
     from .core.constraints import (

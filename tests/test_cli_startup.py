@@ -7,18 +7,22 @@ is deterministic where a timing is not (``benchmarks/bench_cli.py`` measures the
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import sphaera_crdt
 from sphaera_crdt import core
+from sphaera_crdt.cli import cli
 
 ROOT = Path(sphaera_crdt.__file__).resolve().parent.parent
 #: What no client command, nor ``--version``, may load (a module or any below it).
@@ -106,7 +110,8 @@ def test_version_loads_nothing_heavy(tmp_path: Path) -> None:
     loaded = loaded_by(tmp_path, "--version")
     assert "sphaera_crdt.cli.app" in loaded  # the probe really ran the command
     assert not heavy_in(loaded)
-    assert "orjson" not in loaded and "rich" not in loaded and "http.client" not in loaded
+    for name in ("orjson", "rich", "http.client", "importlib.metadata"):
+        assert name not in loaded, name
     assert not any(
         name.startswith("sphaera_crdt.cli.") and name != "sphaera_crdt.cli.app" for name in loaded
     ), "--version loaded a command's module"
@@ -136,3 +141,16 @@ def test_the_package_names_load_on_first_use() -> None:
         with pytest.raises(AttributeError):
             package.no_such_name  # noqa: B018
     assert sphaera_crdt.Replica is core.Replica
+
+
+def test_version_is_the_package_s_one_version() -> None:
+    # --version prints __version__ (no metadata lookup); the build reads the same one.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"]
+    assert "version" not in project["project"]
+    assert project["tool"]["hatch"]["version"]["path"] == "sphaera_crdt/__init__.py"
+    assert re.search(
+        r'^__version__ = "([^"]+)"$', (ROOT / "sphaera_crdt/__init__.py").read_text(), re.M
+    )
+    result = CliRunner().invoke(cli, ["--version"], prog_name="sphaera")
+    assert result.stdout == f"sphaera, version {sphaera_crdt.__version__}\n"

@@ -18,6 +18,8 @@ from typing import IO, Any, Final
 
 import click
 
+from .. import __version__
+
 __all__ = [
     "COMMANDS",
     "EXIT_CONFIG",
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(package_name="sphaera-crdt", prog_name="sphaera")
+@click.version_option(__version__, prog_name="sphaera")
 def cli() -> None:
     """Replicated state without a coordinator.
 
