@@ -1,5 +1,6 @@
-"""The ``sphaera`` command group, the two errors its commands raise (:class:`Fail`,
-:class:`BadConfig`) and what several of them read (the bearer token).
+"""The ``sphaera`` command group, the errors its commands raise (:class:`Fail`,
+:class:`BadConfig`, and :class:`Usage` for a usage error) and what several of them read
+(the bearer token).
 
 The group loads a command's module only when that command runs (:data:`COMMANDS`): a
 client command, or ``--version``, must not wait for the server, the simulator or
@@ -66,7 +67,7 @@ _SUGGESTION: Final = re.compile(r"\.\s+\(?Did you mean (.+?)\)?$")
 
 class Usage(click.UsageError):
     """A usage error as one line on stderr, exit status 2, naming the help to read:
-    ``sphaera: error: no such option: --bogus (try 'sphaera put --help')``.
+    ``sphaera: error: no such option '--bogus' (try 'sphaera put --help')``.
 
     Click's own usage errors print four lines; :class:`CommandGroup` turns each into one
     of these, whatever command raised it.

@@ -30,7 +30,14 @@ if TYPE_CHECKING:
     from ..net.blocking_client import BlockingApiClient
     from ..net.client import ApiClient
 
-__all__ = ["Remote", "client_options", "entity_id_argument", "json_option"]
+__all__ = [
+    "DEFAULT_URL",
+    "Remote",
+    "client_options",
+    "entity_id_option",
+    "id_argument",
+    "json_option",
+]
 
 DEFAULT_URL: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 _STATUS_STYLES: Final = {"exists": "green", "absent": "red", "undetermined": "yellow"}
@@ -38,8 +45,17 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _checked_id(check: Callable[[object], str], kind: str) -> Callable[..., Any]:
-    """A click callback that checks an id with ``check`` (from :mod:`~..core.names`)."""
+#: How each kind of id a command takes is checked (the rules of :mod:`~..core.names`).
+_ID_CHECKS: Final[dict[str, Callable[[object], str]]] = {
+    "entity id": names.check_entity_id,
+    "replica id": names.check_replica_id,
+}
+
+
+def _checked_id(kind: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback that refuses a bad ``kind`` id, naming the rules, before any
+    request is made (the node would answer a bad one with a 404 or a 400)."""
+    check = _ID_CHECKS[kind]
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
         if value is None:
@@ -52,17 +68,16 @@ def _checked_id(check: Callable[[object], str], kind: str) -> Callable[..., Any]
     return callback
 
 
-def entity_id_argument(name: str = "entity_id", *, kind: str = "entity id") -> Callable[[F], F]:
-    """The ``ID`` argument of a command, checked as an entity (or replica) id."""
-    check = names.check_replica_id if kind == "replica id" else names.check_entity_id
-    return click.argument(name, metavar="ID", callback=_checked_id(check, kind))
+def id_argument(
+    name: str = "entity_id", *, kind: str = "entity id", metavar: str = "ID"
+) -> Callable[[F], F]:
+    """The ``ID`` argument of a command, checked as a ``kind`` id."""
+    return click.argument(name, metavar=metavar, callback=_checked_id(kind))
 
 
 def entity_id_option(*flags: str, **kw: Any) -> Callable[[F], F]:
     """An option holding an entity id (``--entity ID``), checked before any request."""
-    return click.option(
-        *flags, metavar="ID", callback=_checked_id(names.check_entity_id, "entity id"), **kw
-    )
+    return click.option(*flags, metavar="ID", callback=_checked_id("entity id"), **kw)
 
 
 def json_option(text: str = "Print the node's JSON answer.") -> Callable[[F], F]:
@@ -266,7 +281,7 @@ def entities(
 
 @click.command()
 @client_options
-@entity_id_argument()
+@id_argument()
 @json_option("Print the node's JSON answer (the default form too).")
 def get(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Print one entity as JSON."""
@@ -275,7 +290,7 @@ def get(remote: Remote, entity_id: str, as_json: bool) -> None:
 
 @click.command()
 @client_options
-@entity_id_argument()
+@id_argument()
 @click.option("--kind", help="The entity's kind.")
 @click.option(
     "--attrs", metavar="JSON", callback=_json_value, help="Attributes, a JSON object (or @FILE)."
@@ -313,7 +328,7 @@ def put(
 
 @click.command()
 @client_options
-@entity_id_argument()
+@id_argument()
 @click.option(
     "--attrs",
     metavar="JSON",
@@ -330,7 +345,7 @@ def patch(remote: Remote, entity_id: str, attrs: Any, as_json: bool) -> None:
 
 @click.command()
 @client_options
-@entity_id_argument()
+@id_argument()
 @json_option("Print the node's JSON answer (null when it sends none).")
 def delete(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Retract an entity: it becomes absent on every replica."""
@@ -341,7 +356,7 @@ def delete(remote: Remote, entity_id: str, as_json: bool) -> None:
 
 @click.command()
 @client_options
-@entity_id_argument()
+@id_argument()
 @json_option("Print the explanation tree as the node's JSON answer.")
 def why(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Explain an entity's status.
@@ -357,7 +372,7 @@ def why(remote: Remote, entity_id: str, as_json: bool) -> None:
 
 @click.command()
 @client_options
-@entity_id_argument("subject", kind="entity id")
+@id_argument("subject", metavar="SUBJECT")
 @click.option("--ok/--not-ok", default=True, show_default=True, help="What was observed.")
 @click.option(
     "--value", metavar="JSON", callback=_json_value, help="A JSON value observed along (or @FILE)."
@@ -380,7 +395,7 @@ def observe(
 
 @click.command()
 @client_options
-@entity_id_argument("replica_id", kind="replica id")
+@id_argument("replica_id", kind="replica id")
 @json_option("Print the node's JSON answer (the default form too).")
 def forget(remote: Remote, replica_id: str, as_json: bool) -> None:
     """Forget a departed replica on every replica.
