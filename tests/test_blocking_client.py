@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import trustme
 
 from sphaera_crdt.errors import ApiError, InputError, PeerUnavailable, RemoteError
 from sphaera_crdt.net import api_calls
@@ -36,6 +38,11 @@ class Stand:
 
 @pytest.fixture
 def stand() -> Iterator[Stand]:
+    yield from _stand(None)
+
+
+def _stand(tls: ssl.SSLContext | None) -> Iterator[Stand]:
+    """A stand-in server on a free loopback port (https with ``tls``)."""
     box: dict[str, Stand] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -64,7 +71,10 @@ def stand() -> Iterator[Stand]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box["stand"] = Stand(url=f"http://127.0.0.1:{server.server_address[1]}")
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "http" if tls is None else "https"
+    box["stand"] = Stand(url=f"{scheme}://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
@@ -181,3 +191,25 @@ def test_closed_port_and_silence_are_unavailable() -> None:
 def test_a_url_that_cannot_work_is_the_caller_s_fault(url: str) -> None:
     with pytest.raises(InputError):
         BlockingApiClient(url)
+
+
+def test_https_verifies_the_node_and_presents_a_certificate() -> None:
+    authority = trustme.CA()
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    authority.issue_cert("127.0.0.1").configure_cert(server)
+    server.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the client must present one
+    authority.configure_trust(server)
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    authority.issue_cert("cli").configure_cert(client)
+    stands = _stand(server)
+    stand = next(stands)
+    try:
+        stand.answer = Answer(body=b'{"self": "n"}')
+        assert BlockingApiClient(stand.url, ssl=client).replicas() == {"self": "n"}
+        # The system's trust store does not know this CA: the node is not trusted.
+        with pytest.raises(PeerUnavailable, match="unreachable"):
+            BlockingApiClient(stand.url).replicas()
+        assert len(stand.seen) == 1
+    finally:
+        stands.close()
