@@ -200,3 +200,16 @@ def test_a_good_id_reaches_the_node() -> None:
     result = run("get", "db/1 with spaces", "--url", closed_url(), "--timeout", "2")
     assert result.exit_code == 1
     assert "unreachable" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://", "not an http or https URL: 'http://'"),
+        ("http://127.0.0.1:99999999", "bad port in 'http://127.0.0.1:99999999'"),
+    ],
+)
+def test_a_url_that_cannot_work_is_one_line(url: str, problem: str) -> None:
+    result = run("get", "db", "--url", url)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"sphaera: error: --url: {problem}"]

@@ -22,7 +22,7 @@ import click
 import orjson
 
 from ..core import names
-from ..errors import InvalidIdentifier, SphaeraError
+from ..errors import InputError, InvalidIdentifier, SphaeraError
 from ..net.api_calls import DEFAULT_PORT
 from .app import TOKEN_ENV, URL_ENV, BadConfig, Fail, read_token
 
@@ -146,6 +146,9 @@ class Remote:
 
         try:
             api = BlockingApiClient(self.url, token=self.token, timeout=self.timeout, ssl=self.ssl)
+        except InputError as exc:
+            raise BadConfig(f"--url: {exc}") from None
+        try:
             return action(api)
         except SphaeraError as exc:
             raise Fail(str(exc)) from None
