@@ -25,6 +25,9 @@ class Answer:
     status: int = 200
     body: bytes = b"{}"
     headers: dict[str, str] = field(default_factory=dict)
+    #: Sent with chunked transfer encoding instead of ``body``, as an event stream is; a
+    #: chunk may be raw bytes that break the encoding.
+    chunks: list[bytes] | None = None
 
 
 @dataclass
@@ -61,9 +64,15 @@ def _stand(tls: ssl.SSLContext | None) -> Iterator[Stand]:
             self.send_response(answer.status)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.body)))
+            if answer.chunks is None:
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(answer.body)
+            for chunk in answer.chunks:
+                self.wfile.write(chunk)
 
         do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _any
 
@@ -213,3 +222,38 @@ def test_https_verifies_the_node_and_presents_a_certificate() -> None:
         assert len(stand.seen) == 1
     finally:
         stands.close()
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+STREAM = [
+    b"event: snapshot\ndata: ",
+    b'{"entities": {}}\n\n: keep-alive\n\n',
+    b'event: change\ndata: {"entity": "db"}\n\ndata: not json\n\n',
+]
+EVENTS = [("snapshot", {"entities": {}}), ("change", {"entity": "db"}), ("message", "not json")]
+
+
+def test_events_are_read_from_a_chunked_stream_until_it_ends(stand: Stand) -> None:
+    stand.answer = Answer(chunks=[*map(chunk, STREAM), b"0\r\n\r\n"])
+    api = BlockingApiClient(stand.url, token="s3cret")
+    assert list(api.events(entity="db", kind="pg")) == EVENTS
+    (seen,) = stand.seen
+    assert seen["path"] == "/v1/events?entity=db&kind=pg"
+    assert seen["headers"]["Authorization"] == "Bearer s3cret"
+
+
+def test_events_from_a_plain_body(stand: Stand) -> None:
+    stand.answer = Answer(body=b"".join(STREAM))
+    assert list(BlockingApiClient(stand.url).events()) == EVENTS
+
+
+def test_a_refused_or_broken_stream(stand: Stand) -> None:
+    stand.answer = Answer(status=401, body=b'{"error": {"code": "unauthorized", "message": "no"}}')
+    with pytest.raises(ApiError, match="401 unauthorized"):
+        list(BlockingApiClient(stand.url).events())
+    stand.answer = Answer(chunks=[chunk(STREAM[0]), b"40\r\ncut short"])
+    with pytest.raises(PeerUnavailable, match="event stream broke"):
+        list(BlockingApiClient(stand.url).events())

@@ -77,17 +77,27 @@ def heavy_in(modules: set[str]) -> list[str]:
     )
 
 
+ENTITIES = {"db": {"kind": "pg", "status": "exists", "reason": "declared"}}
+#: A stream the stand-in node ends after a snapshot and one change.
+EVENT_STREAM = (
+    b'event: snapshot\ndata: {"entities": {"db": {"status": "absent", "reason": "r"}}}\n\n'
+    b'event: change\ndata: {"entity": "db", "before": "absent", "after": "exists",'
+    b' "reason": "declared"}\n\n'
+)
+
+
 @pytest.fixture
 def node_url() -> Iterator[str]:
     """A stand-in node answering the entity list (the client's start path is under test)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(
-                {"entities": {"db": {"kind": "pg", "status": "exists", "reason": "declared"}}}
-            ).encode()
+            body = json.dumps({"entities": ENTITIES}).encode()
+            kind = "application/json"
+            if self.path.startswith("/v1/events"):
+                body, kind = EVENT_STREAM, "text/event-stream"
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -125,6 +135,15 @@ def test_a_client_command_loads_only_the_http_client(
     assert "sphaera_crdt.net.blocking_client" in loaded  # it really made its call
     assert not heavy_in(loaded)
     assert ("rich" in loaded) is not bool(json_flag)  # only a table needs rich
+
+
+def test_the_event_stream_loads_only_the_http_client(tmp_path: Path, node_url: str) -> None:
+    loaded = loaded_by(tmp_path, "events", "--url", node_url)
+    assert "sphaera_crdt.net.blocking_client" in loaded
+    assert not heavy_in(loaded)
+    result = CliRunner().invoke(cli, ["events", "--url", node_url], prog_name="sphaera")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "db: absent (r)\ndb: absent -> exists (declared)\n"
 
 
 def test_the_probe_would_notice_a_heavy_import(tmp_path: Path) -> None:

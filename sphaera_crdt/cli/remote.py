@@ -1,11 +1,11 @@
 """The client commands: each one call to a running node's REST API (``--url``,
 ``--token-file``, ``--timeout``, and ``--tls-ca``, ``--tls-cert``, ``--tls-key`` for https).
 
-One-shot calls go through :class:`~sphaera_crdt.net.blocking_client.BlockingApiClient`
-(the standard library's HTTP client); only the event stream loads aiohttp and asyncio,
-through :class:`~sphaera_crdt.net.client.ApiClient`. Every command takes ``--json``, and
-an entity id is checked here, before any request, so a bad one is a usage error naming the
-rules rather than a 404 from the node.
+Calls go through :class:`~sphaera_crdt.net.blocking_client.BlockingApiClient` (the
+standard library's HTTP client); only ``sphaera watch``, which reconnects and runs
+commands, loads aiohttp and asyncio, through :class:`~sphaera_crdt.net.client.ApiClient`.
+Every command takes ``--json``, and an entity id is checked here, before any request, so a
+bad one is a usage error naming the rules rather than a 404 from the node.
 """
 
 from __future__ import annotations
@@ -140,8 +140,8 @@ class Remote:
     ssl: ssl.SSLContext | None = None
 
     def ask(self, action: Callable[[BlockingApiClient], T]) -> T:
-        """Run the one-shot ``action`` with a blocking client of the node; library errors
-        become one line."""
+        """Run ``action`` with a blocking client of the node; library errors become one
+        line."""
         from ..net.blocking_client import BlockingApiClient
 
         try:
@@ -154,7 +154,7 @@ class Remote:
             raise Fail(str(exc)) from None
 
     def call(self, action: Callable[[ApiClient], Awaitable[T]]) -> T:
-        """Run ``action`` with an asyncio client of the node (event streams); library
+        """Run ``action`` with an asyncio client of the node (``sphaera watch``); library
         errors become one line."""
         import asyncio
 
@@ -452,8 +452,8 @@ def events(
     one line per change. See also ``sphaera watch``, which reconnects and can act.
     """
 
-    async def stream(api: ApiClient) -> None:
-        async for name, data in api.events(entity=only, prefix=prefix, kind=kind):
+    def stream(api: BlockingApiClient) -> None:
+        for name, data in api.events(entity=only, prefix=prefix, kind=kind):
             if as_json:
                 click.echo(orjson.dumps({"event": name, "data": data}).decode())
             elif name == "change" and isinstance(data, dict):
@@ -468,4 +468,4 @@ def events(
                 click.echo(f"{name}: {orjson.dumps(data).decode()}")
 
     with contextlib.suppress(KeyboardInterrupt):
-        remote.call(stream)
+        remote.ask(stream)

@@ -22,6 +22,7 @@ from ..errors import ApiError, RemoteError
 __all__ = [
     "DEFAULT_PORT",
     "Call",
+    "ServerSentEvents",
     "api_error",
     "auth_headers",
     "decode_answer",
@@ -174,3 +175,44 @@ def api_error(status: int, raw: bytes) -> ApiError:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         text = raw[:200].decode("utf-8", "replace").strip()
         return ApiError(status, "http_error", text or "no explanation")
+
+
+class ServerSentEvents:
+    """Assembles the server-sent events of ``GET /v1/events`` from the lines of the stream.
+
+    Feed it every line as it comes; an event is complete at the blank line after its
+    ``event:`` and ``data:`` fields, and comes out as ``(event name, data)``, the data
+    decoded from JSON (or left as text when it is not JSON). Comment lines (``:``, the
+    node's keep-alives) are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._name = "message"
+        self._data: list[str] = []
+
+    def line(self, raw: bytes) -> tuple[str, Any] | None:
+        """Take one line of the stream (its line ending included or not); return the
+        event it completes, if it completes one."""
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            event = None
+            if self._data:
+                event = (self._name, _json_or_text("\n".join(self._data)))
+            self._name, self._data = "message", []
+            return event
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self._name = value
+        elif field == "data":
+            self._data.append(value)
+        return None
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text

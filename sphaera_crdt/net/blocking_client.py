@@ -1,22 +1,22 @@
 """A blocking client of a node's REST API, on the standard library's ``http.client``.
 
-:class:`BlockingApiClient` makes the same one-shot calls as the asyncio
-:class:`~.client.ApiClient`, from the same call descriptions (:mod:`.api_calls`), and
-translates failures the same way: an error answer raises :class:`ApiError`, a node that
-cannot be reached or times out :class:`PeerUnavailable`. It exists so that the command
-line, which makes one call and exits, does not load aiohttp and asyncio first: that alone
-took longer than the whole call. Event streams stay with :class:`~.client.ApiClient`.
+:class:`BlockingApiClient` makes the same calls as the asyncio :class:`~.client.ApiClient`,
+from the same call descriptions (:mod:`.api_calls`), event streams included, and translates
+failures the same way: an error answer raises :class:`ApiError`, a node that cannot be
+reached or times out :class:`PeerUnavailable`. It exists so that the command line, which
+makes one call and exits, does not load aiohttp and asyncio first: that alone took longer
+than the whole call.
 
-Each call opens a connection and closes it. No redirect is followed (the token never
-follows one) and no proxy is used, as with :class:`~.client.ApiClient`.
+Each call opens a connection and closes it. No redirect is followed (the token would go
+along); no proxy is used (as with :class:`~.client.ApiClient`).
 """
 
 from __future__ import annotations
 
 import http.client
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -25,6 +25,8 @@ from ..errors import ApiError, InputError, PeerUnavailable
 from . import api_calls
 
 __all__ = ["BlockingApiClient"]
+
+T = TypeVar("T")
 
 
 class BlockingApiClient:
@@ -93,9 +95,78 @@ class BlockingApiClient:
             headers["Content-Type"] = "application/json"
         connection = self._connect()
         try:
+            response = self._open(connection, method, path, data, headers)
+            raw = self._unavailable_on_failure(response.read)
+        finally:
+            connection.close()
+        return api_calls.decode_answer(response.status, raw, target)
+
+    def events(
+        self, *, entity: str | None = None, prefix: str | None = None, kind: str | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """Stream server-sent events as ``(event name, decoded data)`` until the node closes;
+        only those of ``entity``, of ids starting with ``prefix``, of ``kind``, when given.
+
+        The timeout bounds connecting and the answer's headers, not the stream: events
+        come when statuses change.
+
+        Raises:
+            ApiError: The node refused the stream.
+            PeerUnavailable: The node could not be reached, or the connection broke.
+        """
+        path = api_calls.events_path(entity=entity, prefix=prefix, kind=kind)
+        connection = self._connect()
+        try:
+            response = self._open(connection, "GET", path, None, dict(self._headers))
+            if response.status >= 400:
+                raise api_calls.api_error(response.status, response.read())
+            if connection.sock is not None:
+                connection.sock.settimeout(None)
+            events = api_calls.ServerSentEvents()
+            while raw_line := self._read_stream(response):
+                event = events.line(raw_line)
+                if event is not None:
+                    yield event
+        finally:
+            connection.close()
+
+    def _open(
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str],
+    ) -> http.client.HTTPResponse:
+        """Send a request and read the answer's status and headers.
+
+        Raises:
+            ApiError: The answer is a redirect (not followed: the token would go along).
+            PeerUnavailable: The node could not be reached or timed out.
+        """
+
+        def send() -> http.client.HTTPResponse:
             connection.request(method, self._base + path, body=data, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
+            return connection.getresponse()
+
+        response = self._unavailable_on_failure(send)
+        if 300 <= response.status < 400:
+            where = response.getheader("Location") or "nowhere"
+            message = f"{self.url}{path} redirects to {where} (not followed)"
+            raise ApiError(response.status, "redirect", message)
+        return response
+
+    def _read_stream(self, response: http.client.HTTPResponse) -> bytes:
+        """The next line of an event stream (``b""`` when the node ended it)."""
+        try:
+            return response.readline()
+        except (http.client.HTTPException, OSError) as exc:
+            raise PeerUnavailable(f"{self.url}: event stream broke", url=self.url) from exc
+
+    def _unavailable_on_failure(self, step: Callable[[], T]) -> T:
+        """Run one step of an exchange; a network failure raises :class:`PeerUnavailable`."""
+        try:
+            return step()
         except TimeoutError as exc:
             raise PeerUnavailable(f"{self.url} timed out", url=self.url) from exc
         except http.client.HTTPException as exc:
@@ -104,13 +175,6 @@ class BlockingApiClient:
         except OSError as exc:
             detail = exc.strerror or str(exc) or type(exc).__name__
             raise PeerUnavailable(f"{self.url} unreachable: {detail}", url=self.url) from exc
-        finally:
-            connection.close()
-        if 300 <= response.status < 400:
-            where = response.getheader("Location") or "nowhere"
-            message = f"{target} redirects to {where} (not followed)"
-            raise ApiError(response.status, "redirect", message)
-        return api_calls.decode_answer(response.status, raw, target)
 
     def _send(self, call: api_calls.Call) -> Any:
         return self.request(call.method, call.path, call.body)

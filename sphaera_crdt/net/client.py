@@ -374,22 +374,11 @@ class ApiClient:
             ) as response:
                 if response.status >= 400:
                     raise api_calls.api_error(response.status, await response.read())
-                name, data = "message", list[str]()
+                events = api_calls.ServerSentEvents()
                 async for raw_line in response.content:
-                    line = raw_line.decode("utf-8", "replace").rstrip("\r\n")
-                    if not line:
-                        if data:
-                            yield name, _json_or_text("\n".join(data))
-                        name, data = "message", []
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        field, _, value = line.partition(":")
-                        value = value.removeprefix(" ")
-                        if field == "event":
-                            name = value
-                        elif field == "data":
-                            data.append(value)
+                    event = events.line(raw_line)
+                    if event is not None:
+                        yield event
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise PeerUnavailable(f"{self.url}: event stream broke", url=self.url) from exc
 
@@ -429,10 +418,3 @@ class ApiClient:
             if on_drop is not None:
                 on_drop(why, delay)
             await asyncio.sleep(delay)
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
