@@ -18,6 +18,7 @@ import trustme
 from sphaera_crdt.errors import ApiError, InputError, PeerUnavailable, RemoteError
 from sphaera_crdt.net import api_calls
 from sphaera_crdt.net.blocking_client import BlockingApiClient
+from sphaera_crdt.net.watch import Backoff
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Stand:
     url: str
     answer: Answer = field(default_factory=Answer)
     seen: list[dict[str, Any]] = field(default_factory=list)
+    #: Answers to the next requests, in order, before ``answer`` again.
+    queue: list[Answer] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -60,7 +63,8 @@ def _stand(tls: ssl.SSLContext | None) -> Iterator[Stand]:
                     "body": json.loads(body) if body else None,
                 }
             )
-            answer = box["stand"].answer
+            stand = box["stand"]
+            answer = stand.queue.pop(0) if stand.queue else stand.answer
             self.send_response(answer.status)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
@@ -257,3 +261,42 @@ def test_a_refused_or_broken_stream(stand: Stand) -> None:
     stand.answer = Answer(chunks=[chunk(STREAM[0]), b"40\r\ncut short"])
     with pytest.raises(PeerUnavailable, match="event stream broke"):
         list(BlockingApiClient(stand.url).events())
+
+
+def snapshot(**statuses: str) -> bytes:
+    entities = {name: {"status": status, "reason": "r"} for name, status in statuses.items()}
+    return b"event: snapshot\ndata: " + json.dumps({"entities": entities}).encode() + b"\n\n"
+
+
+def change(entity: str, before: str, after: str) -> bytes:
+    data = {"entity": entity, "before": before, "after": after, "reason": "r"}
+    return b"event: change\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+
+def test_watch_reconnects_and_reports_what_changed_meanwhile(stand: Stand) -> None:
+    stand.queue = [
+        Answer(body=snapshot(db="absent") + change("db", "absent", "exists")),  # then ends
+        Answer(chunks=[chunk(snapshot(db="exists")), b"40\r\ncut short"]),  # then breaks
+    ]
+    stand.answer = Answer(body=snapshot(db="absent", api="exists"))
+    drops: list[str] = []
+    watch = BlockingApiClient(stand.url).watch(
+        prefix="d",
+        backoff=Backoff(first=0.001, limit=0.002),
+        on_drop=lambda why, delay: drops.append(why),
+    )
+    got = [next(watch) for _ in range(3)]
+    watch.close()
+    assert [(c.entity, c.before.value, c.after.value, c.resumed) for c in got] == [
+        ("db", "absent", "exists", False),
+        ("api", "absent", "exists", True),  # found by the snapshot after reconnecting
+        ("db", "exists", "absent", True),
+    ]
+    assert drops == ["the stream ended", f"{stand.url}: event stream broke"]
+    assert [seen["path"] for seen in stand.seen] == ["/v1/events?prefix=d"] * 3
+
+
+def test_watch_raises_when_the_node_refuses_the_stream(stand: Stand) -> None:
+    stand.answer = Answer(status=400, body=b'{"error": {"code": "bad_filter", "message": "no"}}')
+    with pytest.raises(ApiError, match="400 bad_filter"):
+        next(BlockingApiClient(stand.url).watch(kind=""))

@@ -55,8 +55,8 @@ with open(out, "w") as file:
 """
 
 
-def loaded_by(tmp_path: Path, *args: str) -> set[str]:
-    """The modules a fresh interpreter holds after ``sphaera ARGS`` succeeded."""
+def loaded_by(tmp_path: Path, *args: str, status: int = 0) -> set[str]:
+    """The modules a fresh interpreter holds after ``sphaera ARGS`` exited with ``status``."""
     out = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM, str(out), *args],
@@ -67,7 +67,7 @@ def loaded_by(tmp_path: Path, *args: str) -> set[str]:
         check=False,
     )
     report = json.loads(out.read_text())
-    assert report["code"] in (0, None), done.stdout + done.stderr
+    assert (report["code"] or 0) == status, done.stdout + done.stderr
     return set(report["modules"])
 
 
@@ -94,9 +94,12 @@ def node_url() -> Iterator[str]:
         def do_GET(self) -> None:
             body = json.dumps({"entities": ENTITIES}).encode()
             kind = "application/json"
+            code = 200
             if self.path.startswith("/v1/events"):
                 body, kind = EVENT_STREAM, "text/event-stream"
-            self.send_response(200)
+            if "refuse" in self.path:
+                code, body = 401, b'{"error": {"code": "unauthorized", "message": "no"}}'
+            self.send_response(code)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -144,6 +147,14 @@ def test_the_event_stream_loads_only_the_http_client(tmp_path: Path, node_url: s
     result = CliRunner().invoke(cli, ["events", "--url", node_url], prog_name="sphaera")
     assert result.exit_code == 0, result.output
     assert result.stdout == "db: absent (r)\ndb: absent -> exists (declared)\n"
+
+
+def test_watch_loads_only_the_http_client(tmp_path: Path, node_url: str) -> None:
+    # The stand-in node refuses this stream, so the watch ends (with status 1) after its
+    # request instead of following the stream for ever.
+    loaded = loaded_by(tmp_path, "watch", "--url", node_url, "--kind", "refuse", status=1)
+    assert "sphaera_crdt.net.blocking_client" in loaded
+    assert not heavy_in(loaded)
 
 
 def test_the_probe_would_notice_a_heavy_import(tmp_path: Path) -> None:

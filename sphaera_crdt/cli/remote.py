@@ -1,9 +1,8 @@
 """The client commands: each one call to a running node's REST API (``--url``,
 ``--token-file``, ``--timeout``, and ``--tls-ca``, ``--tls-cert``, ``--tls-key`` for https).
 
-Calls go through :class:`~sphaera_crdt.net.blocking_client.BlockingApiClient` (the
-standard library's HTTP client); only ``sphaera watch``, which reconnects and runs
-commands, loads aiohttp and asyncio, through :class:`~sphaera_crdt.net.client.ApiClient`.
+Calls go through :class:`~sphaera_crdt.net.blocking_client.BlockingApiClient`, on the
+standard library's HTTP client: no client command loads aiohttp or asyncio.
 Every command takes ``--json``, and an entity id is checked here, before any request, so a
 bad one is a usage error naming the rules rather than a 404 from the node.
 """
@@ -13,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -28,7 +27,6 @@ from .app import TOKEN_ENV, URL_ENV, BadConfig, Fail, read_token
 
 if TYPE_CHECKING:
     from ..net.blocking_client import BlockingApiClient
-    from ..net.client import ApiClient
 
 __all__ = [
     "DEFAULT_URL",
@@ -150,24 +148,6 @@ class Remote:
             raise BadConfig(f"--url: {exc}") from None
         try:
             return action(api)
-        except SphaeraError as exc:
-            raise Fail(str(exc)) from None
-
-    def call(self, action: Callable[[ApiClient], Awaitable[T]]) -> T:
-        """Run ``action`` with an asyncio client of the node (``sphaera watch``); library
-        errors become one line."""
-        import asyncio
-
-        from ..net.client import ApiClient
-
-        async def go() -> T:
-            async with ApiClient(
-                self.url, token=self.token, timeout=self.timeout, ssl=self.ssl
-            ) as api:
-                return await action(api)
-
-        try:
-            return asyncio.run(go())
         except SphaeraError as exc:
             raise Fail(str(exc)) from None
 

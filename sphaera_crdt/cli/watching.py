@@ -9,18 +9,21 @@ stream's snapshot (:mod:`sphaera_crdt.net.watch`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
+import subprocess
 import sys
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
 import orjson
 
-from ..net.client import ApiClient, StatusChange
+from ..net.watch import StatusChange
 from .app import Fail
 from .remote import Remote, client_options, entity_id_option, json_option
+
+if TYPE_CHECKING:
+    from ..net.blocking_client import BlockingApiClient
 
 __all__ = ["ENVIRONMENT", "environment"]
 
@@ -51,18 +54,15 @@ def _line(change: StatusChange) -> str:
     return f"{change.entity}: {change.before.value} -> {change.after.value} ({change.reason}){late}"
 
 
-async def _run(command: tuple[str, ...], change: StatusChange) -> None:
+def _run(command: tuple[str, ...], change: StatusChange) -> None:
     """Run ``command`` for one change and wait for it; a failure is reported, not fatal."""
     try:
-        process = await asyncio.create_subprocess_exec(
-            *command, env={**os.environ, **environment(change)}
-        )
+        done = subprocess.run(command, env={**os.environ, **environment(change)}, check=False)
     except OSError as exc:
         raise Fail(f"cannot run {command[0]}: {exc.strerror or exc}") from None
-    status = await process.wait()
-    if status != 0:
+    if done.returncode != 0:
         click.echo(
-            f"sphaera: {command[0]} exited with status {status} for {change.entity}",
+            f"sphaera: {command[0]} exited with status {done.returncode} for {change.entity}",
             file=sys.stderr,
         )
 
@@ -108,15 +108,15 @@ def watch(
             f"unexpected argument {command[0]!r} (a command goes after --exec)", ctx
         )
 
-    async def follow(api: ApiClient) -> None:
+    def follow(api: BlockingApiClient) -> None:
         changes = api.watch(entity=entity_id, prefix=prefix, kind=kind, on_drop=_dropped)
-        async for change in changes:
+        for change in changes:
             if run:
-                await _run(command, change)
+                _run(command, change)
             elif as_json:
                 click.echo(orjson.dumps(change.to_json()).decode())
             else:
                 click.echo(_line(change))
 
     with contextlib.suppress(KeyboardInterrupt):
-        remote.call(follow)
+        remote.ask(follow)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ import orjson
 
 from ..errors import ApiError, InputError, PeerUnavailable
 from . import api_calls
+from .watch import Backoff, StatusChange, Watch
 
 __all__ = ["BlockingApiClient"]
 
@@ -129,6 +131,39 @@ class BlockingApiClient:
                     yield event
         finally:
             connection.close()
+
+    def watch(
+        self,
+        *,
+        entity: str | None = None,
+        prefix: str | None = None,
+        kind: str | None = None,
+        backoff: Backoff | None = None,
+        on_drop: Callable[[str, float], None] | None = None,
+    ) -> Iterator[StatusChange]:
+        """Every status change of the entities the filters keep, one at a time, in order,
+        for as long as it is iterated; a dropped stream is opened again after a bounded
+        delay and what changed meanwhile is reported from its snapshot (:mod:`.watch`).
+
+        ``on_drop(why, delay)`` is called each time the stream ends or cannot be opened,
+        with the seconds the watch waits before it tries again.
+
+        Raises:
+            ApiError: The node refused the stream (a bad filter, a wrong token); a node
+                that cannot be reached is retried, never raised.
+        """
+        watch = Watch(backoff=backoff or Backoff())
+        while True:
+            try:
+                for name, data in self.events(entity=entity, prefix=prefix, kind=kind):
+                    yield from watch.event(name, data)
+                why = "the stream ended"
+            except PeerUnavailable as exc:
+                why = str(exc)  # the stream dropped or never opened: open it again below
+            delay = watch.dropped()
+            if on_drop is not None:
+                on_drop(why, delay)
+            time.sleep(delay)
 
     def _open(
         self,

@@ -402,19 +402,16 @@ class ApiClient:
             ApiError: The node refused the stream (a bad filter, a wrong token); a node
                 that cannot be reached is retried, never raised.
         """
-        watch = Watch()
-        backoff = backoff or Backoff()
+        watch = Watch(backoff=backoff or Backoff())
         while True:
             try:
                 async for name, data in self.events(entity=entity, prefix=prefix, kind=kind):
-                    if name == "snapshot":
-                        backoff.reset()
                     for change in watch.event(name, data):
                         yield change
                 why = "the stream ended"
             except PeerUnavailable as exc:
                 why = str(exc)  # the stream dropped or never opened: open it again below
-            delay = backoff.delay()
+            delay = watch.dropped()
             if on_drop is not None:
                 on_drop(why, delay)
             await asyncio.sleep(delay)
