@@ -2,20 +2,15 @@
 
 Every replica holds entity records and observations as CRDTs, merges whatever it
 receives in any order, and derives from its own merged view which entities exist.
+
+The names below load on first use (PEP 562), so that a program importing one module of
+the package, such as the ``sphaera`` command answering ``--version``, does not pay for
+pycrdt and the whole core.
 """
 
-from .core import Change, EntityView, Observation, RecordChange, Replica, Status
-from .core.constraints import (
-    all_of,
-    any_of,
-    at_least,
-    attr,
-    call,
-    check_constraint,
-    exists,
-    not_,
-    observed,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final
+
 from .errors import (
     InputError,
     InvalidConstraint,
@@ -26,6 +21,43 @@ from .errors import (
     SphaeraError,
     UnknownEntity,
 )
+
+__version__ = "0.1.0.dev0"
+
+if TYPE_CHECKING:
+    from .core import Change, EntityView, Observation, RecordChange, Replica, Status
+    from .core.constraints import (
+        all_of,
+        any_of,
+        at_least,
+        attr,
+        call,
+        check_constraint,
+        exists,
+        not_,
+        observed,
+    )
+
+#: The module each lazily loaded name comes from.
+_LAZY: Final = {
+    **dict.fromkeys(
+        ("Change", "EntityView", "Observation", "RecordChange", "Replica", "Status"), ".core"
+    ),
+    **dict.fromkeys(
+        (
+            "all_of",
+            "any_of",
+            "at_least",
+            "attr",
+            "call",
+            "check_constraint",
+            "exists",
+            "not_",
+            "observed",
+        ),
+        ".core.constraints",
+    ),
+}
 
 __all__ = [
     "Change",
@@ -52,3 +84,16 @@ __all__ = [
     "not_",
     "observed",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups find it without calling this again
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -18,6 +18,7 @@ from typing import Final
 from .core.formulas import DEFAULT_MAX_SKEW
 from .core.probes import DEFAULT_ALLOW, ProbeTargets
 from .errors import ConfigError, InputError
+from .net.api_calls import DEFAULT_PORT
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -32,7 +33,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HOST_NAME: Final = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
 
-DEFAULT_PORT: Final = 8470
 DEFAULT_MAX_BODY: Final = 8 * 1024 * 1024
 #: Seconds of silence after which a replica is forgotten (a day).
 DEFAULT_FORGET_AFTER: Final = 24 * 3600.0

@@ -334,6 +334,26 @@ def test_client_commands_against_a_node(node_url: str, tmp_path: Path) -> None:
     assert "401" in error_line(unauthorised)
 
 
+def test_every_one_shot_client_command_answers_json(node_url: str) -> None:
+    env = {"SPHAERA_URL": node_url, "SPHAERA_TOKEN": "t0k"}
+
+    def answer(*args: str) -> Any:
+        result = run(*args, "--json", env=env)
+        assert result.exit_code == 0, result.output
+        return orjson.loads(result.stdout)
+
+    put = answer("put", "db", "--kind", "postgres")
+    assert (put["id"], put["kind"], put["status"]) == ("db", "postgres", "exists")
+    assert answer("get", "db")["id"] == "db"
+    assert answer("patch", "db", "--attrs", '{"port": 1}')["attrs"] == {"port": 1}
+    assert answer("observe", "db", "--ttl", "60")["subject"] == "db"
+    assert isinstance(answer("why", "db"), dict)
+    assert "db" in answer("entities")["entities"]
+    assert answer("replicas")["self"] == "n"
+    assert answer("delete", "db")["status"] == "absent"  # the entity, now retracted
+    assert answer("get", "db")["status"] == "absent"
+
+
 def test_forget_refuses_the_node_itself_and_unknown_replicas(node_url: str) -> None:
     env = {"SPHAERA_URL": node_url, "SPHAERA_TOKEN": "t0k"}
     itself = run("forget", "n", env=env)

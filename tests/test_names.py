@@ -135,3 +135,15 @@ def test_writes_refuse_bad_attribute_keys_and_change_nothing(bad: str) -> None:
         replica.update("db", {"port": 2, bad: 1})
     assert replica.state_vector() == state
     assert replica.entities() == records
+
+
+@pytest.mark.parametrize("kind", sorted(CHECKS))
+def test_the_rules_in_words_are_the_rules_checked(kind: str) -> None:
+    check, limit = CHECKS[kind]
+    words = names.rules(kind)
+    article = {"entity id": "an", "replica id": "a", "attribute key": "an"}[kind]
+    assert words == f"{article} {kind} is 1 to {limit} characters of text, none a control character"
+    assert check("x" * limit) == "x" * limit
+    for bad in ("", "x" * (limit + 1), *(f"a{c}b" for c in CONTROL)):
+        with pytest.raises(InvalidIdentifier):
+            check(bad)

@@ -10,7 +10,7 @@ from typing import Final, TypeVar
 
 import click
 
-from .app import BadConfig, Fail, cli
+from .app import BadConfig, Fail
 
 __all__ = ["bench"]
 
@@ -43,7 +43,7 @@ def _list_of(
     return parse
 
 
-@cli.group()
+@click.group()
 def bench() -> None:
     """Benchmarks on the deterministic simulator."""
 

@@ -1,31 +1,86 @@
-"""The client commands: each one :class:`~sphaera_crdt.net.client.ApiClient` call to a
-running node (``--url``, ``--token-file``, ``--timeout``, and ``--tls-ca``, ``--tls-cert``,
-``--tls-key`` for https)."""
+"""The client commands: each one call to a running node's REST API (``--url``,
+``--token-file``, ``--timeout``, and ``--tls-ca``, ``--tls-cert``, ``--tls-key`` for https).
+
+Calls go through :class:`~sphaera_crdt.net.blocking_client.BlockingApiClient`, on the
+standard library's HTTP client: no client command loads aiohttp or asyncio.
+Every command takes ``--json``, and an entity id is checked here, before any request, so a
+bad one is a usage error naming the rules rather than a 404 from the node.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 import orjson
-from rich.console import Console
-from rich.table import Table
 
-from ..errors import SphaeraError
-from ..net.client import ApiClient
-from .app import DEFAULT_URL, TOKEN_ENV, URL_ENV, BadConfig, Fail, cli, read_token
+from ..core import names
+from ..errors import InputError, InvalidIdentifier, SphaeraError
+from ..net.api_calls import DEFAULT_PORT
+from .app import TOKEN_ENV, URL_ENV, BadConfig, Fail, read_token
 
-__all__ = ["Remote", "client_options"]
+if TYPE_CHECKING:
+    from ..net.blocking_client import BlockingApiClient
 
+__all__ = [
+    "DEFAULT_URL",
+    "Remote",
+    "client_options",
+    "entity_id_option",
+    "id_argument",
+    "json_option",
+]
+
+DEFAULT_URL: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 _STATUS_STYLES: Final = {"exists": "green", "absent": "red", "undetermined": "yellow"}
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: How each kind of id a command takes is checked (the rules of :mod:`~..core.names`).
+_ID_CHECKS: Final[dict[str, Callable[[object], str]]] = {
+    "entity id": names.check_entity_id,
+    "replica id": names.check_replica_id,
+}
+
+
+def _checked_id(kind: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback that refuses a bad ``kind`` id, naming the rules, before any
+    request is made (the node would answer a bad one with a 404 or a 400)."""
+    check = _ID_CHECKS[kind]
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except InvalidIdentifier as exc:
+            raise click.BadParameter(f"{exc}; {names.rules(kind)}") from None
+
+    return callback
+
+
+def id_argument(
+    name: str = "entity_id", *, kind: str = "entity id", metavar: str = "ID"
+) -> Callable[[F], F]:
+    """The ``ID`` argument of a command, checked as a ``kind`` id."""
+    return click.argument(name, metavar=metavar, callback=_checked_id(kind))
+
+
+def entity_id_option(*flags: str, **kw: Any) -> Callable[[F], F]:
+    """An option holding an entity id (``--entity ID``), checked before any request."""
+    return click.option(*flags, metavar="ID", callback=_checked_id("entity id"), **kw)
+
+
+def json_option(text: str = "Print the node's JSON answer.") -> Callable[[F], F]:
+    """``--json``, which every client command takes; the command gets ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True, help=text)
 
 
 def _json_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -61,6 +116,17 @@ def _echo_json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    # rich is imported here: only the human form of a listing needs it.
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, box=None, header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Remote:
     """Where the client commands connect."""
@@ -71,17 +137,17 @@ class Remote:
     #: How to verify an https node (and the certificate to present); system trust if None.
     ssl: ssl.SSLContext | None = None
 
-    def call(self, action: Callable[[ApiClient], Awaitable[T]]) -> T:
-        """Run ``action`` with a client of the node; library errors become one line."""
-
-        async def go() -> T:
-            async with ApiClient(
-                self.url, token=self.token, timeout=self.timeout, ssl=self.ssl
-            ) as api:
-                return await action(api)
+    def ask(self, action: Callable[[BlockingApiClient], T]) -> T:
+        """Run ``action`` with a blocking client of the node; library errors become one
+        line."""
+        from ..net.blocking_client import BlockingApiClient
 
         try:
-            return asyncio.run(go())
+            api = BlockingApiClient(self.url, token=self.token, timeout=self.timeout, ssl=self.ssl)
+        except InputError as exc:
+            raise BadConfig(f"--url: {exc}") from None
+        try:
+            return action(api)
         except SphaeraError as exc:
             raise Fail(str(exc)) from None
 
@@ -163,9 +229,9 @@ def client_options(function: Callable[..., None]) -> Callable[..., None]:
 # -- client commands -----------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+@json_option()
 @click.option("--prefix", metavar="P", help="Only entities whose id starts with P.")
 @click.option("--kind", metavar="K", help="Only entities of kind K.")
 @click.option(
@@ -177,33 +243,37 @@ def entities(
     remote: Remote, as_json: bool, prefix: str | None, kind: str | None, status: str | None
 ) -> None:
     """List every entity the node knows (or those the filters keep), with its status."""
-    found = remote.call(lambda api: api.entities(prefix=prefix, kind=kind, status=status))
+    found = remote.ask(lambda api: api.entities(prefix=prefix, kind=kind, status=status))
     if as_json:
         _echo_json({"entities": found})
         return
-    table = Table("id", "kind", "status", "owner", "reason", box=None, header_style="bold")
-    for entity_id, entity in sorted(found.items()):
-        table.add_row(
-            entity_id,
-            str(entity.get("kind") or ""),
-            _status_cell(entity.get("status")),
-            str(entity.get("owner") or ""),
-            str(entity.get("reason") or ""),
-        )
-    Console().print(table)
+    _print_table(
+        ("id", "kind", "status", "owner", "reason"),
+        [
+            (
+                entity_id,
+                str(entity.get("kind") or ""),
+                _status_cell(entity.get("status")),
+                str(entity.get("owner") or ""),
+                str(entity.get("reason") or ""),
+            )
+            for entity_id, entity in sorted(found.items())
+        ],
+    )
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("entity_id", metavar="ID")
-def get(remote: Remote, entity_id: str) -> None:
+@id_argument()
+@json_option("Print the node's JSON answer (the default form too).")
+def get(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Print one entity as JSON."""
-    _echo_json(remote.call(lambda api: api.get(entity_id)))
+    _echo_json(remote.ask(lambda api: api.get(entity_id)))
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("entity_id", metavar="ID")
+@id_argument()
 @click.option("--kind", help="The entity's kind.")
 @click.option(
     "--attrs", metavar="JSON", callback=_json_value, help="Attributes, a JSON object (or @FILE)."
@@ -217,6 +287,7 @@ def get(remote: Remote, entity_id: str) -> None:
     callback=_json_value,
     help='A check nodes run and observe the entity by, e.g. {"http": URL, "every": 5}.',
 )
+@json_option("Print the node's JSON answer, the entity (the default form too).")
 def put(
     remote: Remote,
     entity_id: str,
@@ -224,12 +295,13 @@ def put(
     attrs: Any,
     requires: Any,
     probe: Any,
+    as_json: bool,
 ) -> None:
     """Declare (or re-declare) an entity, stating its whole record."""
     attributes = _object(attrs, "--attrs")
     checked = None if probe is None else _object(probe, "--probe")
     _echo_json(
-        remote.call(
+        remote.ask(
             lambda api: api.put(
                 entity_id, kind=kind, attrs=attributes, requires=requires, probe=checked
             )
@@ -237,9 +309,9 @@ def put(
     )
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("entity_id", metavar="ID")
+@id_argument()
 @click.option(
     "--attrs",
     metavar="JSON",
@@ -247,36 +319,43 @@ def put(
     required=True,
     help="Attributes to set, a JSON object.",
 )
-def patch(remote: Remote, entity_id: str, attrs: Any) -> None:
+@json_option("Print the node's JSON answer, the entity (the default form too).")
+def patch(remote: Remote, entity_id: str, attrs: Any, as_json: bool) -> None:
     """Merge top-level attributes into an entity."""
     attributes = _object(attrs, "--attrs") or {}
-    _echo_json(remote.call(lambda api: api.patch(entity_id, attributes)))
+    _echo_json(remote.ask(lambda api: api.patch(entity_id, attributes)))
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("entity_id", metavar="ID")
-def delete(remote: Remote, entity_id: str) -> None:
+@id_argument()
+@json_option("Print the node's JSON answer (null when it sends none).")
+def delete(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Retract an entity: it becomes absent on every replica."""
-    answer = remote.call(lambda api: api.delete(entity_id))
-    if answer is not None:
+    answer = remote.ask(lambda api: api.delete(entity_id))
+    if answer is not None or as_json:
         _echo_json(answer)
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("entity_id", metavar="ID")
-def why(remote: Remote, entity_id: str) -> None:
+@id_argument()
+@json_option("Print the explanation tree as the node's JSON answer.")
+def why(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Explain an entity's status.
 
     Prints the tree of the clauses and facts that decided it, as JSON.
     """
-    _echo_json(remote.call(lambda api: api.why(entity_id)))
+    answer = remote.ask(lambda api: api.why(entity_id))
+    if as_json:
+        _echo_json(answer)
+        return
+    _echo_json(answer)  # the readable form: the same JSON, until it is drawn as a tree
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("subject", metavar="SUBJECT")
+@id_argument("subject", metavar="SUBJECT")
 @click.option("--ok/--not-ok", default=True, show_default=True, help="What was observed.")
 @click.option(
     "--value", metavar="JSON", callback=_json_value, help="A JSON value observed along (or @FILE)."
@@ -284,55 +363,60 @@ def why(remote: Remote, entity_id: str) -> None:
 @click.option(
     "--ttl", type=click.FloatRange(min=0), help="Seconds after which the observation expires."
 )
+@json_option("Print the node's JSON answer, the observation (the default form too).")
 def observe(
     remote: Remote,
     subject: str,
     ok: bool,
     value: Any,
     ttl: float | None,
+    as_json: bool,
 ) -> None:
     """Record the node's observation of SUBJECT."""
-    _echo_json(remote.call(lambda api: api.observe(subject, ok=ok, value=value, ttl=ttl)))
+    _echo_json(remote.ask(lambda api: api.observe(subject, ok=ok, value=value, ttl=ttl)))
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.argument("replica_id", metavar="ID")
-def forget(remote: Remote, replica_id: str) -> None:
+@id_argument("replica_id", kind="replica id")
+@json_option("Print the node's JSON answer (the default form too).")
+def forget(remote: Remote, replica_id: str, as_json: bool) -> None:
     """Forget a departed replica on every replica.
 
     Its records and observations stop counting and its data is dropped; if it comes
     back, it starts afresh. A node refuses to forget itself.
     """
-    _echo_json(remote.call(lambda api: api.forget(replica_id)))
+    _echo_json(remote.ask(lambda api: api.forget(replica_id)))
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+@json_option()
 def replicas(remote: Remote, as_json: bool) -> None:
     """List the replicas the node knows, with their liveness and clock offsets."""
-    answer = remote.call(lambda api: api.replicas())
+    answer = remote.ask(lambda api: api.replicas())
     if as_json:
         _echo_json(answer)
         return
     me = answer.get("self")
-    table = Table("replica", "url", "status", "clock offset", box=None, header_style="bold")
+    rows: list[tuple[str, ...]] = []
     for replica_id, info in sorted(answer.get("replicas", {}).items()):
         offset = info.get("clock_offset")
-        table.add_row(
-            f"{replica_id} (self)" if replica_id == me else replica_id,
-            str(info.get("url") or ""),
-            _status_cell(info.get("status")),
-            f"{offset:+.3f}s" if type(offset) in (int, float) and replica_id != me else "",
+        rows.append(
+            (
+                f"{replica_id} (self)" if replica_id == me else replica_id,
+                str(info.get("url") or ""),
+                _status_cell(info.get("status")),
+                f"{offset:+.3f}s" if type(offset) in (int, float) and replica_id != me else "",
+            )
         )
-    Console().print(table)
+    _print_table(("replica", "url", "status", "clock offset"), rows)
 
 
-@cli.command()
+@click.command()
 @client_options
-@click.option("--json", "as_json", is_flag=True, help="Print each event as one JSON line.")
-@click.option("--entity", "only", metavar="ID", help="Only this entity.")
+@json_option("Print each event as one JSON line.")
+@entity_id_option("--entity", "only", help="Only this entity.")
 @click.option("--prefix", metavar="P", help="Only entities whose id starts with P.")
 @click.option("--kind", metavar="K", help="Only entities of kind K.")
 def events(
@@ -348,8 +432,8 @@ def events(
     one line per change. See also ``sphaera watch``, which reconnects and can act.
     """
 
-    async def stream(api: ApiClient) -> None:
-        async for name, data in api.events(entity=only, prefix=prefix, kind=kind):
+    def stream(api: BlockingApiClient) -> None:
+        for name, data in api.events(entity=only, prefix=prefix, kind=kind):
             if as_json:
                 click.echo(orjson.dumps({"event": name, "data": data}).decode())
             elif name == "change" and isinstance(data, dict):
@@ -364,4 +448,4 @@ def events(
                 click.echo(f"{name}: {orjson.dumps(data).decode()}")
 
     with contextlib.suppress(KeyboardInterrupt):
-        remote.call(stream)
+        remote.ask(stream)

@@ -22,7 +22,7 @@ from ..core import names
 from ..core.formulas import DEFAULT_MAX_SKEW
 from ..errors import ConfigError, SphaeraError
 from ..node import Node
-from .app import DEFAULT_DATA, TOKEN_ENV, BadConfig, Fail, cli, read_token
+from .app import DEFAULT_DATA, TOKEN_ENV, BadConfig, Fail, read_token
 
 __all__ = ["CLOCK_OFFSET_ENV", "demo", "serve"]
 
@@ -33,7 +33,7 @@ CLOCK_OFFSET_ENV: Final = "SPHAERA_CLOCK_OFFSET"
 # -- serve ---------------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.option("--id", "replica_id", required=True, help="This replica's id (stable per node).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -288,7 +288,7 @@ async def _serve(config: NodeConfig) -> None:
     click.echo(f"sphaera: replica {config.replica_id} stopped")
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.01),

@@ -9,18 +9,21 @@ stream's snapshot (:mod:`sphaera_crdt.net.watch`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
+import subprocess
 import sys
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
 import orjson
 
-from ..net.client import ApiClient, StatusChange
-from .app import Fail, cli
-from .remote import Remote, client_options
+from ..net.watch import StatusChange
+from .app import Fail
+from .remote import Remote, client_options, entity_id_option, json_option
+
+if TYPE_CHECKING:
+    from ..net.blocking_client import BlockingApiClient
 
 __all__ = ["ENVIRONMENT", "environment"]
 
@@ -51,18 +54,15 @@ def _line(change: StatusChange) -> str:
     return f"{change.entity}: {change.before.value} -> {change.after.value} ({change.reason}){late}"
 
 
-async def _run(command: tuple[str, ...], change: StatusChange) -> None:
+def _run(command: tuple[str, ...], change: StatusChange) -> None:
     """Run ``command`` for one change and wait for it; a failure is reported, not fatal."""
     try:
-        process = await asyncio.create_subprocess_exec(
-            *command, env={**os.environ, **environment(change)}
-        )
+        done = subprocess.run(command, env={**os.environ, **environment(change)}, check=False)
     except OSError as exc:
         raise Fail(f"cannot run {command[0]}: {exc.strerror or exc}") from None
-    status = await process.wait()
-    if status != 0:
+    if done.returncode != 0:
         click.echo(
-            f"sphaera: {command[0]} exited with status {status} for {change.entity}",
+            f"sphaera: {command[0]} exited with status {done.returncode} for {change.entity}",
             file=sys.stderr,
         )
 
@@ -71,12 +71,12 @@ def _dropped(why: str, delay: float) -> None:
     click.echo(f"sphaera: {why}; connecting again in {delay:.1f}s", file=sys.stderr)
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False})
 @client_options
-@click.option("--entity", "entity_id", metavar="ID", help="Only this entity.")
+@entity_id_option("--entity", "entity_id", help="Only this entity.")
 @click.option("--prefix", metavar="P", help="Only entities whose id starts with P.")
 @click.option("--kind", metavar="K", help="Only entities of kind K.")
-@click.option("--json", "as_json", is_flag=True, help="Print each change as one JSON line.")
+@json_option("Print each change as one JSON line.")
 @click.option(
     "--exec",
     "run",
@@ -100,20 +100,23 @@ def watch(
     environment; otherwise prints one line per change. The current statuses are the
     starting point: only changes from then on are reported.
     """
+    ctx = click.get_current_context()
     if run and not command:
-        raise click.UsageError("--exec needs a command")
+        raise click.UsageError("--exec needs a command", ctx)
     if command and not run:
-        raise click.UsageError(f"unexpected argument {command[0]!r} (a command goes after --exec)")
+        raise click.UsageError(
+            f"unexpected argument {command[0]!r} (a command goes after --exec)", ctx
+        )
 
-    async def follow(api: ApiClient) -> None:
+    def follow(api: BlockingApiClient) -> None:
         changes = api.watch(entity=entity_id, prefix=prefix, kind=kind, on_drop=_dropped)
-        async for change in changes:
+        for change in changes:
             if run:
-                await _run(command, change)
+                _run(command, change)
             elif as_json:
                 click.echo(orjson.dumps(change.to_json()).decode())
             else:
                 click.echo(_line(change))
 
     with contextlib.suppress(KeyboardInterrupt):
-        remote.call(follow)
+        remote.ask(follow)

@@ -19,6 +19,7 @@ __all__ = [
     "check_attr_key",
     "check_entity_id",
     "check_replica_id",
+    "rules",
 ]
 
 MAX_ID_LEN: Final = 256
@@ -65,6 +66,14 @@ def _check_new(kind: str, name: object, limit: int) -> None:
         name.encode()
     except UnicodeEncodeError as exc:
         raise InvalidIdentifier(f"{kind} {name!r} is not valid Unicode text") from exc
+
+
+def rules(kind: str) -> str:
+    """The rules of a kind of name in words, for messages that teach them: ``kind`` is
+    ``"entity id"``, ``"replica id"`` or ``"attribute key"``."""
+    limit = {"replica id": MAX_REPLICA_ID_LEN, "attribute key": MAX_ATTR_LEN}.get(kind, MAX_ID_LEN)
+    article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+    return f"{article} {kind} is 1 to {limit} characters of text, none a control character"
 
 
 def check_entity_id(name: object) -> str:

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -33,6 +32,7 @@ from ..config import NodeConfig
 from ..core.clocks import format_time, parse_time
 from ..core.gossip import exchange_timeout
 from ..errors import ApiError, PeerNotAllowed, PeerUnavailable, RemoteError
+from . import api_calls
 from .peers import PeerAllowlist, client_ssl_context
 from .watch import Backoff, StatusChange, Watch
 
@@ -76,10 +76,6 @@ class SyncAnswer:
     received: float = 0.0
 
 
-def _auth_headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def _ssl_option(context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
     # True means "verify with the default trust store" to aiohttp.
     return context if context is not None else True
@@ -118,7 +114,7 @@ class PeerClient:
         headers = {
             "Content-Type": SYNC_CONTENT_TYPE,
             REPLICA_HEADER: self._replica_id,
-            **_auth_headers(self._token),
+            **api_calls.auth_headers(self._token),
         }
         if self._url:
             headers[URL_HEADER] = self._url
@@ -251,7 +247,7 @@ class ApiClient:
         ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._headers = _auth_headers(token)
+        self._headers = api_calls.auth_headers(token)
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._ssl = _ssl_option(ssl)
         self._session: aiohttp.ClientSession | None = None
@@ -288,33 +284,28 @@ class ApiClient:
                 method, target, data=data, headers=headers, timeout=self._timeout, ssl=self._ssl
             ) as response:
                 raw = await response.read()
-                if response.status >= 400:
-                    raise _api_error(response.status, raw)
-                if response.status == 204 or not raw:
-                    return None
-                try:
-                    return orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise RemoteError(f"{target} did not answer JSON") from exc
+                return api_calls.decode_answer(response.status, raw, target)
         except TimeoutError as exc:
             raise PeerUnavailable(f"{self.url} timed out", url=self.url) from exc
         except aiohttp.ClientError as exc:
             message = f"{self.url} unreachable: {_describe(exc)}"
             raise PeerUnavailable(message, url=self.url) from exc
 
+    async def _send(self, call: api_calls.Call) -> Any:
+        return await self.request(call.method, call.path, call.body)
+
     async def entities(
         self, *, prefix: str | None = None, kind: str | None = None, status: str | None = None
     ) -> dict[str, Any]:
         """Every entity the node knows, with its status: ``{id: entity}``; only those whose
         id starts with ``prefix``, of ``kind``, with ``status``, when given."""
-        query = _query(prefix=prefix, kind=kind, status=status)
-        answer = await self.request("GET", "/v1/entities" + query)
+        answer = await self._send(api_calls.entities(prefix=prefix, kind=kind, status=status))
         entities: dict[str, Any] = answer["entities"]
         return entities
 
     async def get(self, entity_id: str) -> dict[str, Any]:
         """One entity (raises :class:`ApiError` with status 404 if unknown)."""
-        result: dict[str, Any] = await self.request("GET", _entity_path(entity_id))
+        result: dict[str, Any] = await self._send(api_calls.get(entity_id))
         return result
 
     async def put(
@@ -327,52 +318,40 @@ class ApiClient:
         probe: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Declare (or re-declare) an entity."""
-        body: dict[str, Any] = {}
-        if kind is not None:
-            body["kind"] = kind
-        if attrs is not None:
-            body["attrs"] = dict(attrs)
-        if requires is not None:
-            body["requires"] = requires
-        if probe is not None:
-            body["probe"] = dict(probe)
-        result: dict[str, Any] = await self.request("PUT", _entity_path(entity_id), body)
+        call = api_calls.put(entity_id, kind=kind, attrs=attrs, requires=requires, probe=probe)
+        result: dict[str, Any] = await self._send(call)
         return result
 
     async def patch(self, entity_id: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Merge top-level attributes into an entity."""
-        body = {"attrs": dict(attrs)}
-        result: dict[str, Any] = await self.request("PATCH", _entity_path(entity_id), body)
+        result: dict[str, Any] = await self._send(api_calls.patch(entity_id, attrs))
         return result
 
     async def delete(self, entity_id: str) -> Any:
         """Retract an entity."""
-        return await self.request("DELETE", _entity_path(entity_id))
+        return await self._send(api_calls.delete(entity_id))
 
     async def why(self, entity_id: str) -> dict[str, Any]:
         """The explanation tree of an entity's status."""
-        result: dict[str, Any] = await self.request("GET", _entity_path(entity_id) + "/why")
+        result: dict[str, Any] = await self._send(api_calls.why(entity_id))
         return result
 
     async def observe(
         self, subject: str, *, ok: bool = True, value: Any = None, ttl: float | None = None
     ) -> dict[str, Any]:
         """Record the node's observation of ``subject``."""
-        body: dict[str, Any] = {"subject": subject, "ok": ok, "value": value}
-        if ttl is not None:
-            body["ttl"] = ttl
-        result: dict[str, Any] = await self.request("POST", "/v1/observations", body)
+        call = api_calls.observe(subject, ok=ok, value=value, ttl=ttl)
+        result: dict[str, Any] = await self._send(call)
         return result
 
     async def replicas(self) -> dict[str, Any]:
         """``{"self": id, "replicas": {id: {"url", "status"}}}``."""
-        result: dict[str, Any] = await self.request("GET", "/v1/replicas")
+        result: dict[str, Any] = await self._send(api_calls.replicas())
         return result
 
     async def forget(self, replica_id: str) -> dict[str, Any]:
         """Forget a departed replica on every replica: ``{"forgotten": [id]}``."""
-        path = "/v1/replicas/" + quote(replica_id, safe="")
-        result: dict[str, Any] = await self.request("DELETE", path)
+        result: dict[str, Any] = await self._send(api_calls.forget(replica_id))
         return result
 
     async def events(
@@ -389,28 +368,17 @@ class ApiClient:
             raise RuntimeError("use ApiClient as an async context manager")
         timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout.connect)
         try:
-            query = _query(entity=entity, prefix=prefix, kind=kind)
+            path = api_calls.events_path(entity=entity, prefix=prefix, kind=kind)
             async with self._session.get(
-                f"{self.url}/v1/events{query}", timeout=timeout, ssl=self._ssl
+                f"{self.url}{path}", timeout=timeout, ssl=self._ssl
             ) as response:
                 if response.status >= 400:
-                    raise _api_error(response.status, await response.read())
-                name, data = "message", list[str]()
+                    raise api_calls.api_error(response.status, await response.read())
+                events = api_calls.ServerSentEvents()
                 async for raw_line in response.content:
-                    line = raw_line.decode("utf-8", "replace").rstrip("\r\n")
-                    if not line:
-                        if data:
-                            yield name, _json_or_text("\n".join(data))
-                        name, data = "message", []
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        field, _, value = line.partition(":")
-                        value = value.removeprefix(" ")
-                        if field == "event":
-                            name = value
-                        elif field == "data":
-                            data.append(value)
+                    event = events.line(raw_line)
+                    if event is not None:
+                        yield event
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise PeerUnavailable(f"{self.url}: event stream broke", url=self.url) from exc
 
@@ -434,45 +402,16 @@ class ApiClient:
             ApiError: The node refused the stream (a bad filter, a wrong token); a node
                 that cannot be reached is retried, never raised.
         """
-        watch = Watch()
-        backoff = backoff or Backoff()
+        watch = Watch(backoff=backoff or Backoff())
         while True:
             try:
                 async for name, data in self.events(entity=entity, prefix=prefix, kind=kind):
-                    if name == "snapshot":
-                        backoff.reset()
                     for change in watch.event(name, data):
                         yield change
                 why = "the stream ended"
             except PeerUnavailable as exc:
                 why = str(exc)  # the stream dropped or never opened: open it again below
-            delay = backoff.delay()
+            delay = watch.dropped()
             if on_drop is not None:
                 on_drop(why, delay)
             await asyncio.sleep(delay)
-
-
-def _query(**filters: str | None) -> str:
-    """``?name=value&...`` of the filters given, ``""`` when none is."""
-    given = {name: value for name, value in filters.items() if value is not None}
-    return "?" + urlencode(given) if given else ""
-
-
-def _entity_path(entity_id: str) -> str:
-    return "/v1/entities/" + quote(entity_id, safe="")
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
-def _api_error(status: int, raw: bytes) -> ApiError:
-    try:
-        error = orjson.loads(raw)["error"]
-        return ApiError(status, str(error["code"]), str(error["message"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        text = raw[:200].decode("utf-8", "replace").strip()
-        return ApiError(status, "http_error", text or "no explanation")

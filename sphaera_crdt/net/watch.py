@@ -11,8 +11,8 @@ then the stream's changes follow. Changes are reported one at a time, in the ord
 made them.
 
 The decisions (what a snapshot or a change reports, how long to wait before connecting
-again) are made by :class:`Watch` without I/O; :meth:`.client.ApiClient.watch` carries
-them out.
+again) are made by :class:`Watch` without I/O; :meth:`.client.ApiClient.watch` (asyncio)
+and :meth:`.blocking_client.BlockingApiClient.watch` carry them out.
 """
 
 from __future__ import annotations
@@ -102,10 +102,14 @@ class Watch:
     #: the last status reported (or found by the first snapshot) of each entity
     known: dict[str, Status] = field(default_factory=dict)
     started: bool = False
+    #: the delays before connecting again, reset by every snapshot (a stream that opened)
+    backoff: Backoff = field(default_factory=Backoff)
 
     def event(self, name: str, data: Any) -> list[StatusChange]:
         """The changes one event of a stream reports (``snapshot``, ``change``; others
         report nothing)."""
+        if name == "snapshot":
+            self.backoff.reset()
         if not isinstance(data, Mapping):
             return []
         if name == "snapshot":
@@ -113,6 +117,11 @@ class Watch:
         if name == "change":
             return self._change(data)
         return []
+
+    def dropped(self) -> float:
+        """The stream ended, broke or could not be opened: the seconds to wait before
+        connecting again."""
+        return self.backoff.delay()
 
     def _snapshot(self, data: Mapping[str, Any]) -> list[StatusChange]:
         entities = data.get("entities")
