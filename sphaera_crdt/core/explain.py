@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import codec
 from .compiler import Compiled
@@ -31,6 +31,8 @@ STATUS_NAMES: Final = {TRUE: "exists", FALSE: "absent", UNKNOWN: "undetermined"}
 VALUE_NAMES: Final = {TRUE: "true", FALSE: "false", UNKNOWN: "unknown"}
 #: Deciding children listed per clause before the rest are counted.
 MAX_CHILDREN: Final = 8
+#: Deciding atoms a one-line reason names before it counts the rest.
+MAX_REASON_ATOMS: Final = 3
 #: Observations listed per ``observed`` clause.
 MAX_OBSERVATIONS: Final = 10
 #: Longest chain followed when summarising.
@@ -44,10 +46,30 @@ _NESTED: Final = frozenset({"all", "any", "at_least", "not", "exists"})
 
 
 def reason(engine: ExistenceEngine, entity: str) -> str:
-    """A one-line reason for the entity's current status."""
+    """A one-line reason for the entity's current status: the atoms that decided it."""
+    return _decision(engine, entity)[0]
+
+
+def explain(
+    engine: ExistenceEngine, entity: str, *, depth: int = 3, now: float | None = None
+) -> dict[str, Any]:
+    """The explanation tree of an entity's current status.
+
+    ``now``, when given, is recorded at the root as ``"now"``: the clock reading that the
+    tree's absolute instants (``at``, ``stale_since``, ``expires_at``) are read against.
+    """
+    tree = _explain_entity(engine, entity, depth, (), 1)
+    if now is not None:
+        tree["now"] = now
+    return tree
+
+
+def _decision(engine: ExistenceEngine, entity: str) -> tuple[str, list[_Atom]]:
+    """The reason of the entity's status and the atoms it names (none for the reasons
+    that are not about a rule: undeclared, retracted, no requirements, malformed)."""
     base = _base_reason(engine, entity)
     if base is not None:
-        return base
+        return base, []
     value = engine.status.get(entity, FALSE)
     rep = engine.comp.get(entity, entity)
     if rep in engine.cyclic:
@@ -57,20 +79,37 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
         members, cycle = [entity], _NO_CYCLE
     rule = engine.rules[entity]
     assert isinstance(rule, Compiled)
-    leaf = _first_leaf(engine, rule.node, value, cycle)
+    atoms = list(_deciding(engine, rule.node, value, cycle))
+    named = _join(engine, atoms)
     if value == TRUE:
-        return "requirements hold" if leaf is None else f"requirements hold: {leaf[0]}"
+        return ("requirements hold" if not named else f"requirements hold: {named}"), atoms
     if cycle and value == UNKNOWN and _negates_inside(engine, members, cycle):
-        return f"unresolved cycle through negation: {_names(members)}"
-    if cycle and value == FALSE and leaf is not None and leaf[1] in cycle and leaf[2] == FALSE:
-        # The deciding fact is the absence of a member of its own cycle.
-        return f"supported only by a cycle: {_names(members)}"
-    return "requirements do not hold" if leaf is None else leaf[0]
+        return f"unresolved cycle through negation: {_names(members)}", atoms
+    if cycle and value == FALSE and atoms and all(_own_cycle(atom, cycle) for atom in atoms):
+        # Nothing but the absence of members of its own cycle: no outside support.
+        return f"supported only by a cycle: {_names(members)}", atoms
+    if named:
+        return named, atoms
+    return ("requirements do not hold" if value == FALSE else "requirements undetermined"), atoms
 
 
-def explain(engine: ExistenceEngine, entity: str, *, depth: int = 3) -> dict[str, Any]:
-    """The explanation tree of an entity's current status."""
-    return _explain_entity(engine, entity, depth, (), 1)
+def _own_cycle(atom: _Atom, cycle: AbstractSet[str]) -> bool:
+    """Whether ``atom`` is the absence of a member of ``cycle``, read as it is written."""
+    return atom.node[0] == "exists" and atom.node[1] in cycle and not atom.negated
+
+
+def _join(engine: ExistenceEngine, atoms: list[_Atom]) -> str:
+    """The first few atoms in words (each once), then how many more there are."""
+    texts: list[str] = []
+    seen: set[str] = set()
+    for atom in atoms:
+        text = _describe_atom(engine, atom.node, atom.value)
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+    shown = "; ".join(texts[:MAX_REASON_ATOMS])
+    more = len(texts) - MAX_REASON_ATOMS
+    return shown + (f"; and {more} more" if more > 0 else "")
 
 
 def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
@@ -135,59 +174,90 @@ def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: Abstract
     return False
 
 
-def _first_leaf(
-    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
-) -> tuple[str, str, int] | None:
-    """(text, entity, value) of the first atom that decides ``node``'s value ``want``,
-    preferring atoms that do not name an entity of ``avoid`` (the entity's own cycle)."""
-    # The usual rules, an exists atom or a connective of them, without the general walk
-    # (a change event computes this for every entity whose status changed).
-    if isinstance(node, str):
-        return _describe_exists(engine, node), node, want
-    op = node[0]
-    if op == "all" or op == "any" or op == "at_least":
-        status = engine.status
-        fallback = None
-        for child in node[2] if op == "at_least" else node[1]:
-            if type(child) is not str:
-                break  # a clause of its own: the general walk decides
-            if status.get(child, FALSE) == want:
-                if not avoid or child not in avoid:
-                    return _describe_exists(engine, child), child, want
-                if fallback is None:
-                    fallback = (_describe_exists(engine, child), child, want)
-        else:
-            return fallback
-    return _first_leaf_walk(engine, node, want, avoid)
+class _Atom(NamedTuple):
+    """A clause that decided a value: an atom, or a connective that decides by its shape
+    alone (an empty ``all``; ``at_least`` 0). Under an odd number of ``not`` (``negated``)
+    its own ``value`` is the opposite of the value it decided."""
+
+    node: Tree
+    value: int
+    negated: bool
 
 
-def _first_leaf_walk(
-    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
-) -> tuple[str, str, int] | None:
-    """:func:`_first_leaf` by the general walk over the deciding atoms."""
-    fallback = None
-    for leaf in _leaves(engine, node, want):
-        if not avoid or leaf[1] not in avoid:
-            return leaf
-        if fallback is None:
-            fallback = leaf
-    return fallback
+def _deciding(
+    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] = _NO_CYCLE
+) -> Iterator[_Atom]:
+    """The atoms that decide ``node``'s value ``want``, in order.
 
-
-def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[str, str, int]]:
-    """The atoms that decide ``node``'s value ``want``, in order."""
+    Which children of a connective decide (see :func:`_deciding_children`): every child of
+    a true ``all`` and of a false ``any``; the first false child of a false ``all`` and the
+    first true child of a true ``any``; the first K true children of a true ``at_least K``,
+    the first n - K + 1 false children of a false one; the unknown children of an unknown
+    clause. ``not`` hands its inner clause the opposite value. Children that mention no
+    member of ``avoid`` (the entity's own cycle) come first.
+    """
     node = _tree(node)
     op = node[0]
-    if op in ("all", "any", "at_least"):
-        for child in node[2] if op == "at_least" else node[1]:
-            if _value(engine, child) == want:
-                yield from _leaves(engine, child, want)
-        return
     if op == "not":
-        yield from _leaves(engine, node[1], TRUE - want)
+        for atom in _deciding(engine, node[1], TRUE - want, avoid):
+            yield atom._replace(negated=not atom.negated)
         return
-    entity = node[1] if op in ("exists", "observed") else ""
-    yield _describe_atom(engine, node, want), entity, want
+    if op in ("all", "any", "at_least"):
+        children = _deciding_children(engine, node, want, avoid)
+        if children is None:
+            yield _Atom(node, want, False)
+            return
+        for child in children:
+            yield from _deciding(engine, child, want, avoid)
+        return
+    yield _Atom(node, want, False)
+
+
+def _deciding_children(
+    engine: ExistenceEngine, node: Tree, want: int, avoid: AbstractSet[str]
+) -> list[Node] | None:
+    """The children of the connective ``node`` that decide its value ``want``; ``None``
+    when its shape alone decides it (no child could: an empty ``all`` or ``any``, an
+    ``at_least`` that needs none or more than it has)."""
+    op = node[0]
+    children: list[Node] = node[2] if op == "at_least" else node[1]
+    count = len(children)
+    if op == "at_least":
+        need: int = node[1]
+        if (want == TRUE and need <= 0) or (want == FALSE and need > count):
+            return None
+        take = need if want == TRUE else count - need + 1 if want == FALSE else count
+    elif not children:
+        return None
+    elif op == "all":
+        take = 1 if want == FALSE else count
+    else:
+        take = 1 if want == TRUE else count
+    matching = [child for child in children if _value(engine, child) == want]
+    if avoid:
+        matching.sort(key=lambda child: _mentions(child, avoid))  # stable: outside first
+    return matching[:take]
+
+
+def _mentions(node: Node, entities: AbstractSet[str]) -> bool:
+    """Whether an ``exists`` atom of ``node`` names one of ``entities``."""
+    if isinstance(node, str):
+        return node in entities
+    op = node[0]
+    if op in ("all", "any"):
+        return any(_mentions(child, entities) for child in node[1])
+    if op == "at_least":
+        return any(_mentions(child, entities) for child in node[2])
+    if op == "not":
+        return _mentions(node[1], entities)
+    return False
+
+
+def _first_exists(engine: ExistenceEngine, node: Node, want: int) -> str | None:
+    """The entity named by the first deciding atom of ``node``, when it is an ``exists``."""
+    for atom in _deciding(engine, node, want):
+        return atom.node[1] if atom.node[0] == "exists" else None
+    return None
 
 
 def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
@@ -198,27 +268,45 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if op == "exists":
         return _describe_exists(engine, node[1])
     if op == "observed":
-        facts = _observed_facts(engine, node)
-        unreadable = f" ({facts['unreadable']} unreadable)" if "unreadable" in facts else ""
-        text = (
-            f"{facts['fresh']} of {facts['quorum']} needed fresh observations of {node[1]}"
-            f" within {node[2]:g}s{unreadable}"
-        )
-        future = facts.get("dated_in_future")
-        if future:
-            # No "by how much" here: that changes with every read, and replicas holding the
-            # same state would give different reasons a moment apart (why() has it).
-            text += (
-                f"; {future['count']} dated in the future"
-                f" (more than the {future['max_skew']:g}s allowed)"
-            )
-        return text
+        return _describe_observed(_observed_facts(engine, node))
     if op == "attr":
         return f"attr {node[1]}.{'.'.join(node[2])} {node[3]} {node[4]!r} is {VALUE_NAMES[value]}"
+    if op in ("all", "any"):
+        return f"an empty {op} {'holds' if value == TRUE else 'does not hold'}"
+    if op == "at_least":
+        have = len(node[2])
+        if value == TRUE:
+            return f"no clause needed (at_least {node[1]})"
+        return f"{node[1]} clauses needed, {f'only {have}' if have else 'none'} given"
     name = node[1]
     if name not in engine.evaluator.predicates:
         return f"unknown predicate {name!r}"
     return f"predicate {name!r} is {VALUE_NAMES[value]}"
+
+
+def _describe_observed(facts: dict[str, Any]) -> str:
+    """An ``observed`` clause in words: how many fresh observations, how many needed (a
+    count never reads "k of n" with k above n)."""
+    fresh = facts["fresh"]
+    plural = "" if fresh == 1 else "s"
+    kind = "" if facts["ok"] else " not-ok"
+    by = facts["by"]
+    observers = "" if by == "*" else f" by {by}" if by == "self" else f" by {', '.join(by)}"
+    text = (
+        f"{fresh} fresh{kind} observation{plural} of {facts['subject']}{observers}"
+        f" within {facts['within']:g}s, {facts['quorum']} needed"
+    )
+    if "unreadable" in facts:
+        text += f", {facts['unreadable']} unreadable"
+    future = facts.get("dated_in_future")
+    if future:
+        # No "by how much" here: that changes with every read, and replicas holding the
+        # same state would give different reasons a moment apart (why() has it).
+        text += (
+            f", {future['count']} dated in the future"
+            f" (more than the {future['max_skew']:g}s allowed)"
+        )
+    return text
 
 
 def _describe_exists(engine: ExistenceEngine, entity: str) -> str:
@@ -231,11 +319,12 @@ def _explain_entity(
 ) -> dict[str, Any]:
     """The explanation of ``entity``, an object at nesting ``level`` of the tree."""
     value = engine.status.get(entity, FALSE)
-    out: dict[str, Any] = {
-        "entity": entity,
-        "status": STATUS_NAMES[value],
-        "reason": reason(engine, entity),
-    }
+    text, atoms = _decision(engine, entity)
+    out: dict[str, Any] = {"entity": entity, "status": STATUS_NAMES[value], "reason": text}
+    if atoms and level + 2 <= MAX_NESTING:  # its list, the atoms, then the values they show
+        out["decided_by"] = [_atom_json(engine, atom) for atom in atoms[:MAX_CHILDREN]]
+        if len(atoms) > MAX_CHILDREN:
+            out["decided_by_more"] = len(atoms) - MAX_CHILDREN
     record = engine.view.records.get(entity)
     unreadable = {} if record is None else record.unreadable()
     table = engine.view.observations.get(entity, {})
@@ -275,9 +364,9 @@ def _explain_node(
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
     if level + (1 if op == "exists" else 2) > MAX_NESTING and op in _NESTED:
         out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
-        leaf = _first_leaf(engine, node if op != "exists" else node[1], value)
-        if leaf is not None:
-            out["first_cause"] = leaf[0]
+        for atom in _deciding(engine, node, value):
+            out["first_cause"] = _describe_atom(engine, atom.node, atom.value)
+            break
         return out
     if op in ("all", "any", "at_least"):
         children = node[2] if op == "at_least" else node[1]
@@ -314,6 +403,39 @@ def _explain_node(
     return out
 
 
+def _atom_json(engine: ExistenceEngine, atom: _Atom) -> dict[str, Any]:
+    """A deciding atom as data: its clause, its own value, whether a ``not`` turns it round,
+    the words the reason uses for it, and what identifies it."""
+    node = atom.node
+    op = node[0]
+    out: dict[str, Any] = {
+        "clause": op,
+        "value": VALUE_NAMES[atom.value],
+        "negated": atom.negated,
+        "text": _describe_atom(engine, node, atom.value),
+    }
+    if op == "exists":
+        out["entity"] = node[1]
+    elif op == "observed":
+        facts = _observed_facts(engine, node)
+        for key in ("subject", "within", "by", "quorum", "ok", "fresh"):
+            out[key] = facts[key]
+    elif op == "attr":
+        out.update(entity=node[1], path=".".join(node[2]), op=node[3])
+        if node[3] != "present":
+            out["expected"] = codec.copy(node[4])  # the rule's own value must stay untouched
+    elif op == "call":
+        out["name"] = node[1]
+        out["args"] = codec.copy(node[2])
+    elif op == "const":
+        out["constant"] = node[1] == TRUE
+    else:  # a connective decided by its shape alone
+        out["of"] = len(node[2] if op == "at_least" else node[1])
+        if op == "at_least":
+            out["need"] = node[1]
+    return out
+
+
 def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, Any] | None:
     """Follow the first deciding ``exists`` dependency down to where the cause lies."""
     links = 0
@@ -324,10 +446,10 @@ def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, An
         rule = engine.rules.get(current)
         if _base_reason(engine, current) is not None or not isinstance(rule, Compiled):
             break
-        leaf = _first_leaf(engine, rule.node, engine.status.get(current, FALSE))
-        if leaf is None or not leaf[0] or leaf[1] in visited or not _is_exists_leaf(rule, leaf[1]):
+        cause = _first_exists(engine, rule.node, engine.status.get(current, FALSE))
+        if cause is None or cause in visited:
             break
-        current = leaf[1]
+        current = cause
         links += 1
     if links == 0:
         return None
@@ -337,10 +459,6 @@ def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, An
         "status": STATUS_NAMES[engine.status.get(current, FALSE)],
         "reason": reason(engine, current),
     }
-
-
-def _is_exists_leaf(rule: Compiled, entity: str) -> bool:
-    return entity in rule.exists
 
 
 def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
@@ -383,7 +501,9 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
             if observation.ok is want_ok:
                 future += 1
                 ahead_most = max(ahead_most, ahead)
-        elif not is_fresh:
+        elif is_fresh:
+            item["expires_at"] = stale_from(observation.at, limit)
+        else:
             item["stale_since"] = stale_from(observation.at, limit)
         if len(listed) < MAX_OBSERVATIONS:
             listed.append(item)
