@@ -26,6 +26,7 @@ from test_existence_properties import (
 
 from sphaera_crdt import Replica, Status, all_of, any_of, at_least, exists, not_, observed
 from sphaera_crdt.core.explain import MAX_REASON_ATOMS
+from sphaera_crdt.why_text import render_why
 
 VALUE_OF_STATUS = {"exists": "true", "absent": "false", "undetermined": "unknown"}
 FLIP = {"true": "false", "false": "true", "unknown": "unknown"}
@@ -243,6 +244,11 @@ def test_every_deciding_atom_has_the_value_of_the_status_it_explains(
     for entity in world.ids:
         tree = main.why(entity)
         assert tree["now"] == now
+        # Every tree reads as text too, headed by the entity and its status.
+        assert render_why(tree).splitlines()[:2] == [
+            f"{entity}: {tree['status']}",
+            f"  reason: {tree['reason']}",
+        ]
         for explained in entity_objects(tree):
             for k, n_ in K_OF_N.findall(explained["reason"]):
                 assert int(k) <= int(n_), explained["reason"]

@@ -7,6 +7,16 @@ the unknown ones of an unknown clause). ``exists`` clauses explain the entity th
 to a bounded depth; past it, a chain of single causes is followed and summarised by its
 length and its last link, so a 100-deep chain reads in a few lines.
 
+The one-line reason names the *atoms* that decided, found by descending only into the
+children that decide (:func:`_deciding`): every child of a true ``all`` (each one was
+needed) but only the first false one of a false ``all``; the first true child of a true
+``any`` but every child of a false one; the first K true children of a true ``at_least K``
+and the first n - K + 1 false ones of a false one (enough that K cannot hold); the unknown
+children of an unknown clause; and the inner clause of a ``not``, with the opposite value.
+The same atoms are listed as data under ``decided_by`` in the tree, so a reader (or a
+test) can check that each one, turned round by the ``not`` clauses above it, has the value
+of the status.
+
 However deep it is asked to go, a tree nests at most :data:`MAX_NESTING` levels (and says
 where it was cut): the values it shows nest at most :data:`~.codec.MAX_DEPTH` levels more,
 so every encoder on the way out (orjson stops at 254) can write it, and building it never
