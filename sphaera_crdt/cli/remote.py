@@ -266,12 +266,21 @@ def delete(remote: Remote, entity_id: str) -> None:
 @cli.command()
 @client_options
 @click.argument("entity_id", metavar="ID")
-def why(remote: Remote, entity_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as the API gives it.")
+def why(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Explain an entity's status.
 
-    Prints the tree of the clauses and facts that decided it, as JSON.
+    Prints the tree of the clauses and facts that decided it, indented, with the times of
+    observations relative to the node's clock ("fresh, 3 s old, expires in 7 s", "stale
+    for 12 s"); --json prints the tree as JSON.
     """
-    _echo_json(remote.call(lambda api: api.why(entity_id)))
+    tree = remote.call(lambda api: api.why(entity_id))
+    if as_json:
+        _echo_json(tree)
+        return
+    from ..why_text import render_why  # only this command needs it
+
+    click.echo(render_why(tree))
 
 
 @cli.command()
