@@ -25,7 +25,6 @@ recurses far. Fields that could not be read are named under ``"unreadable"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any, Final, NamedTuple
 
@@ -89,7 +88,7 @@ def _decision(engine: ExistenceEngine, entity: str) -> tuple[str, list[_Atom]]:
         members, cycle = [entity], _NO_CYCLE
     rule = engine.rules[entity]
     assert isinstance(rule, Compiled)
-    atoms = list(_deciding(engine, rule.node, value, cycle))
+    atoms = _deciding(engine, rule.node, value, cycle)
     named = _join(engine, atoms)
     if value == TRUE:
         return ("requirements hold" if not named else f"requirements hold: {named}"), atoms
@@ -111,15 +110,16 @@ def _own_cycle(atom: _Atom, cycle: AbstractSet[str]) -> bool:
 def _join(engine: ExistenceEngine, atoms: list[_Atom]) -> str:
     """The first few atoms in words (each once), then how many more there are."""
     texts: list[str] = []
-    seen: set[str] = set()
+    used = 0
     for atom in atoms:
+        if len(texts) == MAX_REASON_ATOMS:
+            break
+        used += 1
         text = _describe_atom(engine, atom.node, atom.value)
-        if text not in seen:
-            seen.add(text)
+        if text not in texts:
             texts.append(text)
-    shown = "; ".join(texts[:MAX_REASON_ATOMS])
-    more = len(texts) - MAX_REASON_ATOMS
-    return shown + (f"; and {more} more" if more > 0 else "")
+    more = len(atoms) - used
+    return "; ".join(texts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
@@ -196,7 +196,7 @@ class _Atom(NamedTuple):
 
 def _deciding(
     engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] = _NO_CYCLE
-) -> Iterator[_Atom]:
+) -> list[_Atom]:
     """The atoms that decide ``node``'s value ``want``, in order.
 
     Which children of a connective decide (see :func:`_deciding_children`): every child of
@@ -206,21 +206,37 @@ def _deciding(
     clause. ``not`` hands its inner clause the opposite value. Children that mention no
     member of ``avoid`` (the entity's own cycle) come first.
     """
-    node = _tree(node)
+    found: list[_Atom] = []
+    _collect(engine, node, want, avoid, False, found)
+    return found
+
+
+def _collect(
+    engine: ExistenceEngine,
+    node: Node,
+    want: int,
+    avoid: AbstractSet[str],
+    negated: bool,
+    found: list[_Atom],
+) -> None:
+    """Append to ``found`` the atoms of :func:`_deciding` (a list, not a generator: a
+    reason is made for every change, and most rules are an atom or a flat connective)."""
+    if isinstance(node, str):
+        found.append(_Atom(("exists", node), want, negated))
+        return
     op = node[0]
     if op == "not":
-        for atom in _deciding(engine, node[1], TRUE - want, avoid):
-            yield atom._replace(negated=not atom.negated)
+        _collect(engine, node[1], TRUE - want, avoid, not negated, found)
         return
-    if op in ("all", "any", "at_least"):
+    if op == "all" or op == "any" or op == "at_least":
         children = _deciding_children(engine, node, want, avoid)
         if children is None:
-            yield _Atom(node, want, False)
+            found.append(_Atom(node, want, negated))
             return
         for child in children:
-            yield from _deciding(engine, child, want, avoid)
+            _collect(engine, child, want, avoid, negated, found)
         return
-    yield _Atom(node, want, False)
+    found.append(_Atom(node, want, negated))
 
 
 def _deciding_children(
@@ -243,7 +259,13 @@ def _deciding_children(
         take = 1 if want == FALSE else count
     else:
         take = 1 if want == TRUE else count
-    matching = [child for child in children if _value(engine, child) == want]
+    status = engine.status
+    matching = [
+        child
+        for child in children
+        # exists atoms, most of what rules hold, read their status inline
+        if (status.get(child, FALSE) if type(child) is str else _value(engine, child)) == want
+    ]
     if avoid:
         matching.sort(key=lambda child: _mentions(child, avoid))  # stable: outside first
     return matching[:take]
@@ -278,7 +300,7 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if op == "exists":
         return _describe_exists(engine, node[1])
     if op == "observed":
-        return _describe_observed(_observed_facts(engine, node))
+        return _describe_observed(_observed_facts(engine, node, detail=False))
     if op == "attr":
         return f"attr {node[1]}.{'.'.join(node[2])} {node[3]} {node[4]!r} is {VALUE_NAMES[value]}"
     if op in ("all", "any"):
@@ -427,7 +449,7 @@ def _atom_json(engine: ExistenceEngine, atom: _Atom) -> dict[str, Any]:
     if op == "exists":
         out["entity"] = node[1]
     elif op == "observed":
-        facts = _observed_facts(engine, node)
+        facts = _observed_facts(engine, node, detail=False)
         for key in ("subject", "within", "by", "quorum", "ok", "fresh"):
             out[key] = facts[key]
     elif op == "attr":
@@ -471,7 +493,9 @@ def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, An
     }
 
 
-def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
+def _observed_facts(engine: ExistenceEngine, node: Tree, *, detail: bool = True) -> dict[str, Any]:
+    """What an ``observed`` clause counted; with ``detail``, the first few observations
+    too, with their instants (a reason needs only the counts: it is made for every change)."""
     _, subject, within, by, quorum, want_ok = node
     now = engine.evaluator.now
     table = engine.view.observations.get(subject, {})
@@ -480,23 +504,28 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     fresh = unreadable = 0
     future = 0
     ahead_most = 0.0
-    for observer in sorted(table):
+    for observer in sorted(table) if detail else table:
         if by == "self" and observer != engine.evaluator.replica_id:
             continue
         if by not in ("*", "self") and observer not in by:
             continue
         observation = table[observer].observation
+        show = detail and len(listed) < MAX_OBSERVATIONS
         if observation is None:
             unreadable += 1
-            if len(listed) < MAX_OBSERVATIONS:
+            if show:
                 listed.append({"observer": observer, "unreadable": table[observer].unreadable})
             continue
         limit = within if observation.ttl is None else min(within, observation.ttl)
         ahead = observation.at - now
         early = ahead > max_skew
         is_fresh = not early and now - observation.at <= limit
-        counts = is_fresh and observation.ok is want_ok
-        fresh += counts
+        fresh += is_fresh and observation.ok is want_ok
+        if early and observation.ok is want_ok:
+            future += 1
+            ahead_most = max(ahead_most, ahead)
+        if not show:
+            continue
         item: dict[str, Any] = {
             "observer": observer,
             "ok": observation.ok,
@@ -508,15 +537,11 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
             # Its observer's clock runs ahead of this replica's (or the date is forged).
             item["dated_in_future"] = ahead
             item["usable_from"] = usable_from(observation.at, max_skew)
-            if observation.ok is want_ok:
-                future += 1
-                ahead_most = max(ahead_most, ahead)
         elif is_fresh:
             item["expires_at"] = stale_from(observation.at, limit)
         else:
             item["stale_since"] = stale_from(observation.at, limit)
-        if len(listed) < MAX_OBSERVATIONS:
-            listed.append(item)
+        listed.append(item)
     facts: dict[str, Any] = {
         "subject": subject,
         "within": within,
