@@ -287,9 +287,8 @@ def _mentions(node: Node, entities: AbstractSet[str]) -> bool:
 
 def _first_exists(engine: ExistenceEngine, node: Node, want: int) -> str | None:
     """The entity named by the first deciding atom of ``node``, when it is an ``exists``."""
-    for atom in _deciding(engine, node, want):
-        return atom.node[1] if atom.node[0] == "exists" else None
-    return None
+    atoms = _deciding(engine, node, want)
+    return atoms[0].node[1] if atoms and atoms[0].node[0] == "exists" else None
 
 
 def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
@@ -396,9 +395,9 @@ def _explain_node(
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
     if level + (1 if op == "exists" else 2) > MAX_NESTING and op in _NESTED:
         out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
-        for atom in _deciding(engine, node, value):
-            out["first_cause"] = _describe_atom(engine, atom.node, atom.value)
-            break
+        atoms = _deciding(engine, node, value)
+        if atoms:
+            out["first_cause"] = _describe_atom(engine, atoms[0].node, atoms[0].value)
         return out
     if op in ("all", "any", "at_least"):
         children = node[2] if op == "at_least" else node[1]
