@@ -26,8 +26,10 @@ from test_existence_properties import (
 
 from sphaera_crdt import Replica, Status, all_of, any_of, at_least, exists, not_, observed
 from sphaera_crdt.core.explain import MAX_REASON_ATOMS
+from sphaera_crdt.net.openapi import openapi_document
 from sphaera_crdt.why_text import render_why
 
+SCHEMA = openapi_document()["components"]["schemas"]["Explanation"]
 VALUE_OF_STATUS = {"exists": "true", "absent": "false", "undetermined": "unknown"}
 FLIP = {"true": "false", "false": "true", "unknown": "unknown"}
 #: "k of n", which must never read with k above n.
@@ -176,12 +178,12 @@ def test_why_gives_the_instants_a_reader_needs_and_the_clock_it_was_read_at() ->
 
 
 def entity_objects(tree: Any) -> Iterator[dict[str, Any]]:
-    """Every object of a tree that explains an entity (it has a status and a reason)."""
+    """Every object of a tree that explains an entity (not a chain's summary)."""
     stack = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if "status" in item and "reason" in item:
+            if "entity" in item and "status" in item and "reason" in item:
                 yield item
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -252,9 +254,13 @@ def test_every_deciding_atom_has_the_value_of_the_status_it_explains(
         for explained in entity_objects(tree):
             for k, n_ in K_OF_N.findall(explained["reason"]):
                 assert int(k) <= int(n_), explained["reason"]
+            # The published schema names every field of every entity in the tree.
+            assert set(explained) <= set(SCHEMA["properties"]), set(explained)
+            assert set(SCHEMA["required"]) <= set(explained)
             atoms = explained.get("decided_by", [])
             want = VALUE_OF_STATUS[explained["status"]]
             for atom in atoms:
+                assert set(SCHEMA["properties"]["decided_by"]["items"]["required"]) <= set(atom)
                 seen = FLIP[atom["value"]] if atom["negated"] else atom["value"]
                 assert seen == want, (entity, explained, atom)
                 constraint = atom_constraint(atom)

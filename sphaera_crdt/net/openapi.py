@@ -335,6 +335,18 @@ _SCHEMAS: Final[JsonObject] = {
                 "type": "integer",
                 "description": "Deciding atoms not listed in `decided_by`.",
             },
+            "because": {"type": "object", "description": "The clause of the entity's rule."},
+            "cycle": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The members of the cycle the entity lies on.",
+            },
+            "chain": {
+                "type": "object",
+                "description": "Past the depth asked for: the chain of single causes followed "
+                "down, with `links`, `ends_at`, and that entity's `status` and `reason`.",
+            },
+            "see": {"type": "string", "description": "Explained above (the tree came round)."},
             "unreadable": {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
