@@ -314,7 +314,7 @@ def test_client_commands_against_a_node(node_url: str, tmp_path: Path) -> None:
         "port": 5432,
         "role": "primary",
     }
-    why = orjson.loads(ok("why", "api"))
+    why = orjson.loads(ok("why", "api", "--json"))
     assert isinstance(why, dict)
     table = ok("entities")
     assert "api" in table and "postgres" in table and "exists" in table

@@ -344,13 +344,17 @@ def delete(remote: Remote, entity_id: str, as_json: bool) -> None:
 def why(remote: Remote, entity_id: str, as_json: bool) -> None:
     """Explain an entity's status.
 
-    Prints the tree of the clauses and facts that decided it, as JSON.
+    Prints the tree of the clauses and facts that decided it, indented, with the times of
+    observations relative to the node's clock ("fresh, 3 s old, expires in 7 s", "stale
+    for 12 s"); --json prints the tree as JSON.
     """
-    answer = remote.ask(lambda api: api.why(entity_id))
+    tree = remote.ask(lambda api: api.why(entity_id))
     if as_json:
-        _echo_json(answer)
+        _echo_json(tree)
         return
-    _echo_json(answer)  # the readable form: the same JSON, until it is drawn as a tree
+    from ..why_text import render_why  # only this command needs it
+
+    click.echo(render_why(tree))
 
 
 @click.command()

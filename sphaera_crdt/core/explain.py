@@ -7,6 +7,16 @@ the unknown ones of an unknown clause). ``exists`` clauses explain the entity th
 to a bounded depth; past it, a chain of single causes is followed and summarised by its
 length and its last link, so a 100-deep chain reads in a few lines.
 
+The one-line reason names the *atoms* that decided, found by descending only into the
+children that decide (:func:`_deciding`): every child of a true ``all`` (each one was
+needed) but only the first false one of a false ``all``; the first true child of a true
+``any`` but every child of a false one; the first K true children of a true ``at_least K``
+and the first n - K + 1 false ones of a false one (enough that K cannot hold); the unknown
+children of an unknown clause; and the inner clause of a ``not``, with the opposite value.
+The same atoms are listed as data under ``decided_by`` in the tree, so a reader (or a
+test) can check that each one, turned round by the ``not`` clauses above it, has the value
+of the status.
+
 However deep it is asked to go, a tree nests at most :data:`MAX_NESTING` levels (and says
 where it was cut): the values it shows nest at most :data:`~.codec.MAX_DEPTH` levels more,
 so every encoder on the way out (orjson stops at 254) can write it, and building it never
@@ -15,9 +25,8 @@ recurses far. Fields that could not be read are named under ``"unreadable"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import codec
 from .compiler import Compiled
@@ -31,6 +40,8 @@ STATUS_NAMES: Final = {TRUE: "exists", FALSE: "absent", UNKNOWN: "undetermined"}
 VALUE_NAMES: Final = {TRUE: "true", FALSE: "false", UNKNOWN: "unknown"}
 #: Deciding children listed per clause before the rest are counted.
 MAX_CHILDREN: Final = 8
+#: Deciding atoms a one-line reason names before it counts the rest.
+MAX_REASON_ATOMS: Final = 3
 #: Observations listed per ``observed`` clause.
 MAX_OBSERVATIONS: Final = 10
 #: Longest chain followed when summarising.
@@ -44,10 +55,30 @@ _NESTED: Final = frozenset({"all", "any", "at_least", "not", "exists"})
 
 
 def reason(engine: ExistenceEngine, entity: str) -> str:
-    """A one-line reason for the entity's current status."""
+    """A one-line reason for the entity's current status: the atoms that decided it."""
+    return _decision(engine, entity)[0]
+
+
+def explain(
+    engine: ExistenceEngine, entity: str, *, depth: int = 3, now: float | None = None
+) -> dict[str, Any]:
+    """The explanation tree of an entity's current status.
+
+    ``now``, when given, is recorded at the root as ``"now"``: the clock reading that the
+    tree's absolute instants (``at``, ``stale_since``, ``expires_at``) are read against.
+    """
+    tree = _explain_entity(engine, entity, depth, (), 1)
+    if now is not None:
+        tree["now"] = now
+    return tree
+
+
+def _decision(engine: ExistenceEngine, entity: str) -> tuple[str, list[_Atom]]:
+    """The reason of the entity's status and the atoms it names (none for the reasons
+    that are not about a rule: undeclared, retracted, no requirements, malformed)."""
     base = _base_reason(engine, entity)
     if base is not None:
-        return base
+        return base, []
     value = engine.status.get(entity, FALSE)
     rep = engine.comp.get(entity, entity)
     if rep in engine.cyclic:
@@ -57,20 +88,38 @@ def reason(engine: ExistenceEngine, entity: str) -> str:
         members, cycle = [entity], _NO_CYCLE
     rule = engine.rules[entity]
     assert isinstance(rule, Compiled)
-    leaf = _first_leaf(engine, rule.node, value, cycle)
+    atoms = _deciding(engine, rule.node, value, cycle)
+    named = _join(engine, atoms)
     if value == TRUE:
-        return "requirements hold" if leaf is None else f"requirements hold: {leaf[0]}"
+        return ("requirements hold" if not named else f"requirements hold: {named}"), atoms
     if cycle and value == UNKNOWN and _negates_inside(engine, members, cycle):
-        return f"unresolved cycle through negation: {_names(members)}"
-    if cycle and value == FALSE and leaf is not None and leaf[1] in cycle and leaf[2] == FALSE:
-        # The deciding fact is the absence of a member of its own cycle.
-        return f"supported only by a cycle: {_names(members)}"
-    return "requirements do not hold" if leaf is None else leaf[0]
+        return f"unresolved cycle through negation: {_names(members)}", atoms
+    if cycle and value == FALSE and atoms and all(_own_cycle(atom, cycle) for atom in atoms):
+        # Nothing but the absence of members of its own cycle: no outside support.
+        return f"supported only by a cycle: {_names(members)}", atoms
+    if named:
+        return named, atoms
+    return ("requirements do not hold" if value == FALSE else "requirements undetermined"), atoms
 
 
-def explain(engine: ExistenceEngine, entity: str, *, depth: int = 3) -> dict[str, Any]:
-    """The explanation tree of an entity's current status."""
-    return _explain_entity(engine, entity, depth, (), 1)
+def _own_cycle(atom: _Atom, cycle: AbstractSet[str]) -> bool:
+    """Whether ``atom`` is the absence of a member of ``cycle``, read as it is written."""
+    return atom.node[0] == "exists" and atom.node[1] in cycle and not atom.negated
+
+
+def _join(engine: ExistenceEngine, atoms: list[_Atom]) -> str:
+    """The first few atoms in words (each once), then how many more there are."""
+    texts: list[str] = []
+    used = 0
+    for atom in atoms:
+        if len(texts) == MAX_REASON_ATOMS:
+            break
+        used += 1
+        text = _describe_atom(engine, atom.node, atom.value)
+        if text not in texts:
+            texts.append(text)
+    more = len(atoms) - used
+    return "; ".join(texts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
@@ -135,59 +184,111 @@ def _negates_inside(engine: ExistenceEngine, members: list[str], cycle: Abstract
     return False
 
 
-def _first_leaf(
-    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
-) -> tuple[str, str, int] | None:
-    """(text, entity, value) of the first atom that decides ``node``'s value ``want``,
-    preferring atoms that do not name an entity of ``avoid`` (the entity's own cycle)."""
-    # The usual rules, an exists atom or a connective of them, without the general walk
-    # (a change event computes this for every entity whose status changed).
+class _Atom(NamedTuple):
+    """A clause that decided a value: an atom, or a connective that decides by its shape
+    alone (an empty ``all``; ``at_least`` 0). Under an odd number of ``not`` (``negated``)
+    its own ``value`` is the opposite of the value it decided."""
+
+    node: Tree
+    value: int
+    negated: bool
+
+
+def _deciding(
+    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] = _NO_CYCLE
+) -> list[_Atom]:
+    """The atoms that decide ``node``'s value ``want``, in order.
+
+    Which children of a connective decide (see :func:`_deciding_children`): every child of
+    a true ``all`` and of a false ``any``; the first false child of a false ``all`` and the
+    first true child of a true ``any``; the first K true children of a true ``at_least K``,
+    the first n - K + 1 false children of a false one; the unknown children of an unknown
+    clause. ``not`` hands its inner clause the opposite value. Children that mention no
+    member of ``avoid`` (the entity's own cycle) come first.
+    """
+    found: list[_Atom] = []
+    _collect(engine, node, want, avoid, False, found)
+    return found
+
+
+def _collect(
+    engine: ExistenceEngine,
+    node: Node,
+    want: int,
+    avoid: AbstractSet[str],
+    negated: bool,
+    found: list[_Atom],
+) -> None:
+    """Append to ``found`` the atoms of :func:`_deciding` (a list, not a generator: a
+    reason is made for every change, and most rules are an atom or a flat connective)."""
     if isinstance(node, str):
-        return _describe_exists(engine, node), node, want
-    op = node[0]
-    if op == "all" or op == "any" or op == "at_least":
-        status = engine.status
-        fallback = None
-        for child in node[2] if op == "at_least" else node[1]:
-            if type(child) is not str:
-                break  # a clause of its own: the general walk decides
-            if status.get(child, FALSE) == want:
-                if not avoid or child not in avoid:
-                    return _describe_exists(engine, child), child, want
-                if fallback is None:
-                    fallback = (_describe_exists(engine, child), child, want)
-        else:
-            return fallback
-    return _first_leaf_walk(engine, node, want, avoid)
-
-
-def _first_leaf_walk(
-    engine: ExistenceEngine, node: Node, want: int, avoid: AbstractSet[str] | None = None
-) -> tuple[str, str, int] | None:
-    """:func:`_first_leaf` by the general walk over the deciding atoms."""
-    fallback = None
-    for leaf in _leaves(engine, node, want):
-        if not avoid or leaf[1] not in avoid:
-            return leaf
-        if fallback is None:
-            fallback = leaf
-    return fallback
-
-
-def _leaves(engine: ExistenceEngine, node: Node, want: int) -> Iterator[tuple[str, str, int]]:
-    """The atoms that decide ``node``'s value ``want``, in order."""
-    node = _tree(node)
-    op = node[0]
-    if op in ("all", "any", "at_least"):
-        for child in node[2] if op == "at_least" else node[1]:
-            if _value(engine, child) == want:
-                yield from _leaves(engine, child, want)
+        found.append(_Atom(("exists", node), want, negated))
         return
+    op = node[0]
     if op == "not":
-        yield from _leaves(engine, node[1], TRUE - want)
+        _collect(engine, node[1], TRUE - want, avoid, not negated, found)
         return
-    entity = node[1] if op in ("exists", "observed") else ""
-    yield _describe_atom(engine, node, want), entity, want
+    if op == "all" or op == "any" or op == "at_least":
+        children = _deciding_children(engine, node, want, avoid)
+        if children is None:
+            found.append(_Atom(node, want, negated))
+            return
+        for child in children:
+            _collect(engine, child, want, avoid, negated, found)
+        return
+    found.append(_Atom(node, want, negated))
+
+
+def _deciding_children(
+    engine: ExistenceEngine, node: Tree, want: int, avoid: AbstractSet[str]
+) -> list[Node] | None:
+    """The children of the connective ``node`` that decide its value ``want``; ``None``
+    when its shape alone decides it (no child could: an empty ``all`` or ``any``, an
+    ``at_least`` that needs none or more than it has)."""
+    op = node[0]
+    children: list[Node] = node[2] if op == "at_least" else node[1]
+    count = len(children)
+    if op == "at_least":
+        need: int = node[1]
+        if (want == TRUE and need <= 0) or (want == FALSE and need > count):
+            return None
+        take = need if want == TRUE else count - need + 1 if want == FALSE else count
+    elif not children:
+        return None
+    elif op == "all":
+        take = 1 if want == FALSE else count
+    else:
+        take = 1 if want == TRUE else count
+    status = engine.status
+    matching = [
+        child
+        for child in children
+        # exists atoms, most of what rules hold, read their status inline
+        if (status.get(child, FALSE) if type(child) is str else _value(engine, child)) == want
+    ]
+    if avoid:
+        matching.sort(key=lambda child: _mentions(child, avoid))  # stable: outside first
+    return matching[:take]
+
+
+def _mentions(node: Node, entities: AbstractSet[str]) -> bool:
+    """Whether an ``exists`` atom of ``node`` names one of ``entities``."""
+    if isinstance(node, str):
+        return node in entities
+    op = node[0]
+    if op in ("all", "any"):
+        return any(_mentions(child, entities) for child in node[1])
+    if op == "at_least":
+        return any(_mentions(child, entities) for child in node[2])
+    if op == "not":
+        return _mentions(node[1], entities)
+    return False
+
+
+def _first_exists(engine: ExistenceEngine, node: Node, want: int) -> str | None:
+    """The entity named by the first deciding atom of ``node``, when it is an ``exists``."""
+    atoms = _deciding(engine, node, want)
+    return atoms[0].node[1] if atoms and atoms[0].node[0] == "exists" else None
 
 
 def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
@@ -198,27 +299,45 @@ def _describe_atom(engine: ExistenceEngine, node: Node, value: int) -> str:
     if op == "exists":
         return _describe_exists(engine, node[1])
     if op == "observed":
-        facts = _observed_facts(engine, node)
-        unreadable = f" ({facts['unreadable']} unreadable)" if "unreadable" in facts else ""
-        text = (
-            f"{facts['fresh']} of {facts['quorum']} needed fresh observations of {node[1]}"
-            f" within {node[2]:g}s{unreadable}"
-        )
-        future = facts.get("dated_in_future")
-        if future:
-            # No "by how much" here: that changes with every read, and replicas holding the
-            # same state would give different reasons a moment apart (why() has it).
-            text += (
-                f"; {future['count']} dated in the future"
-                f" (more than the {future['max_skew']:g}s allowed)"
-            )
-        return text
+        return _describe_observed(_observed_facts(engine, node, detail=False))
     if op == "attr":
         return f"attr {node[1]}.{'.'.join(node[2])} {node[3]} {node[4]!r} is {VALUE_NAMES[value]}"
+    if op in ("all", "any"):
+        return f"an empty {op} {'holds' if value == TRUE else 'does not hold'}"
+    if op == "at_least":
+        have = len(node[2])
+        if value == TRUE:
+            return f"no clause needed (at_least {node[1]})"
+        return f"{node[1]} clauses needed, {f'only {have}' if have else 'none'} given"
     name = node[1]
     if name not in engine.evaluator.predicates:
         return f"unknown predicate {name!r}"
     return f"predicate {name!r} is {VALUE_NAMES[value]}"
+
+
+def _describe_observed(facts: dict[str, Any]) -> str:
+    """An ``observed`` clause in words: how many fresh observations, how many needed (a
+    count never reads "k of n" with k above n)."""
+    fresh = facts["fresh"]
+    plural = "" if fresh == 1 else "s"
+    kind = "" if facts["ok"] else " not-ok"
+    by = facts["by"]
+    observers = "" if by == "*" else f" by {by}" if by == "self" else f" by {', '.join(by)}"
+    text = (
+        f"{fresh} fresh{kind} observation{plural} of {facts['subject']}{observers}"
+        f" within {facts['within']:g}s, {facts['quorum']} needed"
+    )
+    if "unreadable" in facts:
+        text += f", {facts['unreadable']} unreadable"
+    future = facts.get("dated_in_future")
+    if future:
+        # No "by how much" here: that changes with every read, and replicas holding the
+        # same state would give different reasons a moment apart (why() has it).
+        text += (
+            f", {future['count']} dated in the future"
+            f" (more than the {future['max_skew']:g}s allowed)"
+        )
+    return text
 
 
 def _describe_exists(engine: ExistenceEngine, entity: str) -> str:
@@ -231,11 +350,12 @@ def _explain_entity(
 ) -> dict[str, Any]:
     """The explanation of ``entity``, an object at nesting ``level`` of the tree."""
     value = engine.status.get(entity, FALSE)
-    out: dict[str, Any] = {
-        "entity": entity,
-        "status": STATUS_NAMES[value],
-        "reason": reason(engine, entity),
-    }
+    text, atoms = _decision(engine, entity)
+    out: dict[str, Any] = {"entity": entity, "status": STATUS_NAMES[value], "reason": text}
+    if atoms and level + 2 <= MAX_NESTING:  # its list, the atoms, then the values they show
+        out["decided_by"] = [_atom_json(engine, atom) for atom in atoms[:MAX_CHILDREN]]
+        if len(atoms) > MAX_CHILDREN:
+            out["decided_by_more"] = len(atoms) - MAX_CHILDREN
     record = engine.view.records.get(entity)
     unreadable = {} if record is None else record.unreadable()
     table = engine.view.observations.get(entity, {})
@@ -275,9 +395,9 @@ def _explain_node(
     out: dict[str, Any] = {"clause": op, "value": VALUE_NAMES[value]}
     if level + (1 if op == "exists" else 2) > MAX_NESTING and op in _NESTED:
         out["truncated"] = f"the tree is cut at {MAX_NESTING} levels of nesting"
-        leaf = _first_leaf(engine, node if op != "exists" else node[1], value)
-        if leaf is not None:
-            out["first_cause"] = leaf[0]
+        atoms = _deciding(engine, node, value)
+        if atoms:
+            out["first_cause"] = _describe_atom(engine, atoms[0].node, atoms[0].value)
         return out
     if op in ("all", "any", "at_least"):
         children = node[2] if op == "at_least" else node[1]
@@ -314,6 +434,39 @@ def _explain_node(
     return out
 
 
+def _atom_json(engine: ExistenceEngine, atom: _Atom) -> dict[str, Any]:
+    """A deciding atom as data: its clause, its own value, whether a ``not`` turns it round,
+    the words the reason uses for it, and what identifies it."""
+    node = atom.node
+    op = node[0]
+    out: dict[str, Any] = {
+        "clause": op,
+        "value": VALUE_NAMES[atom.value],
+        "negated": atom.negated,
+        "text": _describe_atom(engine, node, atom.value),
+    }
+    if op == "exists":
+        out["entity"] = node[1]
+    elif op == "observed":
+        facts = _observed_facts(engine, node, detail=False)
+        for key in ("subject", "within", "by", "quorum", "ok", "fresh"):
+            out[key] = facts[key]
+    elif op == "attr":
+        out.update(entity=node[1], path=".".join(node[2]), op=node[3])
+        if node[3] != "present":
+            out["expected"] = codec.copy(node[4])  # the rule's own value must stay untouched
+    elif op == "call":
+        out["name"] = node[1]
+        out["args"] = codec.copy(node[2])
+    elif op == "const":
+        out["constant"] = node[1] == TRUE
+    else:  # a connective decided by its shape alone
+        out["of"] = len(node[2] if op == "at_least" else node[1])
+        if op == "at_least":
+            out["need"] = node[1]
+    return out
+
+
 def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, Any] | None:
     """Follow the first deciding ``exists`` dependency down to where the cause lies."""
     links = 0
@@ -324,10 +477,10 @@ def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, An
         rule = engine.rules.get(current)
         if _base_reason(engine, current) is not None or not isinstance(rule, Compiled):
             break
-        leaf = _first_leaf(engine, rule.node, engine.status.get(current, FALSE))
-        if leaf is None or not leaf[0] or leaf[1] in visited or not _is_exists_leaf(rule, leaf[1]):
+        cause = _first_exists(engine, rule.node, engine.status.get(current, FALSE))
+        if cause is None or cause in visited:
             break
-        current = leaf[1]
+        current = cause
         links += 1
     if links == 0:
         return None
@@ -339,11 +492,9 @@ def _chain(engine: ExistenceEngine, entity: str, seen: set[str]) -> dict[str, An
     }
 
 
-def _is_exists_leaf(rule: Compiled, entity: str) -> bool:
-    return entity in rule.exists
-
-
-def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
+def _observed_facts(engine: ExistenceEngine, node: Tree, *, detail: bool = True) -> dict[str, Any]:
+    """What an ``observed`` clause counted; with ``detail``, the first few observations
+    too, with their instants (a reason needs only the counts: it is made for every change)."""
     _, subject, within, by, quorum, want_ok = node
     now = engine.evaluator.now
     table = engine.view.observations.get(subject, {})
@@ -352,23 +503,28 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
     fresh = unreadable = 0
     future = 0
     ahead_most = 0.0
-    for observer in sorted(table):
+    for observer in sorted(table) if detail else table:
         if by == "self" and observer != engine.evaluator.replica_id:
             continue
         if by not in ("*", "self") and observer not in by:
             continue
         observation = table[observer].observation
+        show = detail and len(listed) < MAX_OBSERVATIONS
         if observation is None:
             unreadable += 1
-            if len(listed) < MAX_OBSERVATIONS:
+            if show:
                 listed.append({"observer": observer, "unreadable": table[observer].unreadable})
             continue
         limit = within if observation.ttl is None else min(within, observation.ttl)
         ahead = observation.at - now
         early = ahead > max_skew
         is_fresh = not early and now - observation.at <= limit
-        counts = is_fresh and observation.ok is want_ok
-        fresh += counts
+        fresh += is_fresh and observation.ok is want_ok
+        if early and observation.ok is want_ok:
+            future += 1
+            ahead_most = max(ahead_most, ahead)
+        if not show:
+            continue
         item: dict[str, Any] = {
             "observer": observer,
             "ok": observation.ok,
@@ -380,13 +536,11 @@ def _observed_facts(engine: ExistenceEngine, node: Tree) -> dict[str, Any]:
             # Its observer's clock runs ahead of this replica's (or the date is forged).
             item["dated_in_future"] = ahead
             item["usable_from"] = usable_from(observation.at, max_skew)
-            if observation.ok is want_ok:
-                future += 1
-                ahead_most = max(ahead_most, ahead)
-        elif not is_fresh:
+        elif is_fresh:
+            item["expires_at"] = stale_from(observation.at, limit)
+        else:
             item["stale_since"] = stale_from(observation.at, limit)
-        if len(listed) < MAX_OBSERVATIONS:
-            listed.append(item)
+        listed.append(item)
     facts: dict[str, Any] = {
         "subject": subject,
         "within": within,

@@ -437,9 +437,11 @@ class Replica:
         """A JSON-serialisable tree of the clauses and facts that decided the status.
 
         ``exists`` dependencies are explained ``depth`` levels deep; below that, chains
-        are summarised by their length and the link where the cause lies.
+        are summarised by their length and the link where the cause lies. Each entity in
+        the tree names under ``decided_by`` the atoms its ``reason`` names; the root holds
+        ``now``, this replica's clock when the tree was made, to read its instants against.
         """
-        return explain(self._engine, entity_id, depth=depth)
+        return explain(self._engine, entity_id, depth=depth, now=self._clock())
 
     def derive_all(self, now: float | None = None) -> dict[str, Status]:
         """Statuses recomputed from scratch (not incrementally) at ``now``.

@@ -295,8 +295,58 @@ _SCHEMAS: Final[JsonObject] = {
     },
     "Explanation": {
         "type": "object",
-        "description": "A tree of the clauses and facts that decided the status.",
+        "description": "A tree of the clauses and facts that decided the status. Each entity "
+        "in it (the root, and the `dependency` of an `exists` clause) has `entity`, `status`, "
+        "`reason`, and `because`: its rule's clause, with `clause`, `value` and, for `all`, "
+        "`any`, `at_least` and `not`, the `deciding` children. An `observed` clause lists "
+        "its `observations` with `at`, `age`, `fresh` and `expires_at` (fresh) or "
+        "`stale_since` (stale), instants on this node's clock.",
+        "required": ["entity", "status", "reason"],
         "properties": {
+            "entity": {"type": "string"},
+            "status": _ref("Status"),
+            "reason": {"type": "string", "description": "One line: the atoms that decided."},
+            "now": {
+                "type": "number",
+                "description": "At the root only: this node's clock when the tree was made "
+                "(seconds since the epoch), to read the tree's instants against.",
+            },
+            "decided_by": {
+                "type": "array",
+                "description": "The atoms the reason names, at most 8: each has `clause` "
+                "(`exists`, `observed`, `attr`, `call`, `const`, or a connective that decides "
+                "by its shape alone), `value` (its own: `true`, `false` or `unknown`), "
+                "`negated` (under an odd number of `not`: its value is the opposite of the "
+                "status), `text` (the reason's words for it) and what identifies it (`entity`; "
+                "`subject`, `within`, `by`, `quorum`, `ok`, `fresh`; `path`, `op`, `expected`; "
+                "`name`, `args`; `constant`; `need`, `of`).",
+                "items": {
+                    "type": "object",
+                    "required": ["clause", "value", "negated", "text"],
+                    "properties": {
+                        "clause": {"type": "string"},
+                        "value": {"enum": ["true", "false", "unknown"]},
+                        "negated": {"type": "boolean"},
+                        "text": {"type": "string"},
+                    },
+                },
+            },
+            "decided_by_more": {
+                "type": "integer",
+                "description": "Deciding atoms not listed in `decided_by`.",
+            },
+            "because": {"type": "object", "description": "The clause of the entity's rule."},
+            "cycle": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The members of the cycle the entity lies on.",
+            },
+            "chain": {
+                "type": "object",
+                "description": "Past the depth asked for: the chain of single causes followed "
+                "down, with `links`, `ends_at`, and that entity's `status` and `reason`.",
+            },
+            "see": {"type": "string", "description": "Explained above (the tree came round)."},
             "unreadable": {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
