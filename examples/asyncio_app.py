@@ -23,13 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from sphaera_crdt import Change, Replica, all_of, attr, exists, observed
 from sphaera_crdt.persistence import Persistence, open_replica
 from sphaera_crdt.store import SQLiteStore, Store
+from sphaera_crdt.why_text import render_why
 
 #: Seconds an observation of db counts as evidence (short, so that the example is quick).
 WITHIN = 0.5
@@ -87,32 +86,10 @@ class App:
         await self.persistence.close()
 
 
-def why_lines(node: dict[str, Any], depth: int = 2) -> Iterator[str]:
-    """An explanation tree as indented lines: each node's clause (or entity) and plain
-    fields, then its nested nodes one level deeper."""
-    if "clause" in node:
-        head, used = f"{node['clause']}: {node.get('value')}", {"clause", "value"}
-    elif "observer" in node:
-        head, used = f"observation by {node['observer']}", {"observer", "at"}
-    else:
-        head = f"{node.get('entity')} {node.get('status')}: {node.get('reason', '')}"
-        used = {"entity", "status", "reason"}
-    details = ", ".join(
-        f"{key}={value:.1f}s" if key in ("age", "within", "ttl") else f"{key}={value}"
-        for key, value in node.items()
-        if key not in used and not isinstance(value, dict | list) and "since" not in key
-    )
-    yield "  " * depth + head + (f" ({details})" if details else "")
-    for value in node.values():
-        for child in value if isinstance(value, list) else [value]:
-            if isinstance(child, dict):
-                yield from why_lines(child, depth + 1)
-
-
 def show_why(replica: Replica, entity: str) -> None:
     print(f"  why {entity}:")
-    for line in why_lines(replica.why(entity)):
-        print(line)
+    for line in render_why(replica.why(entity)).splitlines():
+        print("    " + line)
 
 
 async def run(data: Path) -> None:

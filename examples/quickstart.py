@@ -12,10 +12,10 @@ Run: python examples/quickstart.py
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from sphaera_crdt import Replica, all_of, exists, observed
+from sphaera_crdt.why_text import render_why
 
 #: Where the fake clock starts (any epoch time will do).
 START = 1_750_000_000.0
@@ -50,41 +50,10 @@ def _reason(replica: Replica) -> str:
     return "not declared here" if view is None else view.reason
 
 
-def why_lines(node: dict[str, Any], depth: int = 1) -> Iterator[str]:
-    """An explanation tree as short indented lines, times relative to the story's start.
-
-    Each node of the tree becomes one line (its clause, or the entity it explains, and
-    its plain fields); its nested nodes follow, one level deeper.
-    """
-    pad = "  " * depth
-    if "clause" in node:
-        head, used = f"{node['clause']}: {node.get('value')}", {"clause", "value"}
-    elif "observer" in node:
-        head, used = f"observation by {node['observer']}", {"observer"}
-    else:
-        head = f"{node.get('entity')} {node.get('status')}: {node.get('reason', '')}"
-        used = {"entity", "status", "reason"}
-    details = [
-        f"{key}={_plain(key, value)}"
-        for key, value in node.items()
-        if key not in used and not isinstance(value, dict | list)
-    ]
-    yield pad + head + (f" ({', '.join(details)})" if details else "")
-    for value in node.values():
-        children = value if isinstance(value, list) else [value]
-        for child in children:
-            if isinstance(child, dict):
-                yield from why_lines(child, depth + 1)
-
-
-def _plain(key: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if key == "at" or key.endswith(("_since", "_until")):
-        return f"{value - START:g}s"  # an instant (epoch seconds): relative to the start
-    if key in ("age", "within", "ttl"):
-        return f"{value:g}s"
-    return f"{value:g}"
+def print_why(tree: dict[str, Any]) -> None:
+    """The explanation tree as the ``sphaera why`` command prints it, indented."""
+    for line in render_why(tree).splitlines():
+        print("  " + line)
 
 
 def main() -> None:
@@ -104,8 +73,7 @@ def main() -> None:
     show(a, b)
     assert a.exists("api") and b.exists("api")
     print("why does api exist on a?")
-    for line in why_lines(a.why("api")):
-        print(line)
+    print_why(a.why("api"))
 
     # Nobody acts: each replica re-evaluates by itself at its next deadline (a node does
     # this with a timer; here the fake clock is moved past the deadline and tick() called).
@@ -118,8 +86,7 @@ def main() -> None:
     show(a, b)
     assert not a.exists("api") and not b.exists("api")
     print("why is api absent on b?")
-    for line in why_lines(b.why("api")):
-        print(line)
+    print_why(b.why("api"))
 
     print("t=12s b observes db again; a and b sync")
     b.observe("db", ok=True, value={"latency_ms": 4})
