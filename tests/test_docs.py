@@ -163,6 +163,19 @@ def test_every_command_and_option_is_in_the_cli_page() -> None:
     assert undocumented(CLI_DOC.read_text(encoding="utf-8")) == []
 
 
+def test_the_readme_names_every_command() -> None:
+    """The README's command table names every command (its options are in the CLI page)."""
+    readme = README.read_text(encoding="utf-8")
+    leaves = [
+        name
+        for name, command, _ in commands()
+        if name != "sphaera" and not isinstance(command, click.Group)
+    ]
+    assert "sphaera bench convergence" in leaves
+    missing = [name for name in leaves if f"`{name}" not in readme]
+    assert missing == [], f"not in the README: {missing}"
+
+
 def test_the_check_sees_every_command_and_its_options() -> None:
     """The walk reaches nested commands and the options of each; the page check is not
     vacuous."""
