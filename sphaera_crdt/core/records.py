@@ -462,7 +462,10 @@ class MergedView:
         if split is None:
             self.malformed += 1
             return None
-        return self.apply_split(replica_id, nonce, key, *split)
+        stamp, payload = split
+        if payload[:1] == STRING:  # the commonest payload, read without a call
+            return self.apply_parsed(replica_id, nonce, key, stamp, payload[1:], payload)
+        return self.apply_split(replica_id, nonce, key, stamp, payload)
 
     def apply_split(
         self, replica_id: str, nonce: str, key: str, stamp: int, payload: str
