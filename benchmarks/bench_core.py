@@ -25,7 +25,16 @@ merge cost
     ``get_update(sv)`` puts the source's whole delete set in every delta, so both sides
     spend most of their time in Yrs. Goal: at most 1.5x. The context row
     "merge, first writes" repeats it with changes that each write a new key (no delete
-    set), which shows the per-merge overhead of the replica itself.
+    set), which shows the per-merge overhead of the replica itself. Goal: at most 3.0x.
+ingest
+    Time for ``Replica.merge`` of the full state of many entities into a fresh replica,
+    and for ``Replica.restore`` from it (which also moves the replica's own entries into a
+    fresh container and derives every status), divided by the time raw pycrdt takes to
+    apply the same update to a fresh ``Doc`` and read every entry into Python
+    (``to_py()``): the least any layer over pycrdt must do. The entities are a realistic
+    mix: a kind and three attributes each, a rule on nine in ten, an observation of one
+    in four. The three sides run in turn, the order rotating every repetition (the first
+    is a warm-up). Two sizes, 20,000 and 100,000 entities ("large"). Goal: at most 2.0x.
 delta bytes
     ``len(Replica.delta(base_sv))`` divided by ``len(Doc.get_update(base_sv))`` after
     changing 1% of the attributes of a base state of many entities (one write per
@@ -115,6 +124,9 @@ class Scale:
     forget_live: int = 5
     forget_entities: int = 200
     forget_churn: int = 1_000
+    #: entities of the two ingest figures (the smaller, then the larger)
+    ingest_entities: tuple[int, int] = (20_000, 100_000)
+    ingest_reps: int = 5
 
     def __post_init__(self) -> None:
         if self.reps < 1 or not 1 <= self.update_attrs <= len(ATTRS):
@@ -159,6 +171,8 @@ QUICK: Final = Scale(
     forget_live=3,
     forget_entities=20,
     forget_churn=60,
+    ingest_entities=(300, 1_000),
+    ingest_reps=1,
 )
 
 
@@ -480,7 +494,125 @@ def bench_merge(scale: Scale) -> list[Figure]:
     """The goal figure (refreshes), then the same with first writes only, as context."""
     return [
         merge_figure(scale, "merge cost", 1.5, first_writes=False),
-        merge_figure(scale, "merge, first writes", None, first_writes=True),
+        merge_figure(scale, "merge, first writes", 3.0, first_writes=True),
+    ]
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+def ingest_source(entities: int) -> bytes:
+    """The full state of a replica holding ``entities`` entities of a realistic mix.
+
+    Each has a kind and three attributes (an int, a string, a float); nine in ten have a
+    rule (``exists`` of the entity before it); the replica observes one in four.
+    """
+    clock = SimClock(EPOCH)
+    source = Replica("src", clock=clock)
+    for index in range(entities):
+        entity = f"svc-{index:06d}"
+        source.declare(
+            entity,
+            kind="service",
+            attrs={
+                "port": 8000 + index % 1000,
+                "zone": f"zone-{index % 3}",
+                "weight": (index % 397) / 4,
+            },
+            requires=None if index % 10 == 0 else {"exists": f"svc-{index - 1:06d}"},
+        )
+        if index % 4 == 0:
+            source.observe(entity, ok=True, value={"latency": index % 50}, ttl=TTL)
+        clock.now += 0.001
+    return source.delta()
+
+
+def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
+    """``Replica.merge`` of a full state into a fresh replica and ``Replica.restore`` from
+    it, each divided by raw pycrdt applying it to a fresh ``Doc`` and reading every entry
+    (``to_py()``). The three sides run in turn, the order rotating every repetition."""
+    full = ingest_source(entities)
+    clock = SimClock(EPOCH + entities)
+
+    def merge() -> object:
+        replica = Replica("dst", clock=clock)
+        started = time.perf_counter()
+        replica.merge(full)
+        elapsed = time.perf_counter() - started
+        if len(replica.entity_ids("svc-")) != entities:
+            raise AssertionError("merge lost entities")
+        return elapsed
+
+    def restore() -> object:
+        started = time.perf_counter()
+        replica = Replica.restore("src", [full], clock=clock)
+        elapsed = time.perf_counter() - started
+        if len(replica.entity_ids("svc-")) != entities:
+            raise AssertionError("restore lost entities")
+        return elapsed
+
+    def raw() -> object:
+        started = time.perf_counter()
+        doc: Doc[Any] = Doc()
+        doc.apply_update(full)
+        read = doc.get("w", type=Map).to_py()
+        elapsed = time.perf_counter() - started
+        if sum(map(len, read.values())) < entities:
+            raise AssertionError("raw read lost entries")
+        return elapsed
+
+    sides = (merge, restore, raw)
+    times: list[list[float]] = [[], [], []]
+    cpu: list[list[float]] = [[], [], []]
+    for rep in range(reps + 1):  # the first is a warm-up
+        for offset in range(3):
+            side = (rep + offset) % 3
+            gc.collect()
+            gc.disable()
+            try:
+                # CPU time of the whole call, setup included, as a cross-check only
+                started = time.process_time()
+                elapsed = sides[side]()
+                used = time.process_time() - started
+            finally:
+                gc.enable()
+            if rep:
+                assert isinstance(elapsed, float)
+                times[side].append(elapsed)
+                cpu[side].append(used)
+    base = statistics.median(times[2])
+    figures = []
+    for side, name in ((0, "ingest: merge"), (1, "ingest: restore")):
+        ours = statistics.median(times[side])
+        figures.append(
+            Figure(
+                name=name + suffix,
+                ratio=ours / base,
+                goal=2.0,
+                ours=ours,
+                raw=base,
+                unit="s",
+                detail={
+                    "entities": entities,
+                    "full_state_bytes": len(full),
+                    "ours_seconds": times[side],
+                    "raw_seconds": times[2],
+                    "ours_cpu_seconds": cpu[side],
+                    "raw_cpu_seconds": cpu[2],
+                    "cpu_ratio": statistics.median(cpu[side]) / statistics.median(cpu[2]),
+                    "min_ratio": min(times[side]) / min(times[2]),
+                },
+            )
+        )
+    return figures
+
+
+def bench_ingest(scale: Scale) -> list[Figure]:
+    """Ingest of a full state, at the smaller and the larger size."""
+    small, large = scale.ingest_entities
+    return [
+        *ingest_figures(small, scale.ingest_reps, ""),
+        *ingest_figures(large, scale.ingest_reps, ", large"),
     ]
 
 
@@ -724,6 +856,8 @@ def bench_forget(scale: Scale) -> list[Figure]:
 
 
 def describe(figure: Figure) -> str:
+    if figure.unit == "s":
+        return f"{figure.ours:10.3f} s      vs raw {figure.raw:8.3f} s"
     if figure.unit == "us/op":
         return f"{figure.ours:10.2f} us/op  vs raw {figure.raw:8.2f} us/op"
     if figure.name == "growth":
@@ -766,6 +900,12 @@ def report(figures: Sequence[Figure]) -> str:
                     else " (get_update(sv) puts the source's whole delete set in every delta)"
                 )
             )
+        elif figure.name.startswith("ingest: merge"):
+            lines.append(
+                f"  {figure.name.replace('merge', 'merge and restore')}: {d['entities']:,} "
+                f"entities, full state {d['full_state_bytes']:,} B; raw is a fresh Doc's "
+                "apply_update and to_py()"
+            )
         elif figure.name == "delta bytes":
             lines.append(
                 f"  full state, {d['entities']:,} entities x {d['attrs_per_entity']} attrs: "
@@ -787,6 +927,7 @@ SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
     bench_update,
     bench_observe,
     bench_merge,
+    bench_ingest,
     bench_bytes,
     bench_growth,
     bench_forget,

@@ -26,6 +26,10 @@ restart
     restored state back as the new snapshot) divided by the time of
     ``Replica.restore(id, [full_state])``: applying the replica's full state to a fresh
     replica and deriving every status, with no store at all. Goal: at most 1.5x.
+restart vs raw pycrdt
+    The same ``open_replica`` time divided by the floor under any restart: raw pycrdt
+    applying the same full state to a fresh ``Doc`` and reading every entry into Python
+    (``to_py()``), timed in turn with the two above. Goal: at most 2.5x.
 disk after churn
     Observations refreshed over and over (heartbeats), each write acknowledged (flushed)
     on its own, with the default compaction settings. Then the size of the database,
@@ -64,6 +68,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchenv import run_sections
+from pycrdt import Doc, Map
 
 from sphaera_crdt import Replica
 from sphaera_crdt.persistence import DEFAULT_COMPACT_COUNT, Persistence, open_replica
@@ -328,29 +333,40 @@ def bench_restart(scale: Scale) -> list[Figure]:
         probe.close()
         ours: list[float] = []
         base: list[float] = []
+        raw: list[float] = []
         ours_cpu: list[float] = []
         base_cpu: list[float] = []
+        raw_cpu: list[float] = []
+        sides = ("ours", "base", "raw")
         for rep in range(scale.restart_reps):
             work = root / f"rep-{rep}"
             shutil.copytree(pristine, work)
-            for side in ("ours", "base") if rep % 2 == 0 else ("base", "ours"):
+            for side in sides[rep % 3 :] + sides[: rep % 3]:
                 with no_collector():
                     cpu, wall = time.process_time(), time.perf_counter()
                     if side == "ours":
                         store = SQLiteStore(work)
                         replica = open_replica("a", store)
                         store.close()
-                    else:
+                    elif side == "base":
                         replica = Replica.restore("a", [full_state])
+                    else:
+                        read = raw_apply_and_read(full_state)
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                kept = len(replica.entity_ids("svc-"))
-                if kept != entities:
-                    raise AssertionError(f"{side} restored {kept} of {entities} entities")
-                del replica
-                (ours if side == "ours" else base).append(wall)
-                (ours_cpu if side == "ours" else base_cpu).append(cpu)
+                if side == "raw":
+                    if not read:
+                        raise AssertionError("raw pycrdt read nothing")
+                    del read
+                else:
+                    kept = len(replica.entity_ids("svc-"))
+                    if kept != entities:
+                        raise AssertionError(f"{side} restored {kept} of {entities} entities")
+                    del replica
+                {"ours": ours, "base": base, "raw": raw}[side].append(wall)
+                {"ours": ours_cpu, "base": base_cpu, "raw": raw_cpu}[side].append(cpu)
             shutil.rmtree(work)
     ours_median, base_median = statistics.median(ours), statistics.median(base)
+    raw_median = statistics.median(raw)
     return [
         Figure(
             name="restart",
@@ -374,8 +390,32 @@ def bench_restart(scale: Scale) -> list[Figure]:
                 "cpu_ratio": statistics.median(ours_cpu) / statistics.median(base_cpu),
                 "min_ratio": min(ours) / min(base),
             },
-        )
+        ),
+        Figure(
+            name="restart vs raw pycrdt",
+            ratio=ours_median / raw_median,
+            goal=2.5,
+            ours=ours_median,
+            base=raw_median,
+            unit="s",
+            detail={
+                "entities": entities,
+                "ours_seconds": ours,
+                "raw_seconds": raw,
+                "cpu_ratio": statistics.median(ours_cpu) / statistics.median(raw_cpu),
+                "min_ratio": min(ours) / min(raw),
+            },
+        ),
     ]
+
+
+def raw_apply_and_read(update: bytes) -> dict[str, Any]:
+    """The floor under any restart: raw pycrdt applies the state to a fresh ``Doc`` and
+    reads every entry into Python."""
+    doc: Doc[Any] = Doc()
+    doc.apply_update(update)
+    read: dict[str, Any] = doc.get("w", type=Map).to_py()
+    return read
 
 
 # -- 3. disk after churn -----------------------------------------------------------------------
@@ -455,7 +495,8 @@ def describe(figure: Figure) -> str:
     if figure.unit == "writes/s":
         return f"{figure.ours:9,.0f} /s vs memory {figure.base:8,.0f} /s"
     if figure.unit == "s":
-        return f"{figure.ours:9.2f} s  vs restore {figure.base:7.2f} s"
+        against = "raw" if figure.name.endswith("raw pycrdt") else "restore"
+        return f"{figure.ours:9.2f} s  vs {against} {figure.base:7.2f} s"
     return f"{figure.ours:9,.0f} B  vs fresh {figure.base:9,.0f} B"
 
 

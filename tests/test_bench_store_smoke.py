@@ -18,6 +18,7 @@ UNITS = {
     "writes/s concurrent: full": "writes/s",
     "writes/s concurrent: normal": "writes/s",
     "restart": "s",
+    "restart vs raw pycrdt": "s",
     "disk after churn 400x5": "B",
     "disk after churn 100x20": "B",
 }

@@ -110,7 +110,8 @@ REMOVED: Final = "!"
 STRING: Final = "'"
 _LITERALS: Final[dict[str, Any]] = {"t": True, "f": False, "n": None}
 _DIGIT_VALUE: Final = {digit: value for value, digit in enumerate(DIGITS)}
-_STAMP: Final = re.compile(f"{NEGATIVE}?[{re.escape(DIGITS)}]{{1,11}}")
+#: The most digits a stamp has (more would exceed any stamp offset written).
+_MAX_DIGITS: Final = 11
 #: The first layout's head: an offset in hex, then ``:`` (JSON follows) or ``!``.
 _HEX_HEAD: Final = re.compile(r"(-?[0-9a-f]{1,16})([:!])")
 
@@ -234,15 +235,22 @@ def split_entry(text: str, epoch: int = 0) -> tuple[int, str] | None:
 
     A removed attribute's payload is ``"!"``.
     """
-    head = _STAMP.match(text)
-    if head is not None:
-        digits = head.group()
-        negative = digits[0] == NEGATIVE
-        offset = 0
-        value = _DIGIT_VALUE
-        for digit in digits[1:] if negative else digits:
-            offset = offset * 64 + value[digit]
-        return epoch + (-offset if negative else offset), text[head.end() :]
+    # Read digit by digit rather than by regular expression: this runs once per entry
+    # merged or restored, and the digits of a stamp are few.
+    value = _DIGIT_VALUE
+    negative = text[:1] == NEGATIVE
+    start = 1 if negative else 0
+    offset = 0
+    end = start
+    limit = min(len(text), start + _MAX_DIGITS)
+    while end < limit:
+        digit = value.get(text[end])
+        if digit is None:
+            break
+        offset = offset * 64 + digit
+        end += 1
+    if end > start:
+        return epoch + (-offset if negative else offset), text[end:]
     head = _HEX_HEAD.match(text)
     if head is None:
         return None
@@ -264,23 +272,29 @@ def parse_entry(
     if split is None:
         return None
     stamp, payload = split
+    return stamp, *decode_entry_payload(payload, max_depth)
+
+
+def decode_entry_payload(payload: str, max_depth: int = codec.MAX_DEPTH) -> tuple[Any, str]:
+    """``(value, payload)`` of an entry's payload, as :func:`parse_entry` reads it (a removed
+    attribute's ``"!"`` gives :data:`ABSENT_ATTR` and an empty payload)."""
     if payload == REMOVED:
-        return stamp, ABSENT_ATTR, ""
+        return ABSENT_ATTR, ""
     if not payload:
-        return stamp, Unreadable("empty payload"), payload
+        return Unreadable("empty payload"), payload
     try:
         if payload[:1] == STRING:
-            return stamp, payload[1:], payload
+            return payload[1:], payload
         literal = _LITERALS.get(payload, payload)
         if literal is not payload:
-            return stamp, literal, payload
-        return stamp, codec.loads(payload, max_depth), payload
+            return literal, payload
+        return codec.loads(payload, max_depth), payload
     except RecursionError:
-        return stamp, Unreadable(f"nested deeper than {max_depth} levels"), payload
+        return Unreadable(f"nested deeper than {max_depth} levels"), payload
     except codec.BeyondLimits as exc:
-        return stamp, Unreadable(str(exc)), payload
+        return Unreadable(str(exc)), payload
     except ValueError as exc:
-        return stamp, Unreadable(_short(f"undecodable payload: {exc}")), payload
+        return Unreadable(_short(f"undecodable payload: {exc}")), payload
 
 
 _OBSERVATION_DEPTH: Final = codec.MAX_DEPTH + 1
@@ -444,12 +458,24 @@ class MergedView:
 
         Returns what changed (see :data:`Changed`), or ``None`` when nothing did.
         """
-        # An observation's payload wraps its value in a list: one level more.
-        parsed = parse_entry(text, epoch, _OBSERVATION_DEPTH if key[:1] == "s" else codec.MAX_DEPTH)
-        if parsed is None:
+        split = split_entry(text, epoch)
+        if split is None:
             self.malformed += 1
             return None
-        return self.apply_parsed(replica_id, nonce, key, *parsed)
+        stamp, payload = split
+        if payload[:1] == STRING:  # the commonest payload, read without a call
+            return self.apply_parsed(replica_id, nonce, key, stamp, payload[1:], payload)
+        return self.apply_split(replica_id, nonce, key, stamp, payload)
+
+    def apply_split(
+        self, replica_id: str, nonce: str, key: str, stamp: int, payload: str
+    ) -> Changed | None:
+        """:meth:`apply` for an entry already split into its stamp and payload."""
+        # An observation's payload wraps its value in a list: one level more.
+        value, payload = decode_entry_payload(
+            payload, _OBSERVATION_DEPTH if key[:1] == "s" else codec.MAX_DEPTH
+        )
+        return self.apply_parsed(replica_id, nonce, key, stamp, value, payload)
 
     def apply_parsed(
         self,

@@ -47,7 +47,7 @@ from .records import (
     nonce_epoch,
     observation_payload,
     removed_entry,
-    restamp,
+    split_entry,
     stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
@@ -60,6 +60,9 @@ Clock = Callable[[], float]
 REPLICA_PREFIX: Final = "replica:"
 _STATUS: Final = {TRUE: Status.EXISTS, FALSE: Status.ABSENT, UNKNOWN: Status.UNDETERMINED}
 _log = logging.getLogger("sphaera_crdt.replica")
+#: A merge that changes at least this many entries, and half the view's size, derives every
+#: status anew rather than step by step (see :meth:`Replica._integrate`).
+BULK_MERGE: Final = 1024
 
 
 class Replica:
@@ -121,6 +124,8 @@ class Replica:
         #: digest -> writer key, for every writer key seen
         self._by_digest: dict[str, str] = {}
         self._rebuild_needed = False
+        #: set by a merge large enough that statuses are derived anew (see _integrate)
+        self._bulk = False
         self._next_forget_check = math.inf
         self._declares_self = declare_self
         self._identities = identities
@@ -221,17 +226,31 @@ class Replica:
             if origin is None:
                 view.malformed += 1
                 continue
-            if parse_tombstone(key) is None:
-                view.apply(*origin, key, text)
-            if origin[0] == replica.id:
-                # An earlier incarnation's entry: carried over into the new container.
-                old_containers.add(writer)
-                moved = restamp(text, origin[2], replica._epoch)
-                if moved is not None and (key not in mine or mine[key][0] < moved[0]):
-                    mine[key] = moved
+            if origin[0] != replica.id:
+                if key[:1] != TOMBSTONE or parse_tombstone(key) is None:
+                    view.apply(*origin, key, text)
+                continue
+            # An earlier incarnation's entry: carried over into the new container. It is
+            # split once, for the view and for restamping.
+            old_containers.add(writer)
+            split = split_entry(text, origin[2])
+            readable = key[:1] != TOMBSTONE or parse_tombstone(key) is None
+            if split is None:
+                if readable:
+                    view.malformed += 1
+                continue
+            stamp, payload = split
+            if readable:
+                view.apply_split(origin[0], origin[1], key, stamp, payload)
+            moved = mine.get(key)
+            if moved is None or moved[0] < stamp:
+                mine[key] = (stamp, payload)
+        epoch = replica._epoch
         replica._stamp = max(view.max_stamp, replica._stamp)
         if mine:
-            replica._doc.write((key, text) for key, (_, text) in mine.items())
+            replica._doc.write(
+                (key, stamp_text(stamp - epoch) + payload) for key, (stamp, payload) in mine.items()
+            )
         replica._doc.drop_containers(old_containers)
         replica._engine.recompute(clock())
         if declare_self and replica.entity(replica.replica_entity) is None:
@@ -546,6 +565,7 @@ class Replica:
         needs = gate.admit(update, shape)
         if needs is None:
             return []  # a duplicate, or held until its predecessors arrive
+        self._bulk = False
         records: list[RecordChange] = []
         self._integrate(update, records, needs)
         for waiting, waiting_needs in gate.released():
@@ -557,6 +577,9 @@ class Replica:
                 gate.refused(waiting, exc)
         if self._rebuild_needed:
             return self._rebuild(records)
+        if self._bulk:
+            self._bulk = False
+            return self._rederive(records)
         return self._finish(records)
 
     @property
@@ -584,8 +607,14 @@ class Replica:
         self._gate.integrated(needs)
         view = self._view
         forgotten = self._forgotten
+        if len(entries) >= max(BULK_MERGE, view.size // 2):
+            # Most of the view changes (a full state merged into a young replica): deriving
+            # every status anew afterwards costs less than keeping each one up to date.
+            self._bulk = True
+        note = self._record if self._bulk else self._note
+        writers = self._writers
         for writer, key, text in entries:
-            origin = self._writer(writer)
+            origin = writers[writer] if writer in writers else self._writer(writer)
             if writer in forgotten:
                 continue
             if key[:1] == TOMBSTONE:
@@ -599,7 +628,7 @@ class Replica:
                 continue
             changed = view.apply(*origin, key, text)
             if changed is not None:
-                self._note(changed, records, local=False)
+                note(changed, records, local=False)
         for writer, kept in self._doc.rotated:
             if writer not in forgotten:
                 self._left_behind(writer, kept, records)
@@ -702,8 +731,6 @@ class Replica:
             self._writer(doc.key)
             if kept:
                 doc.write(kept)
-        engine = self._engine
-        before = dict(engine.status)
         view = self._view
         view.__init__()  # type: ignore[misc]  # the engine holds this very view
         own = [(doc.key, key, text) for key, text in doc.own_entries.items()]
@@ -715,6 +742,22 @@ class Replica:
                 view.malformed += 1
             else:
                 view.apply(*origin, key, text)
+        if self._events.records:
+            # The node re-declares itself when its own record is no longer its own.
+            records.append(RecordChange(kind="entity", id=self.replica_entity, local=False))
+        changes = self._rederive(records, now)
+        if self._declares_self:
+            record = view.records.get(self.replica_entity)
+            if record is None or not record.live:
+                self.declare(self.replica_entity, kind="replica")
+        return changes
+
+    def _rederive(self, records: list[RecordChange], now: float | None = None) -> list[Change]:
+        """Derive every status anew; deliver the records and the status changes."""
+        if self._doc.pruned:
+            self._unprune(records)
+        engine = self._engine
+        before = dict(engine.status)
         moment = self._clock() if now is None else now
         after = engine.recompute(moment)
         entities = sorted(set(before) | set(after), key=lambda e: (engine.level.get(e, 0), e))
@@ -728,14 +771,7 @@ class Replica:
             for entity_id in entities
             if before.get(entity_id, FALSE) != after.get(entity_id, FALSE)
         ]
-        if self._events.records:
-            # The node re-declares itself when its own record is no longer its own.
-            records.append(RecordChange(kind="entity", id=self.replica_entity, local=False))
         self._events.deliver(records, changes)
-        if self._declares_self:
-            record = view.records.get(self.replica_entity)
-            if record is None or not record.live:
-                self.declare(self.replica_entity, kind="replica")
         return changes
 
     def next_deadline(self) -> float | None:
@@ -791,8 +827,19 @@ class Replica:
             self._engine.record_changed(subject, field)
         else:
             self._engine.observation_changed(subject)
+        self._record(changed, records, local=local)
+
+    def _record(
+        self,
+        changed: tuple[str, str | None, str],
+        records: list[RecordChange],
+        *,
+        local: bool,
+    ) -> None:
+        """:meth:`_note` without telling the engine (statuses are derived anew after)."""
         if not self._events.records:
             return
+        subject, observer, _ = changed
         if observer is None:
             records.append(RecordChange(kind="entity", id=subject, local=local))
         else:

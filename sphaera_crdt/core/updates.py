@@ -292,16 +292,49 @@ def shape(update: bytes) -> UpdateShape:
                         item_clock, pos = read_varuint(data, pos)
                         refs.add((item_client, item_clock))
                 if not info & 0xC0:
-                    reader.pos = pos
-                    if reader.uint() == 1:
-                        reader.string()
-                    else:
-                        parent = _id(reader)
+                    # The parent: a root type's name (1) or an item's id (0), then the key
+                    # of a map entry; read inline, as above (an item of a nested map, every
+                    # entry of this layout, comes here).
+                    if data[pos] == 0:
+                        item_client, pos = read_varuint(data, pos + 1)
+                        item_clock = data[pos]
+                        if item_clock < 0x80:
+                            pos += 1
+                        else:
+                            item_clock, pos = read_varuint(data, pos)
+                        if item_client > MAX_CLIENT or item_clock > MAX_CLOCK:
+                            raise InvalidUpdate(
+                                f"update refers to item {item_client}:{item_clock}, out of range"
+                            )
+                        parent = (item_client, item_clock)
                         refs.add(parent)
                         parents.add(parent)
-                    if info & 0x20:
-                        reader.string()
-                    pos = reader.pos
+                        if info & 0x20:
+                            length = data[pos]
+                            if length < 0x80:
+                                pos += 1
+                            else:
+                                length, pos = read_varuint(data, pos)
+                            if length > end - pos:
+                                raise InvalidUpdate("update field runs past the end")
+                            key = data[pos : pos + length]
+                            pos += length
+                            if not key.isascii():
+                                try:
+                                    key.decode("utf-8")
+                                except UnicodeDecodeError:
+                                    raise InvalidUpdate("invalid UTF-8 in update string") from None
+                    else:
+                        reader.pos = pos
+                        if reader.uint() == 1:
+                            reader.string()
+                        else:
+                            parent = _id(reader)
+                            refs.add(parent)
+                            parents.add(parent)
+                        if info & 0x20:
+                            reader.string()
+                        pos = reader.pos
                 if ref == 7:
                     types.add((client, clock))
                 if ref == 8 and data[pos] == 1 and data[pos + 1] == 119:

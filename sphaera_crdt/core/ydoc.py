@@ -395,8 +395,15 @@ class DocumentAdapter:
         self._entry_changes.clear()
         clocks = self._clocks
         self._clocks = None
+        # The integrated document's own transaction, as in write: pycrdt's costs as much
+        # as applying a small update.
+        handle = self.doc._doc.create_transaction()
         try:
-            self.doc.apply_update(update)
+            try:
+                self.doc._doc.apply_update(handle, update)
+            finally:
+                handle.commit()
+                handle.drop()
         except (ValueError, RuntimeError, PanicException) as exc:
             self._root_changes.clear()
             self._entry_changes.clear()
