@@ -21,12 +21,17 @@ components only what cycles block.
 
 Incremental maintenance keeps, besides the graph, reverse indexes from a subject to the
 entities whose rules observe it or read its attributes, and a *level* per component that
-is greater than the level of every component it depends on. A step takes the entities
-whose inputs changed (records, observations, deadlines that passed), re-solves their
-components in level order, and pushes dependents only when a status really changed. When
-a rule's ``exists`` atoms change, only the affected region of the graph is re-split into
-components (a search pruned by levels finds any new cycle), and levels are raised where
-needed. After every step the statuses equal a full recomputation at the same time.
+is greater than the level of every component it depends on (a component that depends on
+nothing outside it has none and comes first). A step takes the entities whose inputs
+changed (records, observations, deadlines that passed), re-solves their components in
+level order, and pushes dependents only when a status really changed. When a rule's
+``exists`` atoms change, only the affected region of the graph is re-split into
+components (a search pruned by levels finds any new cycle). Levels are an order, not
+depths: a full derivation gives depths, but a re-split component takes any level between
+its dependencies and its dependents (negative ones too), and only when there is no room
+are levels moved, through its dependents or through its dependencies, whichever search
+ends first; so a chain declared from its top down costs no more than one declared from
+its bottom up. After every step the statuses equal a full recomputation at the same time.
 """
 
 from __future__ import annotations
