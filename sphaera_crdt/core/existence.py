@@ -319,6 +319,8 @@ class ExistenceEngine:
 
     def _base(self, entity: str) -> int | None:
         """The value of an entity that needs no evaluation, or ``None``."""
+        if type(self.rules.get(entity)) is Compiled:
+            return None  # a compiled rule is only ever kept for a live record
         record = self.view.records.get(entity)
         if record is None or record.retracted:
             return FALSE

@@ -124,6 +124,8 @@ def _join(engine: ExistenceEngine, atoms: list[_Atom]) -> str:
 
 
 def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
+    if type(engine.rules.get(entity)) is Compiled:
+        return None  # a compiled rule is only ever kept for a live record
     record = engine.view.records.get(entity)
     if record is None or not record.declared:
         return "undeclared"
