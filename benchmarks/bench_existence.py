@@ -6,6 +6,7 @@ Run it from the repository root::
     python benchmarks/bench_existence.py --quick          # 1k only, a few seconds
     python benchmarks/bench_existence.py --json out.json  # also write every figure as JSON
     python benchmarks/bench_existence.py --sizes 1000,10000 --seed 7 --changes 600
+    python benchmarks/bench_existence.py --families= --growth 2000   # the growth rows only
 
 Workload
     Two families of graphs, built deterministically from ``--seed`` and the size. The
@@ -73,6 +74,18 @@ speedup
 evaluated per change
     ``replica._engine.evaluated`` after each call (entities the step solved): mean, p99.
 
+upkeep growth
+    Whether the engine's upkeep grows linearly: the time of a workload of N links and of
+    4N (``--growth N``, default 2,000, quick 250, 0 skips them), medians of
+    ``--growth-reps`` alternating reps (default 5, quick 3), each on a fresh replica,
+    with the collector off. The workloads: a chain (link ``i`` requires
+    ``exists(link i+1)``, the last link nothing) declared link by link through
+    ``Replica.declare``, dependencies first, dependents first and in a random order; and a
+    negative ring (link ``i`` requires ``not exists(link i+1)``) left open, built
+    untimed, then the one declaration that closes it and turns every link undetermined
+    (the step, its N events and their reasons). Goal: the time for 4N at most 5x the
+    time for N.
+
 After the incremental reps the live statuses are compared with a fresh recompute; a
 difference is printed and makes the exit status 1. Goals print PASS or MISS from the
 measurement. Timing: medians, ``gc.disable()`` after a collection around every timed
@@ -122,6 +135,12 @@ SPEEDUP_SIZE: Final = 100_000
 BASELINE_GOAL: Final = 5.0
 #: The change mix of one round of ten calls (pairs are consecutive calls).
 ROUND: Final = ("observe",) * 4 + ("update",) * 2 + ("retract",) + ("rewire",)
+#: Upkeep growth: the base size, how many times larger the other size is, and the goal on
+#: the ratio of their times (linear growth, with room for the noise of a shared machine).
+GROWTH_SIZE: Final = 2_000
+QUICK_GROWTH_SIZE: Final = 250
+GROWTH_FACTOR: Final = 4
+GROWTH_GOAL: Final = 5.0
 
 Constraint = bool | dict[str, Any]
 
@@ -702,6 +721,138 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# -- growth ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrowthCase:
+    """One upkeep workload whose cost should grow linearly with its size."""
+
+    name: str
+    #: builds what is not timed and returns the timed body
+    prepare: Callable[[int, int], Callable[[], object]]
+
+
+def link_ids(size: int) -> list[str]:
+    return [f"link-{index:06d}" for index in range(size)]
+
+
+def chain_order(size: int, order: str, seed: int) -> list[int]:
+    """The order in which the links of a chain are declared (link ``i`` requires ``i + 1``)."""
+    if order == "dependencies":
+        return list(range(size - 1, -1, -1))
+    if order == "dependents":
+        return list(range(size))
+    indices = list(range(size))
+    random.Random(f"chain:{seed}:{size}").shuffle(indices)
+    return indices
+
+
+def prepare_chain(order: str) -> Callable[[int, int], Callable[[], object]]:
+    """A fresh replica, and the declaration of every link of a chain in ``order``."""
+
+    def prepare(size: int, seed: int) -> Callable[[], object]:
+        replica = Replica("bench", clock=SimClock(EPOCH), declare_self=False)
+        ids = link_ids(size)
+        plan = [
+            (ids[index], exists(ids[index + 1]) if index + 1 < size else None)
+            for index in chain_order(size, order, seed)
+        ]
+
+        def body() -> None:
+            for entity, requires in plan:
+                replica.declare(entity, kind="link", requires=requires)
+
+        return body
+
+    return prepare
+
+
+def prepare_ring(size: int, seed: int) -> Callable[[], object]:
+    """A negative ring, open (link ``i`` requires ``not exists(i + 1)``, the last link
+    nothing), and the declaration that closes it: every link turns undetermined."""
+    del seed
+    replica = Replica("bench", clock=SimClock(EPOCH), declare_self=False)
+    ids = link_ids(size)
+    # Dependencies first, so that no declaration of the setup flips the links before it.
+    replica.declare(ids[-1], kind="link")
+    for index in range(size - 2, -1, -1):
+        replica.declare(ids[index], kind="link", requires=not_(exists(ids[index + 1])))
+
+    def body() -> None:
+        view = replica.declare(ids[-1], kind="link", requires=not_(exists(ids[0])))
+        if view.status != "undetermined":
+            raise SystemExit(f"the closed ring reads {view.status!r}, not undetermined")
+
+    return body
+
+
+GROWTH_CASES: Final = (
+    GrowthCase(name="chain, dependencies first", prepare=prepare_chain("dependencies")),
+    GrowthCase(name="chain, dependents first", prepare=prepare_chain("dependents")),
+    GrowthCase(name="chain, random order", prepare=prepare_chain("random")),
+    GrowthCase(name="ring turning undetermined", prepare=prepare_ring),
+)
+
+
+def bench_growth(size: int, reps: int, seed: int) -> list[dict[str, Any]]:
+    """Each growth case at ``size`` and ``GROWTH_FACTOR`` times it, in alternating reps."""
+    rows: list[dict[str, Any]] = []
+    large = size * GROWTH_FACTOR
+    for case in GROWTH_CASES:
+        samples: dict[int, list[float]] = {size: [], large: []}
+        cpu: dict[int, list[float]] = {size: [], large: []}
+        for rep in range(reps):
+            for n in (size, large) if rep % 2 == 0 else (large, size):
+                gc.disable()  # the setup is not measured; the collector stays off in it too
+                try:
+                    body = case.prepare(n, seed)
+                finally:
+                    gc.enable()
+                wall, cpu_seconds = timed(body)
+                samples[n].append(wall)
+                cpu[n].append(cpu_seconds)
+                del body
+        small_s, large_s = statistics.median(samples[size]), statistics.median(samples[large])
+        ratio = large_s / small_s
+        rows.append(
+            {
+                "case": case.name,
+                "entities": size,
+                "small_s": small_s,
+                "large_s": large_s,
+                "ratio": ratio,
+                "cpu_ratio": statistics.median(cpu[large]) / statistics.median(cpu[size]),
+                "small_samples_s": samples[size],
+                "large_samples_s": samples[large],
+                "small_cpu_s": cpu[size],
+                "large_cpu_s": cpu[large],
+                "goal": ratio <= GROWTH_GOAL,
+            }
+        )
+    return rows
+
+
+def growth_report(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    size = rows[0]["entities"]
+    lines = [
+        "",
+        f"upkeep growth (median ms; ratio = time for {GROWTH_FACTOR * size:,} / time for"
+        f" {size:,}; goal <= {GROWTH_GOAL:g}x, linear growth; cpu ratio = ratio of median CPU"
+        " times, a cross-check on a busy machine)",
+        f"  {'case':<28}{f'{size:,}':>10}{f'{GROWTH_FACTOR * size:,}':>10}{'ratio':>8}"
+        f"{'cpu ratio':>11}  result",
+    ]
+    for row in rows:
+        lines.append(
+            f"  {row['case']:<28}{ms(row['small_s']):>10}{ms(row['large_s']):>10}"
+            f"{row['ratio']:>7.1f}x{row['cpu_ratio']:>10.1f}x  {verdict(row['goal'])}"
+        )
+    return "\n".join(lines)
+
+
 def default_reps(size: int) -> int:
     """Full-derivation reps: many where they are cheap, fewer at 100k."""
     return 21 if size <= 1_000 else 11 if size <= 10_000 else 5
@@ -775,6 +926,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--changes", type=int, help="incremental calls per rep (default 500, quick 200)"
     )
     parser.add_argument("--inc-reps", type=int, help="incremental reps (default 3, quick 2)")
+    parser.add_argument(
+        "--growth",
+        type=int,
+        help=f"base size of the upkeep growth rows (default {GROWTH_SIZE:,}, quick"
+        f" {QUICK_GROWTH_SIZE}; 0 skips them)",
+    )
+    parser.add_argument("--growth-reps", type=int, help="growth reps per size (default 5, quick 3)")
     args = parser.parse_args(argv)
     sizes = (
         [int(size) for size in args.sizes.split(",")]
@@ -810,7 +968,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    print(report(results))
+    growth_size = QUICK_GROWTH_SIZE if args.quick else GROWTH_SIZE
+    if args.growth is not None:
+        growth_size = args.growth
+    growth: list[dict[str, Any]] = []
+    if growth_size:
+        started = time.perf_counter()
+        growth = bench_growth(growth_size, args.growth_reps or (3 if args.quick else 5), args.seed)
+        print(f"  growth: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    print(report(results) if results else "")
+    print(growth_report(growth))
     print(f"\ntotal {time.perf_counter() - started_all:.0f} s")
     if args.json is not None:
         document = {
@@ -832,8 +999,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "baseline_ratio_max": BASELINE_GOAL,
                 "speedup_min": SPEEDUP_GOAL,
                 "speedup_size": SPEEDUP_SIZE,
+                "growth_ratio_max": GROWTH_GOAL,
+                "growth_factor": GROWTH_FACTOR,
             },
             "results": results,
+            "growth": growth,
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     if not all(result["consistent"] for result in results):

@@ -60,3 +60,25 @@ def test_bench_existence_quick_reports_every_figure(tmp_path: Path) -> None:
         assert any(line.split()[0] == result["family"] and word in line for line in rows)
     cyclic = next(r for r in results if r["family"] == "cyclic")
     assert cyclic["graph"]["cyclic_components"] > 0
+    growth = document["growth"]
+    assert [row["case"] for row in growth] == [
+        "chain, dependencies first",
+        "chain, dependents first",
+        "chain, random order",
+        "ring turning undetermined",
+    ]
+    assert "upkeep growth" in printed
+    for row in growth:
+        what = f"growth {row['case']}"
+        for key in ("small", "large"):
+            median = positive(row[f"{key}_s"], f"{what}: {key}_s")
+            samples = row[f"{key}_samples_s"]
+            assert samples and all(positive(sample, what) for sample in samples)
+            assert min(samples) <= median <= max(samples)
+        ratio = positive(row["ratio"], f"{what}: ratio")
+        assert math.isclose(ratio, row["large_s"] / row["small_s"], rel_tol=1e-9)
+        verdict(row["goal"], ratio, goals["growth_ratio_max"])
+        word = "PASS" if row["goal"] else "MISS"
+        assert any(
+            line.strip().startswith(row["case"]) and word in line for line in printed.splitlines()
+        )

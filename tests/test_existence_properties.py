@@ -391,8 +391,27 @@ def test_incremental_equals_full_recomputation(case: tuple[int, list[Any], list[
         now = world.t[0]
         assert nonabsent(after) == main.derive_all(now), f"after {step}"
         check_events(world, before, after, events)
+        check_levels(main)
         deadline = main.next_deadline()
         assert deadline is None or deadline > now, f"deadline {deadline} is not after {now}"
+
+
+def check_levels(replica: Replica) -> None:
+    """Every component that depends on another outside it has a level above that one's:
+    the order in which a step solves them (levels move incrementally, not only by a full
+    derivation)."""
+    engine = replica._engine
+    for entity in engine.rules:
+        rep = engine.comp.get(entity, entity)
+        for dep in engine._targets(entity):
+            dep_rep = engine.comp.get(dep, dep)
+            if dep_rep == rep:
+                continue
+            assert rep in engine.level, f"{entity} depends on {dep} but {rep} has no level"
+            dep_level = engine.level.get(dep_rep)
+            assert dep_level is None or dep_level < engine.level[rep], (
+                f"{entity} (level {engine.level[rep]}) depends on {dep} (level {dep_level})"
+            )
 
 
 # -- 2. same state, same time -> same statuses -----------------------------------------------

@@ -56,17 +56,19 @@ def solve_cycle(engine: EngineState, members: list[str]) -> dict[str, int]:
     rules: dict[str, Node] = {}
     negates = False
     records = engine.view.records
+    engine_rules = engine.rules
     for member in members:
-        # _base, inline
+        # _base, inline; a compiled rule is only ever kept for a live record.
+        rule = engine_rules.get(member)
+        if type(rule) is Compiled:
+            rules[member] = rule.node
+            negates = negates or rule.negates
+            continue
         record = records.get(member)
-        rule = engine.rules.get(member)
         if record is None or record.retracted:
             facts[member] = FALSE
         elif rule is None:
             facts[member] = TRUE
-        elif isinstance(rule, Compiled):
-            rules[member] = rule.node
-            negates = negates or rule.negates
         else:
             facts[member] = UNKNOWN
     # Small components are iterated in rounds; larger ones keep a worklist.

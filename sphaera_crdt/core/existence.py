@@ -21,12 +21,17 @@ components only what cycles block.
 
 Incremental maintenance keeps, besides the graph, reverse indexes from a subject to the
 entities whose rules observe it or read its attributes, and a *level* per component that
-is greater than the level of every component it depends on. A step takes the entities
-whose inputs changed (records, observations, deadlines that passed), re-solves their
-components in level order, and pushes dependents only when a status really changed. When
-a rule's ``exists`` atoms change, only the affected region of the graph is re-split into
-components (a search pruned by levels finds any new cycle), and levels are raised where
-needed. After every step the statuses equal a full recomputation at the same time.
+is greater than the level of every component it depends on (a component that depends on
+nothing outside it has none and comes first). A step takes the entities whose inputs
+changed (records, observations, deadlines that passed), re-solves their components in
+level order, and pushes dependents only when a status really changed. When a rule's
+``exists`` atoms change, only the affected region of the graph is re-split into
+components (a search pruned by levels finds any new cycle). Levels are an order, not
+depths: a full derivation gives depths, but a re-split component takes any level between
+its dependencies and its dependents (negative ones too), and only when there is no room
+are levels moved, through its dependents or through its dependencies, whichever search
+ends first; so a chain declared from its top down costs no more than one declared from
+its bottom up. After every step the statuses equal a full recomputation at the same time.
 """
 
 from __future__ import annotations
@@ -86,7 +91,13 @@ class ExistenceEngine:
         self.members: dict[str, list[str]] = {}
         #: representatives of components with a cycle (several nodes or a self-loop)
         self.cyclic: set[str] = set()
+        #: representative -> level, above the levels of everything it depends on; a
+        #: component that depends on nothing outside it has none (it comes first)
         self.level: dict[str, int] = {}
+        #: representative of a cycle -> its members as a set, and whether a member's rule
+        #: names a member under a negation (filled by the explanations, emptied when a
+        #: rule or a component changes)
+        self.cycle_facts: dict[str, tuple[frozenset[str], bool]] = {}
         self.deadline: dict[str, float] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._dirty: set[str] = set()
@@ -144,12 +155,13 @@ class ExistenceEngine:
         if volatile:
             dirty |= self.volatile
         before: dict[str, int] = {}
-        queue: list[tuple[int, str]] = []
+        queue: list[tuple[float, str]] = []
         queued: set[str] = set()
         for entity in dirty:
             self._enqueue(entity, queue, queued)
         evaluated = 0
         status = self.status
+        comp = self.comp
         while queue:
             _, rep = heapq.heappop(queue)
             queued.discard(rep)
@@ -166,7 +178,9 @@ class ExistenceEngine:
                 else:
                     status[entity] = value
                 for dependent in self.rdeps.get(entity, ()):
-                    self._enqueue(dependent, queue, queued)
+                    # A member of the same component was solved with it.
+                    if comp.get(dependent, dependent) != rep:
+                        self._enqueue(dependent, queue, queued)
         self.evaluated = evaluated
         changes = [
             (entity, old, status.get(entity, FALSE))
@@ -191,6 +205,7 @@ class ExistenceEngine:
         self.members.clear()
         self.cyclic.clear()
         self.level.clear()
+        self.cycle_facts.clear()
         self.deadline.clear()
         self._deadlines.clear()
         self._dirty.clear()
@@ -254,27 +269,20 @@ class ExistenceEngine:
         return found
 
     def _place(self, component: list[str]) -> str:
-        """Record a component found by :meth:`_components` and its level; returns its
-        representative. Every dependency outside it must already have its level."""
-        rep = min(component) if len(component) > 1 else component[0]
+        """Record a component found by :meth:`_components` and its level (one more than its
+        highest dependency), as a full derivation does; returns its representative. Every
+        dependency outside it must already have its level."""
+        rep = self._register(component)
+        members = self.members.get(rep) or (rep,)
         targets = self._targets
-        if len(component) > 1:
-            self.members[rep] = sorted(component)
-            for member in component:
-                self.comp[member] = rep
-            self.cyclic.add(rep)
-            members = set(component)
-        else:
-            members = {rep}
-            if rep in targets(rep):
-                self.cyclic.add(rep)
         levels = self.level
         comp = self.comp
         level = 0
-        for member in component:
+        for member in members:
             for dep in targets(member):
-                if dep not in members:
-                    dep_level = levels.get(comp.get(dep, dep), 0) + 1
+                dep_rep = comp.get(dep, dep)
+                if dep_rep != rep:
+                    dep_level = levels.get(dep_rep, 0) + 1
                     if dep_level > level:
                         level = dep_level
         if level:
@@ -290,11 +298,11 @@ class ExistenceEngine:
 
     # -- solving ---------------------------------------------------------------------------
 
-    def _enqueue(self, entity: str, queue: list[tuple[int, str]], queued: set[str]) -> None:
+    def _enqueue(self, entity: str, queue: list[tuple[float, str]], queued: set[str]) -> None:
         rep = self.comp.get(entity, entity)
         if rep not in queued:
             queued.add(rep)
-            heapq.heappush(queue, (self.level.get(rep, 0), rep))
+            heapq.heappush(queue, (self.level.get(rep, -INF), rep))
 
     def _solve(self, rep: str) -> dict[str, int]:
         if rep in self.cyclic:
@@ -311,6 +319,8 @@ class ExistenceEngine:
 
     def _base(self, entity: str) -> int | None:
         """The value of an entity that needs no evaluation, or ``None``."""
+        if type(self.rules.get(entity)) is Compiled:
+            return None  # a compiled rule is only ever kept for a live record
         record = self.view.records.get(entity)
         if record is None or record.retracted:
             return FALSE
@@ -344,6 +354,7 @@ class ExistenceEngine:
             return  # no rule still, or compiled from the same winner (kept on it)
         self._forget(entity)
         self.rules[entity] = rule
+        self.cycle_facts.clear()
         if isinstance(rule, Compiled):
             if rule.exists:
                 for dep in rule.exists:
@@ -395,14 +406,16 @@ class ExistenceEngine:
         rule = self.rules.get(entity)
         return rule.exists if type(rule) is Compiled else ()
 
-    def _level_of(self, entity: str) -> int:
-        return self.level.get(self.comp.get(entity, entity), 0)
+    def _level_of(self, entity: str) -> float:
+        """The level of an entity's component; one that depends on nothing outside it has
+        none and comes before every other."""
+        return self.level.get(self.comp.get(entity, entity), -INF)
 
     def _restructure(self, x: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         """Re-split the region of the graph that ``x``'s new edges may have changed."""
         rep = self.comp.get(x, x)
         region: set[str] = set(self.members.get(rep, (x,))) if rep in self.cyclic else {x}
-        floor = self.level.get(rep, 0)
+        floor = self.level.get(rep, -INF)
         reach: set[str] = set()
         # A new cycle must come back to x: with no dependents, nothing can.
         stack = [y for y in set(new).difference(old) if y != x] if self.rdeps.get(x) else []
@@ -426,30 +439,117 @@ class ExistenceEngine:
 
     def _split(self, region: set[str]) -> None:
         """Re-split ``region`` into components after a rule's edges changed."""
+        self.cycle_facts.clear()
+        was: dict[str, int] = {}
         for node in region:
             old = self.comp.pop(node, node)
             self.members.pop(old, None)
             self.cyclic.discard(old)
-            self.level.pop(old, None)
-        raised: list[str] = []
+            level = self.level.pop(old, None)
+            if level is not None:
+                was[node] = level
         for component in self._components(region, region):  # dependencies come first
-            self._place(component)
-            raised.extend(component)
-        self._raise_levels(raised)
+            rep = self._register(component)
+            self._level_between(rep, component, was.get(rep))
         self._dirty.update(region)
 
-    def _raise_levels(self, nodes: list[str]) -> None:
-        """Keep every dependent's level above the levels of what it depends on."""
-        stack = list(nodes)
-        while stack:
-            node = stack.pop()
-            rep = self.comp.get(node, node)
-            level = self.level.get(rep, 0)
-            for dependent in self.rdeps.get(node, ()):
-                dep_rep = self.comp.get(dependent, dependent)
-                if dep_rep != rep and self.level.get(dep_rep, 0) <= level:
-                    self.level[dep_rep] = level + 1
-                    stack.extend(self.members.get(dep_rep, (dependent,)))
+    def _register(self, component: list[str]) -> str:
+        """Record a component's members; returns its representative (no level yet)."""
+        rep = min(component) if len(component) > 1 else component[0]
+        if len(component) > 1:
+            self.members[rep] = sorted(component)
+            for member in component:
+                self.comp[member] = rep
+            self.cyclic.add(rep)
+        elif rep in self._targets(rep):
+            self.cyclic.add(rep)
+        return rep
+
+    def _level_between(self, rep: str, component: list[str], hint: int | None) -> None:
+        """Give a component just registered a level above every dependency and below every
+        dependent that has one (those of the region not placed yet come after it).
+
+        Any level between them will do, not only one more than the highest dependency, so
+        a component first looks for room (its old level, above its dependencies, below
+        its dependents); only when there is none are levels moved, on the side that moves
+        fewer: up through the dependents, or down through the dependencies.
+        """
+        levels = self.level
+        comp = self.comp
+        targets = self._targets
+        low: float = -INF
+        external = False
+        for member in component:
+            for dep in targets(member):
+                dep_rep = comp.get(dep, dep)
+                if dep_rep != rep:
+                    external = True
+                    dep_level = levels.get(dep_rep)
+                    if dep_level is not None and dep_level > low:
+                        low = dep_level
+        if not external:
+            return  # depends on nothing outside itself: below everything
+        high: float = INF
+        for member in component:
+            for dependent in self.rdeps.get(member, ()):
+                dep_rep = comp.get(dependent, dependent)
+                if dep_rep != rep:
+                    dep_level = levels.get(dep_rep)
+                    if dep_level is not None and dep_level < high:
+                        high = dep_level
+        if hint is not None and low < hint < high:
+            levels[rep] = hint
+            return
+        if high - low >= 2:
+            levels[rep] = int(low + 1 if low != -INF else high - 1 if high != INF else 0)
+            return
+        # No room: raise from one more than the dependencies, or lower from one less than
+        # the dependents, whichever search ends first (both are dry runs until then).
+        up = self._shifted(rep, int(low) + 1, raising=True)
+        down = self._shifted(rep, int(high) - 1, raising=False)
+        while True:
+            moved = next(up)
+            if moved is None:
+                moved = next(down)
+            if moved is not None:
+                levels.update(moved)
+                return
+
+    def _shifted(self, rep: str, level: int, *, raising: bool) -> Iterator[dict[str, int] | None]:
+        """The levels that put ``rep`` at ``level`` and move what must move with it, all
+        the way up (``raising``) through its dependents or down through its dependencies.
+
+        A generator that yields ``None`` after each component it settles and the new
+        levels at the end, so that two of them can run in turns. Components are settled in
+        the order of their old levels (upwards when raising), so each is settled once: what
+        pushes one moves before it.
+        """
+        levels = self.level
+        comp = self.comp
+        members = self.members
+        sign = 1 if raising else -1
+        moved: dict[str, int] = {rep: level}
+        heap: list[tuple[float, str]] = [(-INF, rep)]
+        queued = {rep}
+        while heap:
+            _, node = heapq.heappop(heap)
+            value = moved[node]
+            for member in members.get(node, (node,)):
+                for other in self.rdeps.get(member, ()) if raising else self._targets(member):
+                    other_rep = comp.get(other, other)
+                    if other_rep == node:
+                        continue
+                    old = levels.get(other_rep)
+                    if old is None:
+                        continue  # below everything, or in the region and placed later
+                    current = moved.get(other_rep, old)
+                    if (current - value) * sign <= 0:
+                        moved[other_rep] = value + sign
+                        if other_rep not in queued:
+                            queued.add(other_rep)
+                            heapq.heappush(heap, (old * sign, other_rep))
+            yield None
+        yield moved
 
 
 def _discard(table: dict[str, set[str]], key: str, value: str) -> None:

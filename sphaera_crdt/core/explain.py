@@ -81,9 +81,10 @@ def _decision(engine: ExistenceEngine, entity: str) -> tuple[str, list[_Atom]]:
         return base, []
     value = engine.status.get(entity, FALSE)
     rep = engine.comp.get(entity, entity)
+    negates = False
     if rep in engine.cyclic:
         members = engine.members.get(rep) or [entity]
-        cycle: AbstractSet[str] = set(members)
+        cycle, negates = _cycle_facts(engine, rep, members)
     else:
         members, cycle = [entity], _NO_CYCLE
     rule = engine.rules[entity]
@@ -92,7 +93,7 @@ def _decision(engine: ExistenceEngine, entity: str) -> tuple[str, list[_Atom]]:
     named = _join(engine, atoms)
     if value == TRUE:
         return ("requirements hold" if not named else f"requirements hold: {named}"), atoms
-    if cycle and value == UNKNOWN and _negates_inside(engine, members, cycle):
+    if negates and value == UNKNOWN:
         return f"unresolved cycle through negation: {_names(members)}", atoms
     if cycle and value == FALSE and atoms and all(_own_cycle(atom, cycle) for atom in atoms):
         # Nothing but the absence of members of its own cycle: no outside support.
@@ -123,6 +124,8 @@ def _join(engine: ExistenceEngine, atoms: list[_Atom]) -> str:
 
 
 def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
+    if type(engine.rules.get(entity)) is Compiled:
+        return None  # a compiled rule is only ever kept for a live record
     record = engine.view.records.get(entity)
     if record is None or not record.declared:
         return "undeclared"
@@ -139,6 +142,20 @@ def _base_reason(engine: ExistenceEngine, entity: str) -> str | None:
 def _cycle(engine: ExistenceEngine, entity: str) -> set[str]:
     rep = engine.comp.get(entity, entity)
     return set(engine.members.get(rep) or [entity]) if rep in engine.cyclic else set()
+
+
+def _cycle_facts(
+    engine: ExistenceEngine, rep: str, members: list[str]
+) -> tuple[frozenset[str], bool]:
+    """A cycle's members as a set, and whether a member's rule names one of them under a
+    negation: kept on the engine until a rule or a component changes, since every member
+    of a cycle that changes status asks the same (reading the whole cycle each time would
+    make a step's events cost the square of its size)."""
+    facts = engine.cycle_facts.get(rep)
+    if facts is None:
+        cycle = frozenset(members)
+        facts = engine.cycle_facts[rep] = (cycle, _negates_inside(engine, members, cycle))
+    return facts
 
 
 def _names(members: list[str]) -> str:
