@@ -109,8 +109,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
     lines = [
         "| N | build s | run s | wall s | CPU s | events | peak MB | KB per replica "
-        "| growth: N | wall | memory |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| growth: N | wall | CPU | memory |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         growth = row["growth"]
@@ -118,7 +118,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {row['replicas']:,} | {row['build_seconds']:.1f} | {row['run_seconds']:.1f} "
             f"| {row['wall_seconds']:.1f} | {row['cpu_seconds']:.1f} | {row['events']:,} "
             f"| {row['peak_bytes'] / 1e6:.0f} | {row['bytes_per_replica'] / 1e3:.0f} "
-            f"| {growth['replicas']:g}x | {growth['wall']:.2f}x | {growth['memory']:.2f}x |"
+            f"| {growth['replicas']:g}x | {growth['wall']:.2f}x | {growth['cpu']:.2f}x "
+            f"| {growth['memory']:.2f}x |"
         )
     return "\n".join(lines)
 
