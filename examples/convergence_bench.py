@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from sphaera_crdt.sim.convergence_bench import Sweep, run_convergence
+from sphaera_crdt.sim.pools import ProcessPool
 
 SWEEP = Sweep(
     replicas=(4, 8, 16),
@@ -96,7 +97,14 @@ def main() -> None:
     scenarios = len(SWEEP.scenarios())
     print(f"running {scenarios} scenarios and {len(SWEEP.ideal_jobs())} ideal epidemics")
     # The tables and progress bar that the command prints are not needed here: quiet.
-    run_convergence(SWEEP, out=out, jobs=2, plots=False, profile=None, console=Console(quiet=True))
+    run_convergence(
+        SWEEP,
+        out=out,
+        pool=ProcessPool(workers=2),
+        plots=False,
+        profile=None,
+        console=Console(quiet=True),
+    )
 
     document = json.loads((out / "convergence.json").read_text(encoding="utf-8"))
     print(f"loaded {out / 'convergence.json'}: {len(document['runs'])} runs")

@@ -100,7 +100,9 @@ class ClusterDriver:
         self._stalled.clear()
         replicas = self._replicas
         for replica_id, replica in replicas.items():
-            members = [Target(url=f"cluster:{p}", peer_id=p) for p in replicas if p != replica_id]
+            # in URL order, as the machine takes them
+            peers = sorted(p for p in replicas if p != replica_id)
+            members = [Target(url=f"cluster:{p}", peer_id=p) for p in peers]
             machine = GossipMachine(
                 replica, interval=INTERVAL, fanout=FANOUT, rng=self._rng, members=members
             )

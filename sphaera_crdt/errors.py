@@ -34,6 +34,7 @@ __all__ = [
     "InvalidValue",
     "PeerNotAllowed",
     "PeerUnavailable",
+    "PoolUnavailable",
     "RemoteError",
     "SelfContact",
     "SphaeraError",
@@ -157,6 +158,11 @@ class ApiError(SphaeraError):
 
 class DemoTimeout(SphaeraError):
     """The demo's nodes did not reach the expected state in time."""
+
+
+class PoolUnavailable(SphaeraError):
+    """A sweep's runs cannot go where they were sent: the ``ray`` package is missing, the
+    Ray cluster cannot be reached, or a worker process died without an answer."""
 
 
 class ConvergenceError(SphaeraError, AssertionError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from sphaera_crdt.sim.pools import InProcess
 from sphaera_crdt.sim.sweep import Sweep, SweepResult, run_sweep
 
 TINY = Sweep(
@@ -23,4 +24,4 @@ TINY = Sweep(
 def tiny_sweep() -> SweepResult:
     """Every strategy at N = 4 and 8, two fanouts, two losses, with and without a
     partition (the document is shared: tests must not change it)."""
-    return run_sweep(TINY, in_process=True)
+    return run_sweep(TINY, pool=InProcess())

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from sphaera_crdt.cli import cli
 from sphaera_crdt.sim import sweep as sweep_module
+from sphaera_crdt.sim.pools import InProcess
 from sphaera_crdt.sim.runner import Scenario
 from sphaera_crdt.sim.sweep import Job, Outcome, Sweep, run_sweep
 
@@ -54,11 +55,11 @@ def _keyboard_interrupt() -> None:
 
 
 def test_a_sweep_interrupted_keeps_what_it_finished() -> None:
-    whole = run_sweep(TINY, in_process=True)
+    whole = run_sweep(TINY, pool=InProcess())
     assert whole.document["interrupted"] is False
     total = len(TINY.scenarios()) + len(TINY.ideal_jobs())
     assert len(whole.document["runs"]) + len(whole.document["ideal"]) == total
-    part = run_sweep(TINY, in_process=True, runner=_stopping_after(3, _keyboard_interrupt))
+    part = run_sweep(TINY, pool=InProcess(), runner=_stopping_after(3, _keyboard_interrupt))
     document = part.document
     assert document["interrupted"] is True
     assert len(document["runs"]) + len(document["ideal"]) == 3

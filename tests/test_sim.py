@@ -19,6 +19,7 @@ from sphaera_crdt.core.lib0 import decode_state_vector
 from sphaera_crdt.sim import Scenario, run_scenario
 from sphaera_crdt.sim import driver as sim_driver
 from sphaera_crdt.sim.clock import EventLoop
+from sphaera_crdt.sim.driver import Peers, index_of, url_of
 from sphaera_crdt.sim.epidemic import spread, theory_rounds
 from sphaera_crdt.sim.runner import Simulation
 from sphaera_crdt.sim.strategies import NaiveFlood
@@ -431,3 +432,28 @@ def test_a_rounds_exchanges_follow_one_another() -> None:
     stagger = sim_driver.Timing(interval=scenario.interval, fanout=3).stagger
     for (before, peer), (after, _) in itertools.pairwise(first):
         assert after - before == pytest.approx(0.05 if peer % 2 else stagger)
+
+
+def test_peers_view_every_replica_but_one_in_url_order() -> None:
+    """Each machine's members are a view of one shared list (a list each would hold N^2
+    targets): every replica but its own, in URL order, as a list of them would be."""
+    everyone = tuple(gossip.Target(url=url_of(n), peer_id=f"r{n}") for n in range(5))
+    for skip in range(5):
+        peers = Peers(everyone, skip)
+        expected = [target for target in everyone if target.url != url_of(skip)]
+        assert list(peers) == expected
+        assert [peers[i] for i in range(len(peers))] == expected == peers[:]
+        assert peers[-1] == expected[-1] and len(peers) == 4
+        with pytest.raises(IndexError):
+            peers[4]
+    with pytest.raises(ValueError):
+        Peers(everyone, 5)
+
+
+def test_the_machines_of_a_simulation_share_one_list_of_targets() -> None:
+    simulation = Simulation(Scenario(strategy="gossip", replicas=6, seed=2))
+    driver = simulation.strategy.driver  # type: ignore[attr-defined]
+    first, second = driver.machines[0]._members, driver.machines[1]._members
+    assert isinstance(first, Peers) and isinstance(second, Peers)
+    assert first[1] is second[1]  # replica 2's target, one object for both
+    assert [index_of(target.url) for target in second] == [0, 2, 3, 4, 5]

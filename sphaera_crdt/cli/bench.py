@@ -6,11 +6,16 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
+from click.core import ParameterSource
 
+from ..errors import PoolUnavailable
 from .app import BadConfig, Fail
+
+if TYPE_CHECKING:
+    from ..sim.pools import Pool
 
 __all__ = ["bench"]
 
@@ -142,11 +147,23 @@ def bench() -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every draw.")
 @click.option(
-    "--jobs",
+    "--workers",
     type=click.IntRange(min=1),
     default=min(2, os.cpu_count() or 1),
     show_default=True,
-    help="Worker processes.",
+    help="Local worker processes (a fresh one per run).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Deprecated: the former name of --workers.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run on the Ray cluster at ADDRESS instead (auto, HOST:PORT, ray://HOST:PORT, or "
+    "local to start one here); needs the [ray] extra.",
 )
 @click.option(
     "--out",
@@ -182,7 +199,9 @@ def convergence(
     reorder: float,
     naive_max: int,
     seed: int,
-    jobs: int,
+    workers: int,
+    jobs: int | None,
+    ray_address: str | None,
     out: Path,
     no_plots: bool,
     output_format: str | None,
@@ -195,12 +214,16 @@ def convergence(
     Writes OUT/convergence.json (every figure of every run; identical for one seed),
     OUT/summary.json (the same without the runs), OUT/timings.json (wall-clock run times)
     and PNG plots, and prints the tables and which goals were met (for each miss, why).
-    Progress and the files written go to stderr. Ctrl-C or SIGTERM stops the sweep: the
-    runs that finished are saved, marked "interrupted", and the exit status is 130.
+    The runs go to local worker processes, or with --ray to a Ray cluster: the same seed
+    gives the same convergence.json either way. Progress and the files written go to
+    stderr. Ctrl-C or SIGTERM stops the sweep: the runs that finished are saved, marked
+    "interrupted", and the exit status is 130.
     """
     from rich.console import Console
 
     from ..sim import convergence_bench
+
+    pool = _pool(workers, jobs, ray_address, profile)
 
     try:
         sweep = convergence_bench.Sweep(
@@ -226,8 +249,10 @@ def convergence(
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = convergence_bench.run_convergence(
-            sweep, out=out, jobs=jobs, plots=not no_plots, profile=profile, console=status
+            sweep, out=out, pool=pool, plots=not no_plots, profile=profile, console=status
         )
+    except PoolUnavailable as exc:
+        raise Fail(str(exc)) from None
     except OSError as exc:
         raise Fail(f"cannot write results: {exc}") from None
     finally:
@@ -241,6 +266,29 @@ def convergence(
     if output_format is None:
         output_format = "table" if output.is_terminal else "markdown"
     convergence_bench.show(result, output_format, output)
+
+
+def _pool(workers: int, jobs: int | None, ray_address: str | None, profile: Path | None) -> Pool:
+    """Where the runs go, from the options (``--jobs`` is the former ``--workers``)."""
+    from ..sim import pools
+
+    context = click.get_current_context()
+    workers_given = context.get_parameter_source("workers") is not ParameterSource.DEFAULT
+    if jobs is not None:
+        if workers_given:
+            raise BadConfig("--jobs is the former name of --workers: give one of them")
+        click.echo("sphaera: warning: --jobs is deprecated; use --workers", err=True)
+        workers, workers_given = jobs, True
+    if ray_address is None:
+        return pools.ProcessPool(workers=workers)
+    if workers_given:
+        raise BadConfig("--workers counts local processes: with --ray the cluster decides")
+    if profile is not None:
+        raise BadConfig("--profile runs the sweep in this process: it cannot go with --ray")
+    try:
+        return pools.RayPool(address=ray_address)
+    except ValueError as exc:
+        raise BadConfig(str(exc)) from None
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -87,7 +87,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -407,8 +407,10 @@ class GossipMachine:
         liveness: Seconds an observation of a replica lasts (the liveness window).
         clocks: The peers' clock measurements (``None``: not measured).
         seeds: URLs contacted whatever the merged state says.
-        members: A fixed membership (``Target`` per peer) instead of the replica
-            entities: the simulator's, where every replica knows every other.
+        members: A fixed membership (``Target`` per peer, in URL order) instead of the
+            replica entities: the simulator's, where every replica knows every other. It is
+            kept as given, not copied, so that the simulator's machines can share one list
+            of all N replicas (a copy each would hold N^2 targets).
     """
 
     def __init__(
@@ -422,7 +424,7 @@ class GossipMachine:
         liveness: float | None = None,
         clocks: ClockWatch | None = None,
         seeds: tuple[str, ...] = (),
-        members: list[Target] | None = None,
+        members: Sequence[Target] | None = None,
     ) -> None:
         self.replica = replica
         self.interval = interval
@@ -439,7 +441,7 @@ class GossipMachine:
         self.allows: Callable[[str], bool] = lambda url: True
         #: replica id -> URL, from the replica entities (never from a caller's headers)
         self.directory: dict[str, str] = {}
-        self._members = sorted(members, key=lambda t: t.url) if members is not None else None
+        self._members = members
         self._backoff: Backoff[str] = Backoff()
         self._schedule = PushSchedule()
         self._lanes: dict[str, deque[Callable[[], None]]] = {}
@@ -629,7 +631,7 @@ class GossipMachine:
         targets = tuple(t for t in self._candidates(refused) if due(t.url, now))
         return targets, tuple(refused)
 
-    def _candidates(self, refused: list[Target]) -> list[Target]:
+    def _candidates(self, refused: list[Target]) -> Sequence[Target]:
         if self._members is not None:
             return self._members
         skip = {*self._self_urls, self.own_url}

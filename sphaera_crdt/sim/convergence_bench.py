@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .plots import write_plots
+from .pools import InProcess, Pool
 from .report import markdown_report, rich_report
 from .runner import Scenario
 from .sweep import IdealJob, Sweep, SweepResult, run_sweep
@@ -58,7 +59,7 @@ def run_convergence(
     sweep: Sweep,
     *,
     out: Path,
-    jobs: int,
+    pool: Pool,
     plots: bool,
     profile: Path | None,
     console: Console,
@@ -66,8 +67,9 @@ def run_convergence(
     """Run ``sweep`` and write into ``out``: ``convergence.json`` (every figure of every
     run, compact), ``summary.json`` (the same without the runs: summary, goals, ideal
     epidemic), ``timings.json`` (wall-clock times, the one part that differs between two
-    sweeps of one seed) and the plots. ``console`` shows the progress and the files
-    written; :func:`show` prints the report.
+    sweeps of one seed) and the plots. The runs go to ``pool`` (this process, whatever
+    the pool, with ``profile``). ``console`` shows the progress and the files written;
+    :func:`show` prints the report.
 
     An interrupted sweep (``KeyboardInterrupt``) writes the three JSON files of the runs
     that finished, marked ``"interrupted": true``, and no plots."""
@@ -90,7 +92,7 @@ def run_convergence(
 
         if profiler is not None:
             profiler.enable()
-        result = run_sweep(sweep, jobs=jobs, in_process=profiler is not None, on_done=done)
+        result = run_sweep(sweep, pool=pool if profiler is None else InProcess(), on_done=done)
         if profiler is not None:
             profiler.disable()
     write_json(out / "convergence.json", result.document, compact=True)

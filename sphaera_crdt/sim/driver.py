@@ -17,17 +17,28 @@ and backoff are the machine's for all of them.
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import overload
 
 from ..core.gossip import DEBOUNCE, GossipMachine, Target, exchange_timeout, round_stagger
 from ..core.views import RecordChange
 from .cluster import SimCluster
 from .network import Network
 
-__all__ = ["Exchange", "Finish", "Outcome", "SimDriver", "Timing", "index_of", "url_of"]
+__all__ = [
+    "Exchange",
+    "Finish",
+    "Outcome",
+    "Peers",
+    "SimDriver",
+    "Timing",
+    "index_of",
+    "url_of",
+]
 
 
 class Outcome(Enum):
@@ -75,6 +86,51 @@ def index_of(url: str) -> int:
     return int(url.removeprefix("sim:"))
 
 
+class Peers(Sequence[Target]):
+    """Every replica but one, in URL order: a view of one list of all N replicas.
+
+    Every replica knows every other, so a list of peers per replica would hold N^2
+    targets (10^8 at N = 10,000); the machines share one list through these views.
+
+    Args:
+        everyone: A target per replica, in replica number (and so URL) order.
+        skip: The number of the replica whose peers these are.
+    """
+
+    __slots__ = ("_everyone", "_skip")
+
+    def __init__(self, everyone: Sequence[Target], skip: int) -> None:
+        if not 0 <= skip < len(everyone):
+            raise ValueError(f"no replica {skip} among {len(everyone)}")
+        self._everyone = everyone
+        self._skip = skip
+
+    def __len__(self) -> int:
+        return len(self._everyone) - 1
+
+    @overload
+    def __getitem__(self, position: int) -> Target: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> Sequence[Target]: ...
+
+    def __getitem__(self, position: int | slice) -> Target | Sequence[Target]:
+        if isinstance(position, slice):
+            return [self[number] for number in range(*position.indices(len(self)))]
+        size = len(self)
+        if position < 0:
+            position += size
+        if not 0 <= position < size:
+            raise IndexError("peer position out of range")
+        return self._everyone[position + (position >= self._skip)]
+
+    def __iter__(self) -> Iterator[Target]:
+        everyone, skip = self._everyone, self._skip
+        return itertools.chain(
+            itertools.islice(everyone, skip), itertools.islice(everyone, skip + 1, None)
+        )
+
+
 class SimDriver:
     """Feeds every replica's machine on the simulated clock and carries out its commands.
 
@@ -103,20 +159,21 @@ class SimDriver:
         self.eager = eager
         self._rng = rng
         self._exchange = exchange
+        # one target per replica, shared by every machine's view of its peers
+        self._everyone = tuple(Target(url=url_of(n.index), peer_id=n.id) for n in cluster.nodes)
         self.machines = [self._machine(node.index) for node in cluster.nodes]
         self._incarnations = [node.incarnation for node in cluster.nodes]
         self._unsubscribe: list[Callable[[], None] | None] = [None] * len(cluster.nodes)
         self.rounds = 0
 
     def _machine(self, index: int) -> GossipMachine:
-        nodes = self.cluster.nodes
         return GossipMachine(
-            nodes[index].replica,
+            self.cluster.nodes[index].replica,
             interval=self.timing.interval,
             fanout=self.timing.fanout,
             debounce=self.timing.debounce,
             rng=self._rng,
-            members=[Target(url=url_of(n.index), peer_id=n.id) for n in nodes if n.index != index],
+            members=Peers(self._everyone, index),
         )
 
     # -- lifecycle -------------------------------------------------------------------------

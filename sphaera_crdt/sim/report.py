@@ -378,8 +378,17 @@ def timings_section(timings: dict[str, Any]) -> Section:
         columns=("strategy", *(f"N={size}" for size in sizes)),
         rows=rows,
         keys=1,
-        notes=(f"Whole sweep: {timings['wall_seconds']:.0f} s with {timings['jobs']} worker(s).",),
+        notes=(_whole_sweep(timings),),
     )
+
+
+def _whole_sweep(timings: dict[str, Any]) -> str:
+    """The wall time of the sweep and what ran it (timings without a pool predate Ray)."""
+    text = f"Whole sweep: {timings['wall_seconds']:.0f} s"
+    workers = timings.get("jobs")
+    if timings.get("pool") == "ray":
+        return text + (f" on a Ray cluster of {workers} CPUs." if workers else " on a Ray cluster.")
+    return text + (f" with {workers} worker(s)." if workers else ".")
 
 
 def _mean(values: list[float]) -> float:

@@ -2,10 +2,11 @@
 
 A sweep is a grid of :class:`~sphaera_crdt.sim.runner.Scenario` objects (one per strategy,
 trial and combination of the swept values) plus the ideal epidemic at every size, fanout
-and loss. Runs are independent and seeded, so they can go to worker processes in any
-order: the document is assembled sorted by scenario, and two sweeps with one seed write
-identical JSON. Wall-clock timings are the one thing that differs between two sweeps;
-they are kept apart (:attr:`SweepResult.timings`).
+and loss. Runs are independent and seeded, so they can go to any pool (:mod:`.pools`: this
+process, local worker processes, a Ray cluster) in any order: the document is assembled
+sorted by scenario, and two sweeps with one seed write identical JSON, whoever ran them.
+Wall-clock timings are the one thing that differs between two sweeps; they are kept apart
+(:attr:`SweepResult.timings`).
 
 ``naive`` floods every update to every replica: ``O(N^2)`` messages per change, so it is
 skipped above ``naive_max`` replicas (the summary says so); it ignores the fanout, so it
@@ -14,8 +15,6 @@ runs once per combination of the other values.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from typing import Any, Final
 from .epidemic import Mode, spread
 from .goals import evaluate_goals
 from .measurements import Distribution
+from .pools import InProcess, Pool
 from .runner import Scenario, run_scenario
 from .strategies import STRATEGIES
 
@@ -201,15 +201,14 @@ Outcome = tuple[Job, dict[str, Any], int, float]
 def run_sweep(
     sweep: Sweep,
     *,
-    jobs: int = 1,
-    in_process: bool = False,
+    pool: Pool | None = None,
     on_done: Callable[[Job, float], None] | None = None,
     runner: Callable[[Job], Outcome] = _run,
 ) -> SweepResult:
     """Run every scenario and ideal epidemic of ``sweep``.
 
-    Every run gets a fresh worker process, so that its wall time and memory do not depend
-    on the runs before it (the allocator's arenas, warm caches).
+    The runs go to ``pool`` (see :mod:`.pools`), longest first; whichever pool runs them,
+    the document is the same.
 
     A :class:`KeyboardInterrupt` (Ctrl-C, or SIGTERM translated by the caller) stops the
     sweep: the runs not started are cancelled, the workers stopped, and the result holds
@@ -217,65 +216,43 @@ def run_sweep(
 
     Args:
         sweep: The grid.
-        jobs: Worker processes at a time.
-        in_process: Run everything in this process instead (for profiling small sweeps).
+        pool: Where the runs go; ``None`` runs them in this process, one after another.
         on_done: Called with each finished job and its wall time, in completion order.
         runner: Runs one job (a module-level function, so that workers can unpickle it).
+
+    Raises:
+        PoolUnavailable: The pool cannot run anything (Ray missing or unreachable).
     """
+    pool = InProcess() if pool is None else pool
     work: list[Job] = [*sweep.scenarios(), *sweep.ideal_jobs()]
     work.sort(key=_cost, reverse=True)
     started = time.perf_counter()
     done: list[Outcome] = []
+
+    def finished(outcome: Outcome) -> None:
+        done.append(outcome)
+        if on_done is not None:
+            on_done(outcome[0], outcome[3])
+
     interrupted = False
+    workers: int | None = None  # as the pool reports it once done (unknown if interrupted)
     try:
-        if in_process:
-            for job in work:
-                outcome = runner(job)
-                done.append(outcome)
-                if on_done is not None:
-                    on_done(job, outcome[3])
-        else:
-            _run_in_workers(work, jobs, runner, done, on_done)
+        workers = pool.run(work, runner, finished)
     except KeyboardInterrupt:
         interrupted = True
-    return _result(sweep, done, jobs=jobs, started=started, interrupted=interrupted)
-
-
-def _run_in_workers(
-    work: list[Job],
-    jobs: int,
-    runner: Callable[[Job], Outcome],
-    done: list[Outcome],
-    on_done: Callable[[Job, float], None] | None,
-) -> None:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=max(1, jobs), mp_context=context, max_tasks_per_child=1
+    return _result(
+        sweep, done, pool=pool.name, workers=workers, started=started, interrupted=interrupted
     )
-    try:
-        futures = [pool.submit(runner, job) for job in work]
-        for future in concurrent.futures.as_completed(futures):
-            outcome = future.result()
-            done.append(outcome)
-            if on_done is not None:
-                on_done(outcome[0], outcome[3])
-    except BaseException:
-        # Leaving the pool's context would wait for every running job (minutes, at large
-        # N); an interrupted sweep stops its workers instead. The executor has no public
-        # way to stop them before Python 3.14 (terminate_workers), hence _processes.
-        workers = list((pool._processes or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.join()
-        raise
-    pool.shutdown()
 
 
 def _result(
-    sweep: Sweep, done: list[Outcome], *, jobs: int, started: float, interrupted: bool
+    sweep: Sweep,
+    done: list[Outcome],
+    *,
+    pool: str,
+    workers: int | None,
+    started: float,
+    interrupted: bool,
 ) -> SweepResult:
     """The document and timings of the finished runs."""
     runs = sorted(
@@ -301,7 +278,8 @@ def _result(
         "runs": runs,
     }
     timings = {
-        "jobs": jobs,
+        "pool": pool,
+        "jobs": workers,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "runs": sorted(
             (
