@@ -17,14 +17,16 @@ import http.client
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 
 from ..errors import ApiError, InputError, PeerUnavailable
 from . import api_calls
-from .watch import Backoff, StatusChange, Watch
+
+if TYPE_CHECKING:  # the watch machinery is loaded by watch() alone: one-shot calls start sooner
+    from .watch import Backoff, StatusChange
 
 __all__ = ["BlockingApiClient"]
 
@@ -152,6 +154,8 @@ class BlockingApiClient:
             ApiError: The node refused the stream (a bad filter, a wrong token); a node
                 that cannot be reached is retried, never raised.
         """
+        from .watch import Backoff, Watch
+
         watch = Watch(backoff=backoff or Backoff())
         while True:
             try:
