@@ -6,8 +6,9 @@ Imports pycrdt and the standard library only; never aiohttp, sqlite3 or asyncio.
 core, such as :mod:`.names`, can be imported without loading pycrdt.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
+
+from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -22,14 +23,4 @@ _LAZY: Final = {
 __all__ = ["Change", "EntityView", "Observation", "RecordChange", "Replica", "Status"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later lookups find it without calling this again
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
