@@ -30,6 +30,7 @@ __all__ = [
     "InvalidIdentifier",
     "InvalidMessage",
     "InvalidProbe",
+    "InvalidTrust",
     "InvalidUpdate",
     "InvalidValue",
     "PeerNotAllowed",
@@ -41,6 +42,7 @@ __all__ = [
     "StoreError",
     "UnknownEntity",
     "UnsureCompile",
+    "UnverifiedUpdate",
 ]
 
 
@@ -80,6 +82,11 @@ class ConfigError(InputError):
     """A node cannot start with this configuration."""
 
 
+class InvalidTrust(ConfigError):
+    """A trust list, public key or key file that cannot be read, or a signing key that is
+    not the one the trust list gives for its replica."""
+
+
 # -- a peer's bytes ------------------------------------------------------------------------
 
 
@@ -89,6 +96,12 @@ class RemoteError(SphaeraError):
 
 class InvalidUpdate(RemoteError, ValueError):
     """An update or state vector could not be decoded or applied; the replica is unchanged."""
+
+
+class UnverifiedUpdate(InvalidUpdate):
+    """In signed mode: an update carries entries that do not verify under the trust list
+    (a writer not listed, a bad or missing signature, an entry in another writer's
+    container); nothing was applied."""
 
 
 class InvalidMessage(RemoteError, ValueError):
