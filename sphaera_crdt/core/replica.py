@@ -19,9 +19,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import InvalidUpdate, InvalidValue, UnknownEntity
+from ..errors import InvalidTrust, InvalidUpdate, InvalidValue, UnknownEntity
 from . import forgetting, names, pruning, updates
 from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
@@ -51,6 +51,7 @@ from .records import (
     stamp_text,
 )
 from .views import Change, EntityView, Observation, RecordChange, Status
+from .trust import Trust, public_key_text
 from .ydoc import DocumentAdapter, Identities, new_nonce, split_writer_key, writer_key
 
 __all__ = ["Clock", "Replica"]
@@ -59,6 +60,9 @@ Clock = Callable[[], float]
 
 REPLICA_PREFIX: Final = "replica:"
 _STATUS: Final = {TRUE: Status.EXISTS, FALSE: Status.ABSENT, UNKNOWN: Status.UNDETERMINED}
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 _log = logging.getLogger("sphaera_crdt.replica")
 #: A merge that changes at least this many entries, and half the view's size, derives every
 #: status anew rather than step by step (see :meth:`Replica._integrate`).
@@ -84,6 +88,11 @@ class Replica:
             count until the clock catches up with it.
         max_held_bytes: Updates held for missing predecessors are kept up to this many
             bytes in all, the oldest dropped first (see :mod:`.causal`).
+        signing_key: This replica's Ed25519 key: every write is sealed with it (see
+            :mod:`.seals`).
+        trust: Turns on signed mode: only entries sealed by a key this list gives for
+            their container's writer count, and merges carrying others are refused.
+            Needs ``signing_key``, the key the list gives for this replica.
     """
 
     def __init__(
@@ -101,6 +110,8 @@ class Replica:
         max_held_bytes: int = MAX_HELD_BYTES,
         forget_after: float | None = None,
         observation_grace: float = DEFAULT_GRACE,
+        signing_key: Ed25519PrivateKey | None = None,
+        trust: Trust | None = None,
     ) -> None:
         if type(observation_grace) not in (int, float) or not 0 <= observation_grace < math.inf:
             raise InvalidValue(
@@ -132,6 +143,18 @@ class Replica:
         if type(max_held_bytes) is not int or max_held_bytes < 0:
             raise InvalidValue(f"max_held_bytes must be a non-negative int, not {max_held_bytes!r}")
         self.id: Final = names.check_replica_id(replica_id)
+        if trust is not None:
+            if signing_key is None:
+                raise InvalidTrust(f"signed mode needs the signing key of replica {self.id!r}")
+            listed = trust.get(self.id)
+            if listed is None:
+                raise InvalidTrust(f"replica {self.id!r} is not in the trust list")
+            if Trust({self.id: listed}).text() != f"{self.id} {public_key_text(signing_key)}\n":
+                raise InvalidTrust(
+                    f"the signing key of replica {self.id!r} is not the one the trust list gives"
+                )
+        self._signing_key = signing_key
+        self._trust = trust
         self._clock = clock
         if type(max_skew) not in (int, float) or not 0 <= max_skew < math.inf:
             raise InvalidValue(
@@ -186,6 +209,8 @@ class Replica:
         max_held_bytes: int = MAX_HELD_BYTES,
         forget_after: float | None = None,
         observation_grace: float = DEFAULT_GRACE,
+        signing_key: Ed25519PrivateKey | None = None,
+        trust: Trust | None = None,
     ) -> Replica:
         """Rebuild a replica from saved updates (a snapshot and a log, in order).
 
@@ -193,7 +218,7 @@ class Replica:
         replicas diverge silently) and a fresh container: the entries of its earlier
         containers are copied into it, and the old containers are dropped. Every status is
         then derived from scratch. ``identities`` draws the new client ids and nonce;
-        ``max_skew`` is the constructor's.
+        ``max_skew``, ``signing_key`` and ``trust`` are the constructor's.
 
         Raises:
             InvalidUpdate: A saved update cannot be applied.
@@ -209,6 +234,8 @@ class Replica:
             max_held_bytes=max_held_bytes,
             forget_after=forget_after,
             observation_grace=observation_grace,
+            signing_key=signing_key,
+            trust=trust,
         )
         replica._declares_self = declare_self
         view = replica._view
@@ -589,6 +616,11 @@ class Replica:
         stamp. A readable entry never stands in for one: an unreadable ``requires`` or
         retracted flag leaves its entity undetermined, and :meth:`why` names the fields."""
         return self._view.malformed + self._view.unreadable
+
+    @property
+    def trust(self) -> Trust | None:
+        """The trust list of signed mode; ``None`` when signed mode is off."""
+        return self._trust
 
     @property
     def rotations(self) -> int:
