@@ -1,4 +1,4 @@
-"""The core is sans-IO: it imports pycrdt, cryptography (signatures) and the standard library only."""
+"""The core is sans-IO: it imports pycrdt, cryptography and the standard library only."""
 
 from __future__ import annotations
 

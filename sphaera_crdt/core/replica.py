@@ -50,8 +50,8 @@ from .records import (
     split_entry,
     stamp_text,
 )
-from .views import Change, EntityView, Observation, RecordChange, Status
 from .trust import Trust, public_key_text
+from .views import Change, EntityView, Observation, RecordChange, Status
 from .ydoc import DocumentAdapter, Identities, new_nonce, split_writer_key, writer_key
 
 __all__ = ["Clock", "Replica"]
