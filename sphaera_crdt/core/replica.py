@@ -25,6 +25,7 @@ from ..errors import InvalidTrust, InvalidUpdate, InvalidValue, UnknownEntity
 from . import forgetting, names, pruning, updates
 from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
+from .door import Door
 from .existence import ExistenceEngine
 from .explain import explain, reason
 from .forgetting import TOMBSTONE, parse_tombstone, tombstone_key
@@ -50,7 +51,6 @@ from .records import (
     split_entry,
     stamp_text,
 )
-from .door import Door
 from .seals import SEAL
 from .trust import Trust, public_key_text
 from .views import Change, EntityView, Observation, RecordChange, Status
