@@ -64,6 +64,8 @@ class _Container:
     client: int | None = None
     #: verified seals, by first clock
     seals: list[Seal] = field(default_factory=list)
+    #: every client with an item indexed here (see ``Door._items``)
+    writers: set[int] = field(default_factory=set)
     firsts: list[int] = field(default_factory=list)
 
     def seal_at(self, clock: int) -> Seal | None:
@@ -276,6 +278,8 @@ class Door:
                 )
             return None
         found = pending.get(client, {}).get(clock) or self._items.get(client, {}).get(clock)
+        if found is not None and found[0] not in containers and found[0] not in self._containers:
+            return None  # in a container that is gone
         return found
 
     def _root_item(
@@ -350,8 +354,10 @@ class Door:
             self._current[container.key] = map_id
         items = self._items
         for map_id, client, last, key, origin in admission.entries:
-            if map_id not in self._containers:
+            holder = self._containers.get(map_id)
+            if holder is None:
                 continue  # its container was replaced in the same update
+            holder.writers.add(client)
             by_clock = items.get(client)
             if by_clock is None:
                 by_clock = items[client] = {}
@@ -371,11 +377,22 @@ class Door:
         if map_id is None:
             return
         container = self._containers.pop(map_id, None)
-        if container is not None and container.client is not None:
-            by_clock = self._items.get(container.client)
+        if container is None:
+            return
+        for client in container.writers:
+            by_clock = self._items.get(client)
             if by_clock is not None:
                 for clock in [c for c, (m, _) in by_clock.items() if m == map_id]:
                     del by_clock[clock]
+                if not by_clock:
+                    del self._items[client]
+
+    def sealed(self, key: str) -> bool:
+        """Whether the current container of writer key ``key`` holds a verified seal (an
+        empty container, which anyone can make under a listed id, is no sign of life)."""
+        map_id = self._current.get(key)
+        container = None if map_id is None else self._containers.get(map_id)
+        return container is not None and bool(container.seals)
 
     def own_container(self, key: str, map_id: ItemId) -> None:
         """Note this replica's own fresh container (its root item was written here)."""

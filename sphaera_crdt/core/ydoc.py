@@ -174,8 +174,10 @@ class DocumentAdapter:
         self.signing_key: Ed25519PrivateKey | None = None
         #: told of every root item this adapter writes: (item id, writer key, is container)
         self.on_root_item: Callable[[tuple[int, int], str, bool], None] | None = None
-        #: whether the last :meth:`apply` replaced or retired this replica's own container
+        #: whether the last :meth:`apply` retired this replica's own container
         self.own_replaced = False
+        #: whether the last :meth:`apply` retired another writer's container
+        self.retired_seen = False
         #: the clock of this document's client (tracked while sealing; None: read it)
         self._own_clock: int | None = None
         self._seals = 0
@@ -497,12 +499,15 @@ class DocumentAdapter:
             and self.key in self._root_changes
             and not isinstance(self._root.get(self.key), Map)
         )
+        self.retired_seen = False
         for key in self._root_changes:
             replaced = key in self._subs
             fresh = list(self._resubscribe(key))
             if replaced and key in self._subs:
                 # The writer replaced its container: what the fresh one lacks, it left behind.
                 rotated.append((key, {entry for _, entry, _ in fresh}))
+            elif replaced:
+                self.retired_seen = True
             changes.extend(fresh)
         return changes
 
