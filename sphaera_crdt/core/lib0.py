@@ -20,7 +20,14 @@ MAX_CLOCK: Final = 2**32 - 1
 
 def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
     """Read one lib0 varuint at *pos*; return ``(value, next position)``."""
-    if pos < len(data) and data[pos] < 0x80:
+    if pos + 1 < len(data):  # one or two bytes (most counts and clocks) without the loop
+        first = data[pos]
+        if first < 0x80:
+            return first, pos + 1
+        second = data[pos + 1]
+        if second < 0x80:
+            return (first & 0x7F) | second << 7, pos + 2
+    elif pos < len(data) and data[pos] < 0x80:
         return data[pos], pos + 1
     value = 0
     shift = 0
