@@ -25,6 +25,7 @@ from ..errors import InvalidTrust, InvalidUpdate, InvalidValue, UnknownEntity
 from . import forgetting, names, pruning, updates
 from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
+from .door import Door
 from .existence import ExistenceEngine
 from .explain import explain, reason
 from .forgetting import TOMBSTONE, parse_tombstone, tombstone_key
@@ -50,6 +51,7 @@ from .records import (
     split_entry,
     stamp_text,
 )
+from .seals import SEAL
 from .trust import Trust, public_key_text
 from .views import Change, EntityView, Observation, RecordChange, Status
 from .ydoc import DocumentAdapter, Identities, new_nonce, split_writer_key, writer_key
@@ -184,6 +186,13 @@ class Replica:
             identities=identities,
         )
         self._doc.prune = self._prunable
+        #: signed mode's checks of merges (see :mod:`.door`); None when it is off
+        self._door: Door | None = None
+        #: (writer key, entry key) of entries that do not verify under the trust list
+        self._excluded: set[tuple[str, str]] = set()
+        self._doc.signing_key = signing_key
+        if trust is not None:
+            self._open_door(trust)
         # Stamps never go below the epoch, so offsets written in entries stay positive.
         self._stamp = epoch - 1
         self._engine = ExistenceEngine(self._view, self.id, self.predicates, self.max_skew)
@@ -242,21 +251,27 @@ class Replica:
         mine: dict[str, tuple[int, str]] = {}
         old_containers: set[str] = set()
         loaded = replica._doc.load(updates)
+        excluded = replica._audit()
         for _, key, _ in loaded:
             forgotten = parse_tombstone(key)
             if forgotten is not None:
                 replica._learn_tombstone(forgotten)
         for writer, key, text in loaded:
             origin = replica._writer(writer)
-            if writer in replica._forgotten:
+            if writer in replica._forgotten or key[:2] == SEAL:
                 continue  # its own forgotten containers are not carried over either
             if origin is None:
                 view.malformed += 1
                 continue
             if origin[0] != replica.id:
-                if key[:1] != TOMBSTONE or parse_tombstone(key) is None:
+                if (key[:1] != TOMBSTONE or parse_tombstone(key) is None) and (
+                    not excluded or (writer, key) not in excluded
+                ):
                     view.apply(*origin, key, text)
                 continue
+            # An earlier incarnation's entry is carried over and sealed anew whatever its
+            # seal says: only this replica wrote in its containers (the door refuses
+            # anyone else's items there), and its key may have changed since.
             # An earlier incarnation's entry: carried over into the new container. It is
             # split once, for the view and for restamping.
             old_containers.add(writer)
@@ -279,6 +294,8 @@ class Replica:
                 (key, stamp_text(stamp - epoch) + payload) for key, (stamp, payload) in mine.items()
             )
         replica._doc.drop_containers(old_containers)
+        if replica._door is not None:
+            replica._retire_untrusted()
         replica._engine.recompute(clock())
         if declare_self and replica.entity(replica.replica_entity) is None:
             replica.declare(replica.replica_entity, kind="replica")
@@ -622,6 +639,81 @@ class Replica:
         """The trust list of signed mode; ``None`` when signed mode is off."""
         return self._trust
 
+    def set_trust(self, trust: Trust | None, now: float | None = None) -> list[Change]:
+        """Apply an edited trust list (``None`` turns signed mode off); return the status
+        changes.
+
+        Every entry is checked again under the new list: entries of writers no longer
+        listed, or sealed under a key the list no longer gives, stop counting, and the
+        containers of writers not listed are retired (as every replica with the same list
+        does). This replica's own entries follow the same rule.
+
+        Raises:
+            InvalidTrust: Signed mode needs a signing key, and this replica has none.
+        """
+        if trust is not None and self._signing_key is None:
+            raise InvalidTrust(f"signed mode needs the signing key of replica {self.id!r}")
+        self._trust = trust
+        if trust is None:
+            self._door = None
+            self._doc.on_root_item = None
+            self._excluded = set()
+        else:
+            self._open_door(trust)
+            self._audit()
+            self._retire_untrusted()
+        return self._rebuild([], now)
+
+    def _open_door(self, trust: Trust) -> None:
+        door = Door(trust)
+        door.own_clients = frozenset(self._doc.writer_clients)
+        self._door = door
+
+        def on_root_item(item: tuple[int, int], key: str, container: bool) -> None:
+            if container:
+                door.own_container(key, item)
+            else:
+                door.own_root(item, key)
+
+        self._doc.on_root_item = on_root_item
+
+    def _audit(self) -> set[tuple[str, str]]:
+        """Check the whole document under the trust list; the entries that fail are
+        excluded from the view (see :meth:`.door.Door.audit`)."""
+        door = self._door
+        if door is None:
+            return set()
+        admission = door.audit(self._doc.doc.get_update())
+        door.commit(admission)
+        self._excluded = set(admission.failed)
+        return self._excluded
+
+    def _retire_untrusted(self) -> None:
+        """Retire the containers of writers the trust list does not give."""
+        trust = self._trust
+        if trust is None:
+            return
+        untrusted = []
+        for key in self._doc.containers():
+            origin = self._writer(key)
+            if origin is not None and origin[0] not in trust and key != self._doc.key:
+                untrusted.append(key)
+        self._doc.retire(untrusted)
+
+    def _reclaim(self) -> None:
+        """Move to a fresh container after another writer retired this one (signed mode).
+
+        Anyone may retire a container; the writer keeps its entries and seals them anew.
+        """
+        doc = self._doc
+        doc.own_replaced = False
+        kept = list(doc.own_entries.items())
+        doc.renew(new_nonce(self._epoch, self._identities))
+        self._writer(doc.key)
+        if kept:
+            doc.write(kept)
+        self._rebuild_needed = True
+
     @property
     def rotations(self) -> int:
         """How many times this replica has rotated its container (see :mod:`.ydoc`)."""
@@ -635,9 +727,16 @@ class Replica:
     def _integrate(
         self, update: bytes, records: list[RecordChange], needs: updates.UpdateShape
     ) -> None:
-        entries = self._doc.apply(update, needs.ranges)
+        door = self._door
+        if door is not None:
+            admission = door.admit(update, self._doc.clocks())
+            entries = self._doc.apply(admission.update, needs.ranges)
+            door.commit(admission)
+        else:
+            entries = self._doc.apply(update, needs.ranges)
         self._gate.integrated(needs)
         view = self._view
+        excluded = self._excluded
         forgotten = self._forgotten
         if len(entries) >= max(BULK_MERGE, view.size // 2):
             # Most of the view changes (a full state merged into a young replica): deriving
@@ -647,7 +746,7 @@ class Replica:
         writers = self._writers
         for writer, key, text in entries:
             origin = writers[writer] if writer in writers else self._writer(writer)
-            if writer in forgotten:
+            if writer in forgotten or key[:2] == SEAL:
                 continue
             if key[:1] == TOMBSTONE:
                 named = parse_tombstone(key)
@@ -658,12 +757,16 @@ class Replica:
             if origin is None:
                 view.malformed += 1
                 continue
+            if excluded:
+                excluded.discard((writer, key))  # let in by the door: it verifies
             changed = view.apply(*origin, key, text)
             if changed is not None:
                 note(changed, records, local=False)
         for writer, kept in self._doc.rotated:
             if writer not in forgotten:
                 self._left_behind(writer, kept, records)
+        if door is not None and self._doc.own_replaced and self._doc.key not in forgotten:
+            self._reclaim()
         if view.max_stamp > self._stamp:
             self._stamp = view.max_stamp
 
@@ -766,9 +869,15 @@ class Replica:
         view = self._view
         view.__init__()  # type: ignore[misc]  # the engine holds this very view
         own = [(doc.key, key, text) for key, text in doc.own_entries.items()]
+        excluded = self._excluded
         for writer, key, text in [*doc.scan(), *own]:
             origin = self._writer(writer)
-            if writer in self._forgotten or parse_tombstone(key) is not None:
+            if (
+                writer in self._forgotten
+                or key[:2] == SEAL
+                or parse_tombstone(key) is not None
+                or (excluded and (writer, key) in excluded)
+            ):
                 continue
             if origin is None:
                 view.malformed += 1

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pycrdt import Doc, Map, Subscription
 
 from ..errors import InvalidUpdate
 from .lib0 import decode_state_vector, encode_state_vector
+from .seals import SEAL, digest, make_seal
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "MIN_ROTATE",
@@ -166,6 +170,15 @@ class DocumentAdapter:
             client_id=None if identities is None else identities.client_id()
         )
         self._rotator_root: Map[Any] = self._rotator.get(ROOT, type=Map)
+        #: seals every write with this key (signed mode, see :mod:`.seals`)
+        self.signing_key: Ed25519PrivateKey | None = None
+        #: told of every root item this adapter writes: (item id, writer key, is container)
+        self.on_root_item: Callable[[tuple[int, int], str, bool], None] | None = None
+        #: whether the last :meth:`apply` replaced or retired this replica's own container
+        self.own_replaced = False
+        #: the clock of this document's client (tracked while sealing; None: read it)
+        self._own_clock: int | None = None
+        self._seals = 0
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -180,17 +193,20 @@ class DocumentAdapter:
         # pycrdt's per-call bookkeeping, which otherwise costs more than the write itself.
         # The document has one owner and no transaction is ever open here, so nothing
         # can be joined by mistake.
-        handle = self.doc._doc.create_transaction()
-        try:
-            insert = own.integrated.insert
-            for key, text in entries:
-                if key in live:
-                    self._dead += 1
-                live[key] = text
-                insert(handle, key, text)
-        finally:
-            handle.commit()
-            handle.drop()
+        if self.signing_key is not None:
+            self._write_sealed(own, list(entries))
+        else:
+            handle = self.doc._doc.create_transaction()
+            try:
+                insert = own.integrated.insert
+                for key, text in entries:
+                    if key in live:
+                        self._dead += 1
+                    live[key] = text
+                    insert(handle, key, text)
+            finally:
+                handle.commit()
+                handle.drop()
         if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
             self.rotate()
 
@@ -201,17 +217,56 @@ class DocumentAdapter:
             own = self._new_container()
         live = self.own_entries
         self._clocks = None
-        if key in live:
-            self._dead += 1
-        live[key] = text
+        if self.signing_key is not None:
+            self._write_sealed(own, [(key, text)])
+        else:
+            if key in live:
+                self._dead += 1
+            live[key] = text
+            handle = self.doc._doc.create_transaction()
+            try:
+                own.integrated.insert(handle, key, text)
+            finally:
+                handle.commit()
+                handle.drop()
+        if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
+            self.rotate()
+
+    def _write_sealed(self, own: Map[str], entries: list[tuple[str, str]]) -> None:
+        """Write entries and their seal (see :mod:`.seals`) in one transaction.
+
+        The entries take the document client's next clocks, one each, in order, and the
+        seal the clock after them. A seal counts as an overwritten entry from the start:
+        it goes with the next rotation, which seals the live entries anew.
+        """
+        if not entries:
+            return
+        key_ = self.signing_key
+        assert key_ is not None
+        first = self._own_clock
+        if first is None:
+            first = decode_state_vector(self.doc.get_state()).get(int(self.doc.client_id), 0)
+        live = self.own_entries
+        digests = b"".join([digest(key, text) for key, text in entries])
+        seal = make_seal(
+            self.key, int(self.doc.client_id), int(self._rotator.client_id), first, digests, key_
+        )
+        seal_key = f"{SEAL}{self._seals:x}"
+        self._seals += 1
         handle = self.doc._doc.create_transaction()
         try:
-            own.integrated.insert(handle, key, text)
+            insert = own.integrated.insert
+            for key, text in entries:
+                if key in live:
+                    self._dead += 1
+                live[key] = text
+                insert(handle, key, text)
+            insert(handle, seal_key, seal)
         finally:
             handle.commit()
             handle.drop()
-        if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
-            self.rotate()
+        self._dead += 1
+        self._own_clock = first + len(entries) + 1
 
     def rotate(self) -> None:
         """Replace this replica's container by a fresh one holding only the live entries."""
@@ -223,11 +278,14 @@ class DocumentAdapter:
             self.pruned.extend(dropped)
         fresh = self._new_container()
         self._clocks = None
-        with self.doc.transaction() as txn:
-            insert = fresh.integrated.insert
-            handle = txn._txn
-            for key, text in self.own_entries.items():
-                insert(handle, key, text)
+        if self.signing_key is not None:
+            self._write_sealed(fresh, list(self.own_entries.items()))
+        else:
+            with self.doc.transaction() as txn:
+                insert = fresh.integrated.insert
+                handle = txn._txn
+                for key, text in self.own_entries.items():
+                    insert(handle, key, text)
         self._own = fresh
         self._gc_debt += self._dead
         self._dead = 0
@@ -251,6 +309,11 @@ class DocumentAdapter:
         container = self._root.get(self.key)
         assert isinstance(container, Map)
         self._own = container
+        self._seals = 0
+        if self.on_root_item is not None:
+            client = int(self._rotator.client_id)
+            clock = decode_state_vector(before).get(client, 0)
+            self.on_root_item((client, clock), self.key, True)
         return container
 
     def drop_containers(self, keys: Iterable[str]) -> None:
@@ -284,9 +347,7 @@ class DocumentAdapter:
                     finally:
                         handle.commit()
                         handle.drop()
-        with self.doc.transaction():
-            for key in keys:
-                self._root[key] = RETIRED
+        self._write_retired(keys)
 
     def containers(self) -> list[str]:
         """The keys of every live container in the document, this replica's included."""
@@ -317,9 +378,7 @@ class DocumentAdapter:
         self._clocks = None
         for key in keys:
             self._unwatch(key)
-        with self.doc.transaction():
-            for key in keys:
-                self._root[key] = RETIRED
+        self._write_retired(keys)
 
     def _unwatch(self, key: str) -> None:
         """Stop observing the container at ``key`` (if this adapter observes it)."""
@@ -342,8 +401,21 @@ class DocumentAdapter:
         self._dead = 0
         self._clocks = None
         if isinstance(self._root.get(old), Map):
-            with self.doc.transaction():
-                self._root[old] = RETIRED
+            self._write_retired([old])
+
+    def _write_retired(self, keys: list[str]) -> None:
+        """Overwrite root keys with the retired marker, in one transaction."""
+        client = int(self.doc.client_id)
+        first = decode_state_vector(self.doc.get_state()).get(client, 0)
+        with self.doc.transaction():
+            for key in keys:
+                self._root[key] = RETIRED
+        self._clocks = None
+        # each marker takes one clock of this document's client
+        self._own_clock = first + len(keys)
+        if self.on_root_item is not None:
+            for offset, key in enumerate(keys):
+                self.on_root_item((client, first + offset), key, False)
 
     def reload(self) -> None:
         """Rebuild the document from its own encoding, with the same client id.
@@ -414,9 +486,17 @@ class DocumentAdapter:
                     clocks[client] = end
             self._clocks = clocks
             self._dirty_sv = True
+        if ranges is None or int(self.doc.client_id) in ranges:
+            self._own_clock = None  # someone wrote with this client id: read it again
         changes = list(self._entry_changes)
         rotated = self.rotated
         rotated.clear()
+        # Only this replica writes its own key: another's write there retired it.
+        self.own_replaced = (
+            self._own is not None
+            and self.key in self._root_changes
+            and not isinstance(self._root.get(self.key), Map)
+        )
         for key in self._root_changes:
             replaced = key in self._subs
             fresh = list(self._resubscribe(key))
