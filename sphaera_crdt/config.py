@@ -105,6 +105,11 @@ class NodeConfig:
     allow_exec: bool = False
     #: Hosts or CIDRs http and tcp probes may contact (``--probe-allow``; loopback if empty).
     probe_allow: tuple[str, ...] = ()
+    #: The trust file of signed mode (``--trust``; ``None``: signed mode is off).
+    trust_file: str | None = None
+    #: The replica's signing key file (``--key``; default with ``data_dir``:
+    #: ``DIR/replica.key``, made on first start).
+    key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.gossip_interval) or self.gossip_interval <= 0:
@@ -155,6 +160,10 @@ class NodeConfig:
             raise ConfigError(str(exc)) from None
         if self.allow_exec and not self.run_probes:
             raise ConfigError("--allow-exec needs --run-probes")
+        if self.trust_file is not None and self.key_file is None and self.data_dir is None:
+            raise ConfigError(
+                "signed mode (--trust) in memory needs the replica's key: give --key FILE"
+            )
         if self.client_ssl is not None and not isinstance(self.client_ssl, ssl.SSLContext):
             raise TypeError(f"client_ssl must be an ssl.SSLContext, not {self.client_ssl!r}")
 
