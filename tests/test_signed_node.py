@@ -495,3 +495,34 @@ def test_the_replicas_command_shows_who_is_trusted(signed: bool) -> None:
         assert rows["a"][-1] == "yes" and rows["ghost"][-1] == "no"
     else:
         assert "trusted" not in result.stdout
+
+
+@pytest.mark.asyncio
+async def test_forged_updates_are_refused_with_403_and_change_nothing(
+    cluster_keys: dict[str, Path],
+) -> None:
+    node = Node(signed_config("a", cluster_keys, token=TOKEN))
+    trust = load_trust(cluster_keys["trust"])
+    genuine = Replica("b", signing_key=load_key(cluster_keys["b"]), trust=trust)
+    genuine.declare("db", kind="pg")
+    forger = Replica("b", signing_key=generate_key())  # b's id, another key
+    forger.declare("db", kind="forged")
+    stranger = Replica("c")  # no key at all, as a bare client writes
+    stranger.declare("api", kind="forged")
+    octets = {"Content-Type": "application/octet-stream", "Authorization": f"Bearer {TOKEN}"}
+    async with TestClient(TestServer(create_app(node))) as client:
+        for update in (forger.delta(), stranger.delta()):
+            before = (node.replica.state_vector(), node.replica.entities())
+            response = await client.post("/v1/updates", data=update, headers=octets)
+            assert response.status == 403, await response.text()
+            assert (await response.json())["error"]["code"] == "unverified_update"
+            body = create_sync_message(Doc()) + create_update_message(update)
+            response = await client.post("/v1/sync", data=body, headers=octets)
+            assert response.status == 403, await response.text()
+            assert (node.replica.state_vector(), node.replica.entities()) == before
+        response = await client.post("/v1/updates", data=genuine.delta(), headers=octets)
+        assert response.status == 204, await response.text()
+        view = node.replica.entity("db")
+        assert view is not None and view.kind == "pg"
+        metrics = await (await client.get("/metrics")).text()
+    assert 'sphaera_rejected_requests_total{reason="unverified_update"} 4.0' in metrics
