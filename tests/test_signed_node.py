@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from nodes import INTERVAL, LIVENESS, FakeClock
+from nodes import INTERVAL, LIVENESS, FakeClock, node_factory, quiesce, settle
 from pycrdt import Doc, create_sync_message, create_update_message
 
 from sphaera_crdt import Replica
@@ -526,3 +526,39 @@ async def test_forged_updates_are_refused_with_403_and_change_nothing(
         assert view is not None and view.kind == "pg"
         metrics = await (await client.get("/metrics")).text()
     assert 'sphaera_rejected_requests_total{reason="unverified_update"} 4.0' in metrics
+
+
+@pytest.mark.asyncio
+async def test_a_writer_removed_from_the_file_stops_counting_on_every_node(
+    tmp_path: Path,
+) -> None:
+    names = ("a", "b", "c")
+    keys = {name: tmp_path / f"{name}.key" for name in names}
+    for path in keys.values():
+        save_key(generate_key(), path)
+    lines = {name: line(name, load_key(keys[name])) for name in names}
+    trust = tmp_path / "trust.txt"
+    trust.write_text("".join(lines.values()))
+    clock = FakeClock()
+    async with node_factory(clock) as start:
+        a = await start("a", trust_file=str(trust), key_file=str(keys["a"]))
+        b = await start("b", peers=[a.url], trust_file=str(trust), key_file=str(keys["b"]))
+        c = await start("c", peers=[a.url], trust_file=str(trust), key_file=str(keys["c"]))
+        nodes = [a, b, c]
+        b.replica.declare("db", kind="pg")
+        await settle(nodes)
+        assert all(node.replica.status("db") is Status.EXISTS for node in nodes)
+        assert b.url in a.gossip.targets() and b.url in c.gossip.targets()
+
+        rewrite(trust, lines["a"] + lines["c"])  # b removed, everywhere
+        assert [node.check_trust() for node in nodes] == [True, False, True]  # b keeps its own
+        for node in (a, c):
+            assert node.replica.status("db") is not Status.EXISTS
+            assert b.url not in node.gossip.targets()
+            assert "b" not in node.live_peers()
+        # b's gossip changes nothing on the others: what it pushes is refused at the door
+        b.replica.declare("db", kind="pg", attrs={"again": True})
+        await b.gossip.round()
+        await quiesce(nodes)
+        for node in (a, c):
+            assert node.replica.status("db") is not Status.EXISTS

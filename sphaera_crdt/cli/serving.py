@@ -295,7 +295,9 @@ async def _serve(config: NodeConfig) -> None:
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     # SIGHUP re-reads the trust file (without one, the node says so rather than stopping).
-    loop.add_signal_handler(signal.SIGHUP, node.reload_trust)
+    reload = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+    for signum in reload:
+        loop.add_signal_handler(signum, node.reload_trust)
     try:
         async with node:
             where = node.url
@@ -308,7 +310,7 @@ async def _serve(config: NodeConfig) -> None:
             await stop.wait()
     finally:
         await node.close()  # idempotent; also cleans up after a failed start
-        for signum in (*signals, signal.SIGHUP):
+        for signum in (*signals, *reload):
             loop.remove_signal_handler(signum)
     click.echo(f"sphaera: replica {config.replica_id} stopped")
 
