@@ -98,6 +98,8 @@ class Node:
             raise ConfigError("a node with a data directory or key file makes its own replica")
         # Read before the store is opened: a wrong key or list claims nothing on disk.
         trust = self.trust_file.read() if self.trust_file is not None else None
+        #: where the signing key was read (for messages)
+        self.key_source: str | None = None
         signing_key = None if replica is not None else self._signing_key(trust)
         #: the key this node's replica signs with (``None``: unsigned, or a given replica)
         self.signing_key = signing_key
@@ -196,6 +198,7 @@ class Node:
             raise ConfigError("signed mode in memory needs the replica's key: give --key FILE")
         else:
             return None
+        self.key_source = str(path)
         if trust is not None:
             assert self.trust_file is not None
             check_own_key(
@@ -273,6 +276,15 @@ class Node:
             )
             self._tasks.append(asyncio.create_task(self.probes.run(), name="sphaera-probes"))
         self.log.info("replica %s listening on %s", self.replica.id, self.url)
+        trust = self.replica.trust
+        if trust is not None and self.trust_file is not None:
+            self.log.info(
+                "signed mode: %d replicas in trust file %s (digest %s), signing key %s",
+                len(trust),
+                self.trust_file.path,
+                trust.digest,
+                self.key_source or "given",
+            )
         return self
 
     async def __aexit__(
@@ -655,7 +667,7 @@ class Node:
                     after,
                     self.replica.id,
                     self.signing_key,
-                    key_source="this node's key",
+                    key_source=self.key_source or "this node's key",
                     trust_source=str(where),
                 )
         except InvalidTrust as exc:
