@@ -57,6 +57,17 @@ forget churn
     longer count), and the cluster syncs. The full ``delta()`` is
     divided by that of a cluster that only ever had the live replicas. Goal: at most 1.5.
 
+signing
+    Signed mode against the same work unsigned, in one run: ``update`` and ``observe``
+    with a signing key and a trust list divided by the same calls without; a fresh
+    replica merging single first-write deltas of a signed source, divided by the same
+    from an unsigned source (first writes, as in "merge, first writes"); ingest (merge and
+    restore of the full state of the ingest
+    mix, the smaller size) signed divided by unsigned. Merges are measured with one change
+    a delta (each carries a seal, so each costs one signature check) and with eight.
+    Goal: at most 3.0x each. The context row "signed: bytes" is the signed full state's
+    size against the unsigned one, with the bytes each entry adds.
+
 Timing methodology, for a shared, noisy machine: setup (building a replica or a doc and
 its initial state) is never timed; each repetition sets both sides up, then runs their
 operations in alternating chunks (the side that goes first flips every chunk and every
@@ -83,6 +94,7 @@ from benchenv import run_sections
 from pycrdt import Doc, Map
 
 from sphaera_crdt import Replica
+from sphaera_crdt.core.trust import Trust, public_key_text
 
 #: Attribute names, and the kind of value each one holds (see :func:`attr_value`).
 ATTRS: Final = ("port", "load", "role", "healthy", "zone", "weight")
@@ -501,14 +513,14 @@ def bench_merge(scale: Scale) -> list[Figure]:
 # -- ingest ------------------------------------------------------------------------------------
 
 
-def ingest_source(entities: int) -> bytes:
+def ingest_source(entities: int, *, signed: bool = False) -> bytes:
     """The full state of a replica holding ``entities`` entities of a realistic mix.
 
     Each has a kind and three attributes (an int, a string, a float); nine in ten have a
     rule (``exists`` of the entity before it); the replica observes one in four.
     """
     clock = SimClock(EPOCH)
-    source = Replica("src", clock=clock)
+    source = Replica("src", clock=clock, **(signing("src") if signed else {}))
     for index in range(entities):
         entity = f"svc-{index:06d}"
         source.declare(
@@ -614,6 +626,194 @@ def bench_ingest(scale: Scale) -> list[Figure]:
         *ingest_figures(small, scale.ingest_reps, ""),
         *ingest_figures(large, scale.ingest_reps, ", large"),
     ]
+
+
+# -- signing -----------------------------------------------------------------------------------
+
+_KEYS: dict[str, Any] = {}
+#: Changes a delta carries in the second signed merge figure.
+SIGNED_BATCH: Final = 8
+
+
+def signing(replica_id: str) -> dict[str, Any]:
+    """The ``signing_key`` and ``trust`` arguments of a signed replica in these benchmarks."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if not _KEYS:
+        keys = {name: Ed25519PrivateKey.generate() for name in ("src", "dst", "bench", "obs-0")}
+        _KEYS["keys"] = keys
+        _KEYS["trust"] = Trust.parse(
+            "".join(f"{n} {public_key_text(k)}\n" for n, k in keys.items())
+        )
+    return {"signing_key": _KEYS["keys"][replica_id], "trust": _KEYS["trust"]}
+
+
+def bench_signing(scale: Scale) -> list[Figure]:
+    """Signed mode against the same work unsigned (see the module's docstring)."""
+    figures = []
+    entities = entity_ids(scale.update_entities)
+    start = initial_attrs(scale.update_attrs)
+    ops = update_ops(scale)
+
+    def updates(signed: bool) -> Setup:
+        def setup() -> Body:
+            replica = Replica("bench", **(signing("bench") if signed else {}))
+            for entity in entities:
+                replica.declare(entity, attrs=start)
+
+            def body(begin: int, end: int) -> None:
+                update = replica.update
+                for entity, attr, value in ops[begin:end]:
+                    update(entity, {attr: value})
+
+            return body
+
+        return setup
+
+    samples = compare(updates(True), updates(False), len(ops), scale.reps)
+    figures.append(time_figure("signed: update", 3.0, samples, len(ops)))
+    observations = [
+        (subject, rnd)
+        for rnd in range(scale.observe_rounds)
+        for subject in subject_ids(scale.observe_subjects)
+    ]
+
+    def observes(signed: bool) -> Setup:
+        def setup() -> Body:
+            replica = Replica("obs-0", **(signing("obs-0") if signed else {}))
+
+            def body(begin: int, end: int) -> None:
+                observe = replica.observe
+                for subject, value in observations[begin:end]:
+                    observe(subject, ok=True, value=value, ttl=TTL)
+
+            return body
+
+        return setup
+
+    samples = compare(observes(True), observes(False), len(observations), scale.reps)
+    figures.append(time_figure("signed: observe", 3.0, samples, len(observations)))
+
+    def deltas(signed: bool, batch: int) -> tuple[bytes, list[bytes]]:
+        """A base state and deltas of ``batch`` first writes each (from a fresh source)."""
+        source = Replica("src", **(signing("src") if signed else {}))
+        for entity in entities:
+            source.declare(entity, attrs=start)
+        base, found = source.delta(), []
+        before = source.state_vector()
+        for index in range(scale.merge_deltas * batch):
+            if index % 2:
+                source.update(entities[index % len(entities)], {f"extra-{index:06d}": index})
+            else:
+                source.observe(f"new-{index:06d}", ok=True, value=index, ttl=TTL)
+            if index % batch == batch - 1:
+                found.append(source.delta(before))
+                before = source.state_vector()
+        return base, found
+
+    for batch, goal in ((1, 3.0), (SIGNED_BATCH, 3.0)):
+        work = {signed: deltas(signed, batch) for signed in (True, False)}
+
+        def merges(signed: bool, work: dict[bool, tuple[bytes, list[bytes]]] = work) -> Setup:
+            base, found = work[signed]
+
+            def setup() -> Body:
+                replica = Replica("dst", **(signing("dst") if signed else {}))
+                replica.merge(base)
+
+                def body(begin: int, end: int) -> None:
+                    merge = replica.merge
+                    for delta in found[begin:end]:
+                        merge(delta)
+
+                return body
+
+            return setup
+
+        name = (
+            "signed: merge, one change a delta"
+            if batch == 1
+            else (f"signed: merge, {batch} changes a delta")
+        )
+        samples = compare(merges(True), merges(False), scale.merge_deltas, scale.reps)
+        figure = time_figure(name, goal, samples, scale.merge_deltas)
+        figure.detail["ours_delta_bytes_mean"] = sum(map(len, work[True][1])) / len(work[True][1])
+        figure.detail["raw_delta_bytes_mean"] = sum(map(len, work[False][1])) / len(work[False][1])
+        figures.append(figure)
+    figures.extend(signed_ingest(scale.ingest_entities[0], scale.ingest_reps))
+    return figures
+
+
+def signed_ingest(entities: int, reps: int) -> list[Figure]:
+    """Merge and restore of the ingest mix's full state, signed against unsigned."""
+    full = {True: ingest_source(entities, signed=True), False: ingest_source(entities)}
+    clock = SimClock(EPOCH + entities)
+
+    def merge(signed: bool) -> float:
+        replica = Replica("dst", clock=clock, **(signing("dst") if signed else {}))
+        started = time.perf_counter()
+        replica.merge(full[signed])
+        elapsed = time.perf_counter() - started
+        if len(replica.entity_ids("svc-")) != entities:
+            raise AssertionError("merge lost entities")
+        return elapsed
+
+    def restore(signed: bool) -> float:
+        started = time.perf_counter()
+        replica = Replica.restore(
+            "src", [full[signed]], clock=clock, **(signing("src") if signed else {})
+        )
+        elapsed = time.perf_counter() - started
+        if len(replica.entity_ids("svc-")) != entities:
+            raise AssertionError("restore lost entities")
+        return elapsed
+
+    sides = [(merge, True), (merge, False), (restore, True), (restore, False)]
+    times: list[list[float]] = [[] for _ in sides]
+    for rep in range(reps + 1):  # the first is a warm-up
+        for offset in range(len(sides)):
+            side = (rep + offset) % len(sides)
+            gc.collect()
+            gc.disable()
+            try:
+                elapsed = sides[side][0](sides[side][1])
+            finally:
+                gc.enable()
+            if rep:
+                times[side].append(elapsed)
+    figures = []
+    for name, signed_side in (("signed: ingest merge", 0), ("signed: ingest restore", 2)):
+        ours, raw = statistics.median(times[signed_side]), statistics.median(times[signed_side + 1])
+        figures.append(
+            Figure(
+                name=name,
+                ratio=ours / raw,
+                goal=3.0,
+                ours=ours,
+                raw=raw,
+                unit="s",
+                detail={
+                    "entities": entities,
+                    "ours_seconds": times[signed_side],
+                    "raw_seconds": times[signed_side + 1],
+                    "min_ratio": min(times[signed_side]) / min(times[signed_side + 1]),
+                },
+            )
+        )
+    entries = sum(1 for _ in Replica.restore("src", [full[False]], clock=clock)._doc.own_entries)
+    added = len(full[True]) - len(full[False])
+    figures.append(
+        Figure(
+            name="signed: bytes",
+            ratio=len(full[True]) / len(full[False]),
+            goal=None,
+            ours=len(full[True]),
+            raw=len(full[False]),
+            unit="B",
+            detail={"entities": entities, "entries": entries, "bytes_per_entry": added / entries},
+        )
+    )
+    return figures
 
 
 # -- 3. delta bytes ----------------------------------------------------------------------------
@@ -862,6 +1062,8 @@ def describe(figure: Figure) -> str:
         return f"{figure.ours:10.2f} us/op  vs raw {figure.raw:8.2f} us/op"
     if figure.name == "growth":
         return f"{figure.ours:10,.0f} B grown vs fresh {figure.raw:,.0f} B"
+    if figure.name == "signed: bytes":
+        return f"{figure.ours:10,.0f} B signed vs unsigned {figure.raw:,.0f} B"
     if figure.name == "forget churn":
         return f"{figure.ours:10,.0f} B churned vs live {figure.raw:,.0f} B"
     return f"{figure.ours:10,.0f} B      vs raw {figure.raw:8,.0f} B"
@@ -906,6 +1108,11 @@ def report(figures: Sequence[Figure]) -> str:
                 f"entities, full state {d['full_state_bytes']:,} B; raw is a fresh Doc's "
                 "apply_update and to_py()"
             )
+        elif figure.name == "signed: bytes":
+            lines.append(
+                f"  signed: bytes: full state of {d['entities']:,} entities, "
+                f"{d['entries']:,} entries: {d['bytes_per_entry']:.1f} B added per entry"
+            )
         elif figure.name == "delta bytes":
             lines.append(
                 f"  full state, {d['entities']:,} entities x {d['attrs_per_entity']} attrs: "
@@ -931,6 +1138,7 @@ SECTIONS: Final[tuple[Callable[[Scale], list[Figure]], ...]] = (
     bench_bytes,
     bench_growth,
     bench_forget,
+    bench_signing,
 )
 
 

@@ -57,14 +57,25 @@ def run_sections(
 ) -> int:
     """The ``main`` of a benchmark made of sections that each return figures.
 
-    Parses ``--quick`` (the second of ``scales``) and ``--json PATH``, runs every section
+    Parses ``--quick`` (the second of ``scales``), ``--json PATH`` and ``--only SECTION``
+    (repeatable; the section's function name without ``bench_``), runs every section
     at the scale, printing each one's ratios as it ends, then prints ``report(figures)``
     and writes the figures with the environment (``extra`` joins it) if asked.
     """
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="scale every section down")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
+    names = [section.__name__.removeprefix("bench_") for section in sections]
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=names,
+        metavar="SECTION",
+        help=f"run only this section (repeatable): {', '.join(names)}",
+    )
     args = parser.parse_args(argv)
+    if args.only:
+        sections = [s for s, name in zip(sections, names, strict=True) if name in args.only]
     scale = scales[1] if args.quick else scales[0]
     env = environment(**extra)
     modified = " (package has uncommitted changes)" if env["package_modified"] else ""

@@ -25,6 +25,13 @@ UNITS = {
     "delta bytes, a day later": "B",
     "growth": "B",
     "forget churn": "B",
+    "signed: update": "us/op",
+    "signed: observe": "us/op",
+    "signed: merge, one change a delta": "us/op",
+    "signed: merge, 8 changes a delta": "us/op",
+    "signed: ingest merge": "s",
+    "signed: ingest restore": "s",
+    "signed: bytes": "B",
 }
 
 
@@ -38,3 +45,6 @@ def test_bench_core_quick_reports_every_figure(tmp_path: Path) -> None:
         verdict(figure["passed"], figure["ratio"], figure["goal"])
         check_row(printed, name, f" {UNITS[name]} ", figure["passed"])
     assert figures["merge cost"]["detail"]["operations"] > 0
+    signed_bytes = figures["signed: bytes"]
+    assert signed_bytes["ours"] > signed_bytes["raw"]  # seals take room
+    assert 0 < signed_bytes["detail"]["bytes_per_entry"] < 200

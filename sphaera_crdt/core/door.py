@@ -54,17 +54,17 @@ def _writer_id(key: str) -> str | None:
     return replica_id if sep and replica_id and nonce else None
 
 
-@dataclass(slots=True)
-class _Container:
-    """What the door knows of one live container (one Yrs map under a writer key)."""
+class _Seals:
+    """Verified seals, found by the clock they cover."""
 
-    key: str
-    root_client: int
-    #: the client id that writes its entries (from its first verified seal)
-    client: int | None = None
-    #: verified seals, by first clock
-    seals: list[Seal] = field(default_factory=list)
-    firsts: list[int] = field(default_factory=list)
+    __slots__ = ("firsts", "seals")
+
+    def __init__(self) -> None:
+        self.firsts: list[int] = []
+        self.seals: list[Seal] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.seals)
 
     def seal_at(self, clock: int) -> Seal | None:
         index = bisect.bisect_right(self.firsts, clock) - 1
@@ -78,6 +78,22 @@ class _Container:
         index = bisect.bisect_right(self.firsts, seal.first)
         self.firsts.insert(index, seal.first)
         self.seals.insert(index, seal)
+
+    def clients(self) -> set[int]:
+        return {seal.client for seal in self.seals}
+
+
+@dataclass(slots=True)
+class _Container:
+    """What the door knows of one live container (one Yrs map under a writer key)."""
+
+    key: str
+    root_client: int
+    #: the client id that writes its entries (from its first verified seal)
+    client: int | None = None
+    seals: _Seals = field(default_factory=_Seals)
+    #: every client with an item indexed here (see ``Door._items``)
+    writers: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -208,7 +224,7 @@ class Door:
                 )
             unresolved = waiting
         # The seals first: entries are checked against them.
-        fresh: dict[ItemId, list[Seal]] = {}
+        fresh: dict[ItemId, _Seals] = {}
         for item, map_id, key in texts:
             if not is_seal_key(key):
                 continue
@@ -222,12 +238,15 @@ class Door:
                 continue
             assert seal is not None
             seals.append((map_id, seal))
-            fresh.setdefault(map_id, []).append(seal)
+            verified = fresh.get(map_id)
+            if verified is None:
+                verified = fresh[map_id] = _Seals()
+            verified.add(seal)
         for item, map_id, key in texts:
             if is_seal_key(key):
                 continue
             container = containers.get(map_id) or self._containers[map_id]
-            problem = self._entry_problem(item, key, container, fresh.get(map_id, ()))
+            problem = self._entry_problem(item, key, container, fresh.get(map_id))
             if problem is not None:
                 if not audit:
                     raise self._refuse(problem)
@@ -235,7 +254,8 @@ class Door:
         if not audit:
             for item, map_id in deleted:
                 container = containers.get(map_id) or self._containers[map_id]
-                writers = {container.client, *(seal.client for seal in fresh.get(map_id, ()))}
+                sealed = fresh.get(map_id)
+                writers = {container.client, *(() if sealed is None else sealed.clients())}
                 if item.client not in writers:
                     raise self._refuse(
                         f"client {item.client} writes in the container of {container.key!r}"
@@ -276,6 +296,8 @@ class Door:
                 )
             return None
         found = pending.get(client, {}).get(clock) or self._items.get(client, {}).get(clock)
+        if found is not None and found[0] not in containers and found[0] not in self._containers:
+            return None  # in a container that is gone
         return found
 
     def _root_item(
@@ -321,15 +343,12 @@ class Door:
         return None
 
     def _entry_problem(
-        self, item: Struct, key: str, container: _Container, fresh: list[Seal] | tuple[()]
+        self, item: Struct, key: str, container: _Container, fresh: _Seals | None
     ) -> str | None:
         clock = item.clock
-        seal = container.seal_at(clock)
-        if seal is None:
-            for candidate in fresh:
-                if candidate.covers(clock):
-                    seal = candidate
-                    break
+        seal = container.seals.seal_at(clock)
+        if seal is None and fresh is not None:
+            seal = fresh.seal_at(clock)
         if seal is None or seal.client != item.client:
             return f"entry {key!r} of {container.key!r} is not sealed by its writer"
         if seal.digest_at(clock) != digest(key, item.text or ""):
@@ -350,8 +369,10 @@ class Door:
             self._current[container.key] = map_id
         items = self._items
         for map_id, client, last, key, origin in admission.entries:
-            if map_id not in self._containers:
+            holder = self._containers.get(map_id)
+            if holder is None:
                 continue  # its container was replaced in the same update
+            holder.writers.add(client)
             by_clock = items.get(client)
             if by_clock is None:
                 by_clock = items[client] = {}
@@ -361,7 +382,7 @@ class Door:
         for map_id, seal in admission.seals:
             sealed = self._containers.get(map_id)
             if sealed is not None:
-                sealed.add(seal)
+                sealed.seals.add(seal)
                 if sealed.client is None:
                     sealed.client = seal.client
 
@@ -371,11 +392,22 @@ class Door:
         if map_id is None:
             return
         container = self._containers.pop(map_id, None)
-        if container is not None and container.client is not None:
-            by_clock = self._items.get(container.client)
+        if container is None:
+            return
+        for client in container.writers:
+            by_clock = self._items.get(client)
             if by_clock is not None:
                 for clock in [c for c, (m, _) in by_clock.items() if m == map_id]:
                     del by_clock[clock]
+                if not by_clock:
+                    del self._items[client]
+
+    def sealed(self, key: str) -> bool:
+        """Whether the current container of writer key ``key`` holds a verified seal (an
+        empty container, which anyone can make under a listed id, is no sign of life)."""
+        map_id = self._current.get(key)
+        container = None if map_id is None else self._containers.get(map_id)
+        return container is not None and bool(container.seals)
 
     def own_container(self, key: str, map_id: ItemId) -> None:
         """Note this replica's own fresh container (its root item was written here)."""

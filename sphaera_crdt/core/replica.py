@@ -767,6 +767,10 @@ class Replica:
                 self._left_behind(writer, kept, records)
         if door is not None and self._doc.own_replaced and self._doc.key not in forgotten:
             self._reclaim()
+        if self._doc.retired_seen:
+            # A retired container's entries leave the view, as they left the document: a
+            # replica that reads the document afresh does not see them either.
+            self._rebuild_needed = True
         if view.max_stamp > self._stamp:
             self._stamp = view.max_stamp
 
@@ -841,12 +845,19 @@ class Replica:
         return {origin[0] for key in self._forgotten if (origin := self._writer(key))}
 
     def _live_containers(self) -> dict[str, list[float]]:
-        """replica id -> the start times of its containers that are not forgotten."""
+        """replica id -> the start times of its containers that are not forgotten (in
+        signed mode, of those that hold a verified seal: an empty container proves
+        nothing)."""
         found: dict[str, list[float]] = {}
+        door = self._door
+        own = self._doc.key
         for key in self._doc.containers():
             origin = self._writer(key)
-            if origin is not None and key not in self._forgotten:
-                found.setdefault(origin[0], []).append(origin[2] / 1000)
+            if origin is None or key in self._forgotten:
+                continue
+            if door is not None and key != own and not door.sealed(key):
+                continue
+            found.setdefault(origin[0], []).append(origin[2] / 1000)
         return found
 
     def _rebuild(self, records: list[RecordChange], now: float | None = None) -> list[Change]:

@@ -55,9 +55,13 @@ def structs(update: bytes) -> tuple[list[Struct], int]:
     append = found.append
     try:
         clients, pos = read_varuint(data, 0)
+        # as in updates.shape: the last client id read is compared before decoding again
+        raw, raw_value = b"\x00", 0
         for _ in range(clients):
             count, pos = read_varuint(data, pos)
+            begin = pos
             client, pos = read_varuint(data, pos)
+            raw, raw_value = data[begin:pos], client
             clock, pos = read_varuint(data, pos)
             for _ in range(count):
                 info = data[pos]
@@ -71,8 +75,16 @@ def structs(update: bytes) -> tuple[list[Struct], int]:
                     continue
                 origin = right = None
                 if info & 0x80:
-                    c, pos = read_varuint(data, pos)
-                    k, pos = read_varuint(data, pos)
+                    if data.startswith(raw, pos):
+                        c = raw_value
+                        pos += len(raw)
+                    else:
+                        c, pos = read_varuint(data, pos)
+                    k = data[pos]
+                    if k < 0x80:
+                        pos += 1
+                    else:
+                        k, pos = read_varuint(data, pos)
                     origin = (c, k)
                 if info & 0x40:
                     c, pos = read_varuint(data, pos)
@@ -81,11 +93,18 @@ def structs(update: bytes) -> tuple[list[Struct], int]:
                 parent: str | ItemId | None = None
                 key: str | None = None
                 if not info & 0xC0:
-                    reader.pos = pos
-                    if reader.uint() == 1:
+                    if data[pos] == 1:
+                        reader.pos = pos + 1
                         parent = reader.string()
+                    elif data[pos] != 0:
+                        raise InvalidUpdate("an item's parent is neither a name nor an id")
                     else:
-                        c = reader.uint()
+                        if data.startswith(raw, pos + 1):
+                            c = raw_value
+                            pos += 1 + len(raw)
+                        else:
+                            c, pos = read_varuint(data, pos + 1)
+                        reader.pos = pos
                         parent = (c, reader.uint())
                     if info & 0x20:
                         key = reader.string()

@@ -266,9 +266,14 @@ def shape(update: bytes) -> UpdateShape:
         # a client takes three bytes at least (its count of structs, id and first clock)
         if clients * 3 > end - pos:
             raise _bomb("clients", clients, end - pos)
+        # Client ids take eight bytes as varuints and recur in every item that points at
+        # another: the bytes of the last one read are compared before decoding again.
+        raw, raw_value = b"\x00", 0
         for _ in range(clients):
             count, pos = read_varuint(data, pos)
+            begin = pos
             client, pos = read_varuint(data, pos)
+            raw, raw_value = data[begin:pos], client
             start, pos = read_varuint(data, pos)
             # a struct takes two bytes at least (its info byte and a length or content)
             if count * 2 > end - pos:
@@ -288,7 +293,13 @@ def shape(update: bytes) -> UpdateShape:
                     continue
                 for flag in (0x80, 0x40):  # origin, right origin
                     if info & flag:
-                        item_client, pos = read_varuint(data, pos)
+                        if data.startswith(raw, pos):
+                            item_client = raw_value
+                            pos += len(raw)
+                        else:
+                            begin = pos
+                            item_client, pos = read_varuint(data, pos)
+                            raw, raw_value = data[begin:pos], item_client
                         item_clock, pos = read_varuint(data, pos)
                         refs.add((item_client, item_clock))
                 if not info & 0xC0:
@@ -296,7 +307,13 @@ def shape(update: bytes) -> UpdateShape:
                     # of a map entry; read inline, as above (an item of a nested map, every
                     # entry of this layout, comes here).
                     if data[pos] == 0:
-                        item_client, pos = read_varuint(data, pos + 1)
+                        if data.startswith(raw, pos + 1):
+                            item_client = raw_value
+                            pos += 1 + len(raw)
+                        else:
+                            begin = pos + 1
+                            item_client, pos = read_varuint(data, begin)
+                            raw, raw_value = data[begin:pos], item_client
                         item_clock = data[pos]
                         if item_clock < 0x80:
                             pos += 1

@@ -40,7 +40,7 @@ from pycrdt import Doc, Map, Subscription
 
 from ..errors import InvalidUpdate
 from .lib0 import decode_state_vector, encode_state_vector
-from .seals import SEAL, digest, make_seal
+from .seals import DIGEST_SIZE, SEAL, digest, make_seal
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -63,6 +63,8 @@ RETIRED: Final = ""
 #: :data:`ROTATE_FACTOR` times its live ones: a rotation rewrites every live entry, so the
 #: factor trades write cost (one extra insert per write at 1) against tombstones kept.
 MIN_ROTATE: Final = 32
+#: In signed mode, a seal is written once this many entries wait for one.
+SEAL_BATCH: Final = 512
 ROTATE_FACTOR: Final = 2
 #: The document is rebuilt once more items than this (and than the live entries it holds)
 #: were collected since the last rebuild.
@@ -174,11 +176,16 @@ class DocumentAdapter:
         self.signing_key: Ed25519PrivateKey | None = None
         #: told of every root item this adapter writes: (item id, writer key, is container)
         self.on_root_item: Callable[[tuple[int, int], str, bool], None] | None = None
-        #: whether the last :meth:`apply` replaced or retired this replica's own container
+        #: whether the last :meth:`apply` retired this replica's own container
         self.own_replaced = False
+        #: whether the last :meth:`apply` retired another writer's container
+        self.retired_seen = False
         #: the clock of this document's client (tracked while sealing; None: read it)
         self._own_clock: int | None = None
         self._seals = 0
+        #: digests of the entries written since the last seal, from clock _pending_first
+        self._pending: list[bytes] = []
+        self._pending_first = 0
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -233,26 +240,25 @@ class DocumentAdapter:
             self.rotate()
 
     def _write_sealed(self, own: Map[str], entries: list[tuple[str, str]]) -> None:
-        """Write entries and their seal (see :mod:`.seals`) in one transaction.
+        """Write entries in one transaction and note their digests for the next seal.
 
-        The entries take the document client's next clocks, one each, in order, and the
-        seal the clock after them. A seal counts as an overwritten entry from the start:
-        it goes with the next rotation, which seals the live entries anew.
+        The entries take the document client's next clocks, one each, in order. The seal
+        (see :mod:`.seals`) that covers them is written by :meth:`seal`: before any state
+        leaves the replica (:meth:`delta`), before this client writes anything else, and
+        once :data:`SEAL_BATCH` entries wait; one signature thus covers every write
+        between two exchanges. A seal counts as an overwritten entry from the start: it
+        goes with the next rotation, which seals the live entries anew.
         """
         if not entries:
             return
-        key_ = self.signing_key
-        assert key_ is not None
         first = self._own_clock
         if first is None:
             first = decode_state_vector(self.doc.get_state()).get(int(self.doc.client_id), 0)
+            self._pending.clear()
+        if not self._pending:
+            self._pending_first = first
         live = self.own_entries
-        digests = b"".join([digest(key, text) for key, text in entries])
-        seal = make_seal(
-            self.key, int(self.doc.client_id), int(self._rotator.client_id), first, digests, key_
-        )
-        seal_key = f"{SEAL}{self._seals:x}"
-        self._seals += 1
+        pending = self._pending
         handle = self.doc._doc.create_transaction()
         try:
             insert = own.integrated.insert
@@ -261,12 +267,39 @@ class DocumentAdapter:
                     self._dead += 1
                 live[key] = text
                 insert(handle, key, text)
-            insert(handle, seal_key, seal)
+                pending.append(digest(key, text))
+        finally:
+            handle.commit()
+            handle.drop()
+        self._own_clock = first + len(entries)
+        if len(pending) >= SEAL_BATCH:
+            self.seal()
+
+    def seal(self) -> None:
+        """Write the seal of the entries written since the last one, if any (signed mode)."""
+        pending = self._pending
+        key_ = self.signing_key
+        own = self._own
+        if not pending or key_ is None or own is None or self._own_clock is None:
+            pending.clear()
+            return
+        first = self._pending_first
+        digests = b"".join(pending)
+        pending.clear()
+        seal = make_seal(
+            self.key, int(self.doc.client_id), int(self._rotator.client_id), first, digests, key_
+        )
+        seal_key = f"{SEAL}{self._seals:x}"
+        self._seals += 1
+        handle = self.doc._doc.create_transaction()
+        try:
+            own.integrated.insert(handle, seal_key, seal)
         finally:
             handle.commit()
             handle.drop()
         self._dead += 1
-        self._own_clock = first + len(entries) + 1
+        self._own_clock = first + len(digests) // DIGEST_SIZE + 1
+        self._clocks = None
 
     def rotate(self) -> None:
         """Replace this replica's container by a fresh one holding only the live entries."""
@@ -279,7 +312,9 @@ class DocumentAdapter:
         fresh = self._new_container()
         self._clocks = None
         if self.signing_key is not None:
+            self._pending.clear()  # the old container's entries are rewritten, sealed anew
             self._write_sealed(fresh, list(self.own_entries.items()))
+            self.seal()
         else:
             with self.doc.transaction() as txn:
                 insert = fresh.integrated.insert
@@ -394,6 +429,7 @@ class DocumentAdapter:
         """
         old = self.key
         replica_id, _, _ = old.rpartition(SEP)
+        self.seal()
         self.nonce = nonce
         self.key = writer_key(replica_id, nonce)
         self._own = None
@@ -405,6 +441,7 @@ class DocumentAdapter:
 
     def _write_retired(self, keys: list[str]) -> None:
         """Overwrite root keys with the retired marker, in one transaction."""
+        self.seal()  # a seal covers consecutive clocks: the waiting entries come first
         client = int(self.doc.client_id)
         first = decode_state_vector(self.doc.get_state()).get(client, 0)
         with self.doc.transaction():
@@ -497,12 +534,15 @@ class DocumentAdapter:
             and self.key in self._root_changes
             and not isinstance(self._root.get(self.key), Map)
         )
+        self.retired_seen = False
         for key in self._root_changes:
             replaced = key in self._subs
             fresh = list(self._resubscribe(key))
             if replaced and key in self._subs:
                 # The writer replaced its container: what the fresh one lacks, it left behind.
                 rotated.append((key, {entry for _, entry, _ in fresh}))
+            elif replaced:
+                self.retired_seen = True
             changes.extend(fresh)
         return changes
 
@@ -626,7 +666,11 @@ class DocumentAdapter:
         deletion is implied by an insert (an overwritten entry, a replaced container),
         and integrating the insert deletes its predecessor on the receiving side too, so
         the delete set is redundant: it is cut off, which keeps a one-change delta small.
+
+        In signed mode the entries waiting for a seal are sealed first: nothing leaves
+        unsealed.
         """
+        self.seal()
         try:
             update = self.doc.get_update(since)
             deletions = self.doc.get_update(self.doc.get_state())[1:]
