@@ -331,9 +331,12 @@ def test_an_edited_trust_file_is_applied_and_logged(
         assert not node.check_trust()  # nothing changed: not even read
     assert not caplog.records
     a_line = line("a", load_key(cluster_keys["a"]))
+    node.replica.declare("mine", kind="k")  # a's own write, not sent anywhere yet
     rewrite(path, a_line)  # b removed
     with caplog.at_level(logging.INFO, logger="sphaera_crdt.node"):
         assert node.check_trust()
+    assert node.replica.status("mine") is Status.EXISTS
+    assert node.replica.status("replica:a") is Status.EXISTS
     after = Trust.parse(a_line)
     assert node.replica.trust == after and node.trust_digest == after.digest != before
     assert node.replica.status("db") is not Status.EXISTS  # b's writes stop counting
