@@ -1,6 +1,7 @@
 """``sphaera key`` then ``sphaera serve --trust`` as real processes: the key made before the
 first start is the one the node signs with, SIGHUP and an edited file both make the node
-read its trust file again, and a node whose key is not listed refuses to start.
+read its trust file again, a node whose key is not listed refuses to start, and the
+status page marks replicas the list does not name (in headless Chromium, when present).
 
 Log lines are awaited by polling the process's stderr, always under a deadline.
 """
@@ -15,12 +16,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import NodeProcess, Processes
+from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, WAIT, require_browser
 
 from sphaera_crdt.core.trust import Trust, public_key_text
-from sphaera_crdt.keys import generate_key
+from sphaera_crdt.keys import generate_key, load_key, save_key
+from sphaera_crdt.node import Node, NodeConfig
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +137,38 @@ def test_a_node_whose_key_is_not_listed_does_not_start(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("sphaera: error: the key of replica 'a' in ")
     assert lines[0].endswith(f"but trust file {trust} gives {other}")
+
+
+@pytest.mark.asyncio
+async def test_the_status_page_marks_replicas_the_list_does_not_name(tmp_path: Path) -> None:
+    require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    key = tmp_path / "a.key"
+    save_key(generate_key(), key)
+    trust = tmp_path / "trust.txt"
+    trust.write_text(f"a {public_key_text(load_key(key))}\n")
+    config = NodeConfig(
+        replica_id="a", port=0, gossip_interval=3600, trust_file=str(trust), key_file=str(key)
+    )
+    async with Node(config) as node, async_playwright() as driver:
+        node.replica.declare("replica:ghost", kind="replica", attrs={"url": "http://x:1"})
+        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            await page.goto(node.url + "/")
+
+            def row(replica_id: str) -> Any:
+                name = page.locator("td:first-child").get_by_role(
+                    "button", name=replica_id, exact=True
+                )
+                return page.locator("#replicas tr").filter(has=name)
+
+            await expect(row("ghost")).to_contain_text("not trusted", timeout=WAIT)
+            await expect(row("a")).to_have_count(1)
+            await expect(row("a")).not_to_contain_text("not trusted")
+            assert problems == []
+        finally:
+            await browser.close()
