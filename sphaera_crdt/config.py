@@ -160,10 +160,6 @@ class NodeConfig:
             raise ConfigError(str(exc)) from None
         if self.allow_exec and not self.run_probes:
             raise ConfigError("--allow-exec needs --run-probes")
-        if self.trust_file is not None and self.key_file is None and self.data_dir is None:
-            raise ConfigError(
-                "signed mode (--trust) in memory needs the replica's key: give --key FILE"
-            )
         if self.client_ssl is not None and not isinstance(self.client_ssl, ssl.SSLContext):
             raise TypeError(f"client_ssl must be an ssl.SSLContext, not {self.client_ssl!r}")
 

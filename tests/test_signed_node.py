@@ -128,8 +128,15 @@ def test_a_node_without_its_line_names_the_line_to_add(cluster_keys: dict[str, P
 
 
 def test_signed_mode_in_memory_needs_a_key(cluster_keys: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match=r"signed mode .*in memory needs .*--key FILE"):
-        NodeConfig(replica_id="a", trust_file=str(cluster_keys["trust"]))
+    config = NodeConfig(replica_id="a", trust_file=str(cluster_keys["trust"]))
+    with pytest.raises(ConfigError, match=r"signed mode in memory needs .*--key FILE"):
+        Node(config)
+    # a replica made by the program brings its own key; the file must give its list
+    trust = load_trust(cluster_keys["trust"])
+    given = Replica("a", signing_key=load_key(cluster_keys["a"]), trust=trust)
+    assert Node(config, replica=given).trust_digest == trust.digest
+    with pytest.raises(ConfigError, match="the replica's trust list differs from trust file"):
+        Node(config, replica=Replica("a"))
 
 
 def test_a_key_alone_signs_without_a_list(cluster_keys: dict[str, Path]) -> None:
