@@ -27,7 +27,7 @@ from pycrdt import Doc, create_sync_message, create_update_message
 
 from sphaera_crdt import Replica
 from sphaera_crdt.cli import cli
-from sphaera_crdt.core.gossip import GossipMachine
+from sphaera_crdt.core.gossip import Answer, GossipMachine, Observe, Target
 from sphaera_crdt.core.trust import Trust, public_key_text
 from sphaera_crdt.core.views import Status
 from sphaera_crdt.errors import ConfigError, InvalidTrust, UnverifiedUpdate
@@ -572,3 +572,24 @@ async def test_a_writer_removed_from_the_file_stops_counting_on_every_node(
         await quiesce(nodes)
         for node in (a, c):
             assert node.replica.status("db") is not Status.EXISTS
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_an_answer_in_the_name_of_an_unlisted_replica_is_no_sign_of_life(signed: bool) -> None:
+    a_key, b_key = generate_key(), generate_key()
+    trust = Trust.parse(line("a", a_key) + line("b", b_key)) if signed else None
+    a = Replica("a", signing_key=a_key, trust=trust)
+    b = Replica("b", signing_key=b_key, trust=trust)
+    # a itself declares a ghost at b's URL (signed by a: only the list keeps it out)
+    a.declare("replica:ghost", kind="replica", attrs={"url": "http://b"})
+    caller = GossipMachine(a, interval=1.0, fanout=2, rng=random.Random(1), liveness=10.0)
+    answerer = GossipMachine(b, interval=1.0, fanout=2, rng=random.Random(2), liveness=10.0)
+    exchange = caller.round_exchange(Target(url="http://b", peer_id="ghost"))
+    request = exchange.start()
+    assert request is not None
+    body = answerer.request_received(request.body, "a").response
+    outcome = caller.answered(exchange, "http://b", Answer(body=body, replica_id="ghost"), 5.0)
+    if signed:
+        assert outcome.observe is None
+    else:
+        assert outcome.observe == Observe(replica_id="ghost", ttl=10.0)
