@@ -105,6 +105,11 @@ class NodeConfig:
     allow_exec: bool = False
     #: Hosts or CIDRs http and tcp probes may contact (``--probe-allow``; loopback if empty).
     probe_allow: tuple[str, ...] = ()
+    #: The trust file of signed mode (``--trust``; ``None``: signed mode is off).
+    trust_file: str | None = None
+    #: The replica's signing key file (``--key``; default with ``data_dir``:
+    #: ``DIR/replica.key``, made on first start).
+    key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.gossip_interval) or self.gossip_interval <= 0:

@@ -17,7 +17,11 @@ a single owner). The replica itself is sans I/O; this module wires it to the net
   retracts or alters it (at start too), observes itself every ``liveness / 4`` seconds,
   and observes a peer after an exchange it started to the URL the peer declares, answered
   in the peer's name (a caller's headers prove nothing). A peer whose entity stops
-  existing on this replica drops out of gossip; seeds are retried with backoff.
+  existing on this replica drops out of gossip; seeds are retried with backoff;
+* signed mode (``trust_file``): the replica signs with the node's key (``key_file``, or
+  ``DIR/replica.key`` made on first start) and counts only what the trust file's keys
+  verify; the node re-reads the file on SIGHUP (:meth:`Node.reload_trust`, which the
+  command wires) and within :data:`TRUST_CHECK` seconds of the file changing.
 """
 
 from __future__ import annotations
@@ -26,23 +30,27 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .config import NodeConfig
 from .core.clocks import ClockWatch, Outlier
 from .core.constraints import observed
 from .core.gossip import GossipMachine
 from .core.replica import Replica
+from .core.trust import Trust
 from .core.updates import shape
 from .core.views import Change, EntityView, Observation, RecordChange, Status
-from .errors import ConfigError, InputError, RemoteError
+from .errors import ConfigError, InputError, InvalidTrust, RemoteError
+from .keys import KEY_FILE, TrustFile, check_own_key, load_key, load_or_create, trust_change
 from .net.client import PeerClient
 from .net.events import EventHub
 from .net.metrics import NodeMetrics
@@ -54,9 +62,11 @@ from .net.service import ReplicaInfo
 from .persistence import Persistence, open_replica
 from .store import SQLiteStore, Store, StoreError
 
-__all__ = ["ConfigError", "Node", "NodeConfig"]
+__all__ = ["TRUST_CHECK", "ConfigError", "Node", "NodeConfig"]
 
 _log = logging.getLogger("sphaera_crdt.node")
+#: Seconds between two looks at the trust file (an edit counts within this long).
+TRUST_CHECK: Final = 1.0
 
 
 class Node:
@@ -82,9 +92,18 @@ class Node:
         self.log = logger or _log
         self.store: Store | None = None
         self.persistence: Persistence | None = None
+        #: the trust file of signed mode, watched for edits (``None``: signed mode is off)
+        self.trust_file = TrustFile(config.trust_file) if config.trust_file else None
+        if replica is not None and (config.data_dir is not None or config.key_file):
+            raise ConfigError("a node with a data directory or key file makes its own replica")
+        # Read before the store is opened: a wrong key or list claims nothing on disk.
+        trust = self.trust_file.read() if self.trust_file is not None else None
+        #: where the signing key was read (for messages)
+        self.key_source: str | None = None
+        signing_key = None if replica is not None else self._signing_key(trust)
+        #: the key this node's replica signs with (``None``: unsigned, or a given replica)
+        self.signing_key = signing_key
         if config.data_dir is not None:
-            if replica is not None:
-                raise ConfigError("a node with a data directory restores its own replica")
             self.store = SQLiteStore(config.data_dir, durability=config.durability)  # type: ignore[arg-type]
             try:
                 replica = open_replica(
@@ -95,8 +114,10 @@ class Node:
                     max_skew=config.max_clock_skew,
                     max_held_bytes=config.held_bytes_limit,
                     forget_after=config.forget_after,
+                    signing_key=signing_key,
+                    trust=trust,
                 )
-            except StoreError:
+            except (StoreError, InvalidTrust):
                 self.store.close()
                 raise
         self.replica = replica or Replica(
@@ -106,9 +127,15 @@ class Node:
             max_skew=config.max_clock_skew,
             max_held_bytes=config.held_bytes_limit,
             forget_after=config.forget_after,
+            signing_key=signing_key,
+            trust=trust,
         )
         if self.replica.id != config.replica_id:
             raise ConfigError("the replica's id differs from the configured one")
+        if self.trust_file is not None and self.replica.trust != trust:
+            raise ConfigError(
+                f"the replica's trust list differs from trust file {self.trust_file.path}"
+            )
         self.metrics = NodeMetrics()
         #: peers' clock offsets, measured with ``clock`` (the one clock of the node)
         self.clock_watch = ClockWatch(config.max_clock_skew, config.liveness_window)
@@ -147,6 +174,41 @@ class Node:
         except BaseException:
             await self.close()
             raise
+
+    def _signing_key(self, trust: Trust | None) -> Ed25519PrivateKey | None:
+        """The replica's signing key: ``key_file``, else ``DIR/replica.key`` in signed mode
+        (made on first start); checked against the trust list.
+
+        Raises:
+            InvalidTrust: The key cannot be read or made, or the list gives the replica
+                another key (or none).
+        """
+        config = self.config
+        if config.key_file is not None:
+            path = config.key_file
+            key = load_key(path, logger=self.log)
+        elif trust is not None and config.data_dir is not None:
+            try:
+                os.makedirs(config.data_dir, exist_ok=True)
+            except OSError as exc:
+                raise InvalidTrust(f"cannot make {config.data_dir}: {exc.strerror}") from None
+            path = os.path.join(config.data_dir, KEY_FILE)
+            key, _ = load_or_create(path, logger=self.log)
+        elif trust is not None:
+            raise ConfigError("signed mode in memory needs the replica's key: give --key FILE")
+        else:
+            return None
+        self.key_source = str(path)
+        if trust is not None:
+            assert self.trust_file is not None
+            check_own_key(
+                trust,
+                config.replica_id,
+                key,
+                key_source=str(path),
+                trust_source=str(self.trust_file.path),
+            )
+        return key
 
     @property
     def port(self) -> int:
@@ -201,6 +263,8 @@ class Node:
         self.gossip = Peering(self.machine, self.client, self.metrics, self.log, self.clock)
         self._tasks.append(asyncio.create_task(self._timer(), name="sphaera-timer"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="sphaera-heartbeat"))
+        if self.trust_file is not None:
+            self._tasks.append(asyncio.create_task(self._watch_trust(), name="sphaera-trust"))
         self.gossip.start()
         if self.config.run_probes:
             self.probes = ProbeRunner(
@@ -212,6 +276,15 @@ class Node:
             )
             self._tasks.append(asyncio.create_task(self.probes.run(), name="sphaera-probes"))
         self.log.info("replica %s listening on %s", self.replica.id, self.url)
+        trust = self.replica.trust
+        if trust is not None and self.trust_file is not None:
+            self.log.info(
+                "signed mode: %d replicas in trust file %s (digest %s), signing key %s",
+                len(trust),
+                self.trust_file.path,
+                trust.digest,
+                self.key_source or "given",
+            )
         return self
 
     async def __aexit__(
@@ -447,6 +520,7 @@ class Node:
         """Every ``replica:<id>`` entity of the merged state, this node's included."""
         replicas: dict[str, ReplicaInfo] = {}
         now = self.now()
+        trust = self.replica.trust
         for view in self.replica.entities().values():
             if view.kind != "replica" or not view.id.startswith("replica:"):
                 continue
@@ -458,6 +532,7 @@ class Node:
                 status=view.status,
                 clock_offset=0.0 if own else self.clock_watch.offset(replica_id),
                 last_seen_age=self._last_seen_age(view.id, now),
+                trusted=None if trust is None else replica_id in trust,
             )
         return replicas
 
@@ -548,6 +623,80 @@ class Node:
         while True:
             await asyncio.sleep(period)
             self.beat()
+
+    # -- signed mode -----------------------------------------------------------------------
+
+    @property
+    def trust_digest(self) -> str | None:
+        """The digest of the trust list in use; ``None`` when signed mode is off."""
+        trust = self.replica.trust
+        return None if trust is None else trust.digest
+
+    async def _watch_trust(self) -> None:
+        """Look at the trust file every :data:`TRUST_CHECK` seconds (a stat, no read)."""
+        while True:
+            await asyncio.sleep(TRUST_CHECK)
+            self.check_trust()
+
+    def check_trust(self) -> bool:
+        """Re-read the trust file if it changed since it was last read (its modification
+        time, size or inode); returns whether the list in use changed."""
+        if self.trust_file is None or not self.trust_file.changed():
+            return False
+        return self.reload_trust()
+
+    def reload_trust(self) -> bool:
+        """Re-read the trust file now and apply the list it holds (SIGHUP).
+
+        A file that cannot be read or parsed, or a list that does not give this replica
+        its own key, is logged as an error and the list in use is kept.
+
+        Returns:
+            Whether the list in use changed.
+        """
+        if self.trust_file is None:
+            self.log.info("not in signed mode: no trust file to reload")
+            return False
+        where = self.trust_file.path
+        before = self.replica.trust
+        kept = f"keeping the trust list in use (digest {None if before is None else before.digest})"
+        try:
+            after = self.trust_file.read()
+            if self.signing_key is not None:
+                check_own_key(
+                    after,
+                    self.replica.id,
+                    self.signing_key,
+                    key_source=self.key_source or "this node's key",
+                    trust_source=str(where),
+                )
+        except InvalidTrust as exc:
+            self.log.error("%s; %s", exc, kept)
+            return False
+        change = trust_change(before, after)
+        if not change:
+            self.log.debug("trust file %s read again: no change", where)
+            return False
+        try:
+            # Seal this replica's writes since its last seal first (a delta seals what it
+            # carries; this one carries nothing): set_trust checks every entry again, and
+            # unsealed own entries would stop counting here until the next audit.
+            self.replica.delta(self.replica.state_vector())
+            changes = self.replica.set_trust(after)
+        except InvalidTrust as exc:
+            self.log.error("%s; %s", exc, kept)
+            return False
+        self.machine.forget_live()  # who may be a peer changed
+        self._wake.set()  # deadlines may have changed with the statuses
+        self.log.info(
+            "trust file %s reloaded (digest %s -> %s): %s; %d status changes",
+            where,
+            None if before is None else before.digest,
+            after.digest,
+            change.describe(),
+            len(changes),
+        )
+        return True
 
     def beat(self) -> bool:
         """Observe this replica (its heartbeat), unless its clock is the outlier: every

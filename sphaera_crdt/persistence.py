@@ -28,9 +28,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from .core.causal import MAX_HELD_BYTES
 from .core.formulas import DEFAULT_MAX_SKEW
 from .core.replica import Replica
+from .core.trust import Trust
 from .errors import InvalidUpdate
 from .store.base import Store, StoreError
 
@@ -56,6 +59,8 @@ def open_replica(
     max_skew: float = DEFAULT_MAX_SKEW,
     max_held_bytes: int = MAX_HELD_BYTES,
     forget_after: float | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
+    trust: Trust | None = None,
 ) -> Replica:
     """Restore the replica a store holds, or create one and claim the store for it.
 
@@ -65,9 +70,13 @@ def open_replica(
     Every later update builds on those writes, so a log without them would hold updates
     whose predecessors are missing, and the next start would silently drop them.
 
+    ``signing_key`` and ``trust`` are those of :class:`Replica` (signed mode); a restored
+    replica in signed mode signs its rewritten container with ``signing_key``.
+
     Raises:
         StoreError: The store belongs to another replica, cannot be read or written, or
             holds an update that cannot be applied.
+        InvalidTrust: ``signing_key`` is not the key ``trust`` gives for ``replica_id``.
     """
     saved = store.load(replica_id)
     if saved is None:
@@ -78,6 +87,8 @@ def open_replica(
             max_skew=max_skew,
             max_held_bytes=max_held_bytes,
             forget_after=forget_after,
+            signing_key=signing_key,
+            trust=trust,
         )
         store.initialise(replica_id, replica.delta())
         return replica
@@ -90,6 +101,8 @@ def open_replica(
             max_skew=max_skew,
             max_held_bytes=max_held_bytes,
             forget_after=forget_after,
+            signing_key=signing_key,
+            trust=trust,
         )
     except InvalidUpdate as exc:
         raise StoreError(f"{store.location} holds a corrupt update: {exc}") from exc

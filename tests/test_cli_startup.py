@@ -157,6 +157,17 @@ def test_watch_loads_only_the_http_client(tmp_path: Path, node_url: str) -> None
     assert not heavy_in(loaded)
 
 
+def test_key_loads_nothing_heavy(tmp_path: Path) -> None:
+    # Run where a node will run, before it starts: it needs no server, document or store.
+    loaded = loaded_by(tmp_path, "key", "--key", str(tmp_path / "k"), "--create", "--id", "a")
+    assert "sphaera_crdt.keys" in loaded  # it really made the key
+    assert (tmp_path / "k").exists()
+    assert not heavy_in(loaded)
+    # reading a data directory's replica id loads sqlite3, and still nothing else
+    loaded = loaded_by(tmp_path, "key", "--data", str(tmp_path / "d"), "--id", "a")
+    assert {name.partition(".")[0] for name in heavy_in(loaded)} == {"sqlite3"}
+
+
 def test_the_probe_would_notice_a_heavy_import(tmp_path: Path) -> None:
     # Guards the tests above against a probe that can never see anything: the server
     # command's help loads the node.

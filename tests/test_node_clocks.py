@@ -25,6 +25,8 @@ from sphaera_crdt.node import ConfigError, Node, NodeConfig
 pytestmark = pytest.mark.asyncio
 
 SKEW = 30.0
+#: What ``/healthz`` says of a node without signed mode.
+UNSIGNED = {"signed": False, "trust_digest": None}
 
 
 class OffsetClock:
@@ -121,7 +123,10 @@ async def test_offsets_are_shown_in_replicas_and_metrics(start: Start) -> None:
     assert gauge(a, "sphaera_clock_offset_seconds") == -1.0  # the median of b (0) and c (2)
     # 2 s is within the allowed 5 s: everyone is healthy
     for node in (a, b, c):
-        assert await get(node, "/healthz") == (200, {"status": "ok", "replica": node.replica.id})
+        assert await get(node, "/healthz") == (
+            200,
+            {"status": "ok", "replica": node.replica.id, **UNSIGNED},
+        )
 
 
 async def test_an_offset_is_null_until_measured(start: Start) -> None:
@@ -177,7 +182,10 @@ async def test_the_outlier_refuses_observations_until_its_clock_is_back(
     assert c.replica.observations("replica:a") == seen
     # a and b see one peer away of two: not the outlier, and they keep working
     for node in (a, b):
-        assert await get(node, "/healthz") == (200, {"status": "ok", "replica": node.replica.id})
+        assert await get(node, "/healthz") == (
+            200,
+            {"status": "ok", "replica": node.replica.id, **UNSIGNED},
+        )
         assert (await post_observation(node, "db"))[0] == 200
         assert gauge(node, "sphaera_peer_clock_offset_seconds", {"peer": "c"}) == SKEW
         assert gauge(node, "sphaera_clock_outlier") == 0.0
@@ -193,7 +201,7 @@ async def test_the_outlier_refuses_observations_until_its_clock_is_back(
     # c's clock is fixed: its next exchanges show it, and it records observations again
     c.clock.offset = 0.0  # type: ignore[attr-defined]
     await rounds([c])
-    assert await get(c, "/healthz") == (200, {"status": "ok", "replica": "c"})
+    assert await get(c, "/healthz") == (200, {"status": "ok", "replica": "c", **UNSIGNED})
     assert (await post_observation(c, "db"))[0] == 200
     assert "c" in [o.observer for o in c.replica.observations("db")]
     assert c.beat() is True
@@ -228,7 +236,7 @@ async def test_a_forged_inbound_time_does_not_make_a_node_the_outlier(start: Sta
         ):
             assert response.status == 200
     assert a.clock_watch.offset("b") != 1000.0
-    assert await get(a, "/healthz") == (200, {"status": "ok", "replica": "a"})
+    assert await get(a, "/healthz") == (200, {"status": "ok", "replica": "a", **UNSIGNED})
 
 
 async def test_an_answer_from_an_undeclared_url_is_not_a_measurement(start: Start) -> None:

@@ -240,13 +240,21 @@ async def test_replicas_lists_replica_entities(client: Client, node: Node) -> No
     assert response.status == 200
     body = await response.json()
     assert body["self"] == "a"
+    assert (body["signed"], body["trust_digest"]) == (False, None)
     assert body["replicas"] == {
-        "a": {"url": None, "status": "exists", "clock_offset": 0.0, "last_seen_age": None},
+        "a": {
+            "url": None,
+            "status": "exists",
+            "clock_offset": 0.0,
+            "last_seen_age": None,
+            "trusted": None,
+        },
         "b": {
             "url": "http://127.0.0.1:9",
             "status": "exists",
             "clock_offset": None,
             "last_seen_age": 0.0,
+            "trusted": None,
         },
     }
 
@@ -254,7 +262,12 @@ async def test_replicas_lists_replica_entities(client: Client, node: Node) -> No
 async def test_healthz(client: Client) -> None:
     response = await client.get("/healthz")
     assert response.status == 200
-    assert await response.json() == {"status": "ok", "replica": "a"}
+    assert await response.json() == {
+        "status": "ok",
+        "replica": "a",
+        "signed": False,
+        "trust_digest": None,
+    }
 
 
 async def test_big_ints_round_trip_exactly(client: Client) -> None:

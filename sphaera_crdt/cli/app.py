@@ -147,6 +147,7 @@ class CommandGroup(click.Group):
 COMMANDS: Final = {
     "serve": ".serving:serve",
     "demo": ".serving:demo",
+    "key": ".keys:key",
     "bench": ".bench:bench",
     "entities": ".remote:entities",
     "get": ".remote:get",

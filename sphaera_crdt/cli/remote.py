@@ -397,24 +397,28 @@ def forget(remote: Remote, replica_id: str, as_json: bool) -> None:
 @client_options
 @json_option()
 def replicas(remote: Remote, as_json: bool) -> None:
-    """List the replicas the node knows, with their liveness and clock offsets."""
+    """List the replicas the node knows, with their liveness and clock offsets (and, in
+    signed mode, whether the trust list names each)."""
     answer = remote.ask(lambda api: api.replicas())
     if as_json:
         _echo_json(answer)
         return
     me = answer.get("self")
+    signed = answer.get("signed") is True  # signed mode: whether each replica is listed
     rows: list[tuple[str, ...]] = []
     for replica_id, info in sorted(answer.get("replicas", {}).items()):
         offset = info.get("clock_offset")
-        rows.append(
-            (
-                f"{replica_id} (self)" if replica_id == me else replica_id,
-                str(info.get("url") or ""),
-                _status_cell(info.get("status")),
-                f"{offset:+.3f}s" if type(offset) in (int, float) and replica_id != me else "",
-            )
+        row: tuple[str, ...] = (
+            f"{replica_id} (self)" if replica_id == me else replica_id,
+            str(info.get("url") or ""),
+            _status_cell(info.get("status")),
+            f"{offset:+.3f}s" if type(offset) in (int, float) and replica_id != me else "",
         )
-    _print_table(("replica", "url", "status", "clock offset"), rows)
+        if signed:
+            row += ("yes" if info.get("trusted") else "[red]no[/]",)
+        rows.append(row)
+    header = ("replica", "url", "status", "clock offset")
+    _print_table((*header, "trusted") if signed else header, rows)
 
 
 @click.command()

@@ -146,6 +146,20 @@ CLOCK_OFFSET_ENV: Final = "SPHAERA_CLOCK_OFFSET"
     help="Seconds of silence after which a replica is forgotten by every replica.",
 )
 @click.option(
+    "--trust",
+    "trust_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Turn on signed mode: only writers this file lists (ID PUBLIC-KEY lines, see "
+    "sphaera key) count and are peers; re-read on SIGHUP and when it changes.",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This replica's signing key file [default with --data: DIR/replica.key, made on "
+    "first start]; needed with --memory in signed mode.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="warning",
@@ -178,15 +192,20 @@ def serve(
     liveness: float | None,
     max_clock_skew: float,
     forget_after: float,
+    trust_file: Path | None,
+    key_file: Path | None,
     log_level: str,
 ) -> None:
     """Serve one replica over HTTP and gossip with its peers.
 
     Prints one line with the URL it listens on (the real port when --port is 0) and runs
-    until SIGINT or SIGTERM, then closes its connections and exits with status 0.
+    until SIGINT or SIGTERM, then closes its connections and exits with status 0. With
+    --trust it runs in signed mode, and SIGHUP makes it read the trust file again.
     """
     if memory and data is not None:
         raise BadConfig("give either --memory or --data, not both")
+    if memory and trust_file is not None and key_file is None:
+        raise BadConfig("--trust with --memory needs --key FILE (the replica's signing key)")
     data_dir = None if memory else str(data if data is not None else DEFAULT_DATA / replica_id)
     for url in (*peers, *([public_url] if public_url else [])):
         if not url.startswith(("http://", "https://")):
@@ -218,6 +237,8 @@ def serve(
             run_probes=run_probes,
             allow_exec=allow_exec,
             probe_allow=probe_allow,
+            trust_file=None if trust_file is None else str(trust_file),
+            key_file=None if key_file is None else str(key_file),
         )
     except SphaeraError as exc:
         raise BadConfig(str(exc)) from None
@@ -273,17 +294,23 @@ async def _serve(config: NodeConfig) -> None:
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    # SIGHUP re-reads the trust file (without one, the node says so rather than stopping).
+    reload = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+    for signum in reload:
+        loop.add_signal_handler(signum, node.reload_trust)
     try:
         async with node:
             where = node.url
             if config.public_url:
                 where += f" (bound to {config.host}:{node.port})"
             kept = f"data in {config.data_dir}" if config.data_dir else "memory"
+            if node.trust_digest is not None:
+                kept += f", signed mode, trust {node.trust_digest}"
             click.echo(f"sphaera: replica {config.replica_id} listening on {where} ({kept})")
             await stop.wait()
     finally:
         await node.close()  # idempotent; also cleans up after a failed start
-        for signum in signals:
+        for signum in (*signals, *reload):
             loop.remove_signal_handler(signum)
     click.echo(f"sphaera: replica {config.replica_id} stopped")
 

@@ -69,9 +69,10 @@ eager   an UPDATE alone: our own changes since the    nothing
   again (:class:`Backoff`), the wait doubling per failure.
 * **Membership is data, and evidence is narrow.** The peers are the ``replica:<id>``
   entities that exist here and declare a URL (contacted only if the driver's allow-list
-  accepts it), and the seeds. A peer counts as seen (:class:`Observe`) only after an
-  exchange this replica started to the URL the peer's record declares, answered in the
-  peer's name, at most once per quarter liveness window; its answer's clock reading is
+  accepts it; in signed mode only those of replicas the trust list names), and the
+  seeds. A peer counts as seen (:class:`Observe`) only after an exchange this replica
+  started to the URL the peer's record declares, answered in the peer's name (and, in
+  signed mode, listed), at most once per quarter liveness window; its answer's clock reading is
   counted the same way (or from a seed), and while this replica's own clock is the outlier
   (:class:`~.clocks.ClockWatch`) it observes nothing, not even its own heartbeat.
 
@@ -654,10 +655,12 @@ class GossipMachine:
         return [Target(url=url, peer_id=found[url]) for url in sorted(found)]
 
     def live_peers(self) -> dict[str, str]:
-        """Peers to gossip with: replica entities that exist here and have a URL."""
+        """Peers to gossip with: replica entities that exist here and have a URL (in
+        signed mode, only those of replicas the trust list names)."""
         if self._live is not None:
             return self._live
         peers: dict[str, str] = {}
+        trust = self.replica.trust
         for entity_id in self.replica.entity_ids(REPLICA_PREFIX):
             view = self.replica.entity(entity_id)
             if view is None or view.kind != "replica":
@@ -666,6 +669,8 @@ class GossipMachine:
             url = view.attrs.get("url")
             if peer_id == self.replica.id or type(url) is not str:
                 continue
+            if trust is not None and peer_id not in trust:
+                continue  # not a member: never contacted, its URL never learnt
             self.directory.setdefault(peer_id, url.rstrip("/"))
             if view.status is Status.EXISTS:
                 peers[peer_id] = url.rstrip("/")
@@ -673,7 +678,8 @@ class GossipMachine:
         return peers
 
     def forget_live(self) -> None:
-        """Drop the cached live peers (the driver is not watching the replica)."""
+        """Drop the cached live peers (the driver is not watching the replica, or the
+        trust list changed)."""
         self._live = None
 
     def id_for(self, url: str) -> str | None:
@@ -702,6 +708,9 @@ class GossipMachine:
         clock is not the outlier)."""
         if replica_id == self.replica.id or not self._declared(replica_id, url):
             return None
+        trust = self.replica.trust
+        if trust is not None and replica_id not in trust:
+            return None  # signed mode: not a member, whoever answers in its name
         if now - self._last_observed.get(replica_id, -math.inf) < self.liveness / 4:
             return None  # rate limited: one observation per quarter window is plenty
         self._last_observed[replica_id] = now

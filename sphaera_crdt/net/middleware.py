@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Every failure goes through :func:`errors_middleware` (the outermost): it answers
 ``{"error": {"code", "message"}}`` with the status from :data:`ERRORS` for the library's
-exceptions (caller mistakes are 422, unusable peer bytes 400, unknown entities 404), from
+exceptions (caller mistakes are 422, unusable peer bytes 400, entries that do not verify
+in signed mode 403, unknown entities 404), from
 :class:`ApiError` for refusals made here, or from aiohttp's own HTTP exceptions (unknown
 route 404, wrong method 405, body too large 413), and counts the refusal in
 ``sphaera_rejected_requests_total`` by code.
@@ -45,6 +46,7 @@ from ..errors import (
     InvalidValue,
     RemoteError,
     UnknownEntity,
+    UnverifiedUpdate,
 )
 from .service import NodeService
 
@@ -91,6 +93,8 @@ ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (InvalidValue, 422, "invalid_value"),
     (InputError, 422, "invalid_request"),
     (InvalidMessage, 400, "invalid_message"),
+    # Signed mode: well-formed, but entries that do not verify (a refusal, not a mistake).
+    (UnverifiedUpdate, 403, "unverified_update"),
     (InvalidUpdate, 400, "invalid_update"),
     (RemoteError, 400, "invalid_message"),
 )

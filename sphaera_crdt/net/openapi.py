@@ -18,7 +18,7 @@ ERROR_CODES: Final = tuple(
     """invalid_json invalid_request invalid_value invalid_identifier invalid_constraint
     invalid_message invalid_update invalid_header unauthorized not_found method_not_allowed
     request_timeout body_too_large unsupported_media_type bad_request http_error
-    internal_error clock_skew""".split()
+    internal_error clock_skew unverified_update""".split()
 )
 
 JsonObject = dict[str, Any]
@@ -94,6 +94,29 @@ _ANSWER_HEADERS: Final[JsonObject] = {
         "description": "This node's clock when it answered, seconds since the epoch: the "
         "caller measures this node's clock offset from it and the round trip.",
         "schema": {"type": "string"},
+    },
+}
+
+#: What a node in signed mode answers to entries that do not verify (sync and updates).
+_UNVERIFIED: Final[JsonObject] = {
+    "403": _error(
+        "Signed mode: the body is well-formed but carries entries that do not verify under "
+        "this node's trust list (a writer it does not list, a missing or wrong signature, "
+        "an entry in another writer's container) (`unverified_update`); nothing was "
+        "merged, so forgeries do not spread."
+    )
+}
+#: ``signed`` and ``trust_digest``, in ``/healthz`` and ``/v1/replicas``.
+_SIGNED: Final[JsonObject] = {
+    "signed": {
+        "type": "boolean",
+        "description": "Whether signed mode is on: only entries that verify under the "
+        "node's trust list count, and only the replicas it lists are peers.",
+    },
+    "trust_digest": {
+        "type": ["string", "null"],
+        "description": "Identifies the trust list in use (equal lists, equal digests: "
+        "compare it across nodes); null when signed mode is off.",
     },
 }
 
@@ -405,15 +428,22 @@ _SCHEMAS: Final[JsonObject] = {
     },
     "Replicas": {
         "type": "object",
-        "required": ["self", "replicas"],
+        "required": ["self", "signed", "trust_digest", "replicas"],
         "properties": {
             "self": {"type": "string"},
+            **_SIGNED,
             "replicas": {
                 "type": "object",
                 "additionalProperties": {
                     "type": "object",
-                    "required": ["url", "status", "clock_offset", "last_seen_age"],
+                    "required": ["url", "status", "clock_offset", "last_seen_age", "trusted"],
                     "properties": {
+                        "trusted": {
+                            "type": ["boolean", "null"],
+                            "description": "Signed mode: whether the trust list names the "
+                            "replica (its entries count and it may be a peer); null when "
+                            "signed mode is off.",
+                        },
                         "url": {"type": ["string", "null"]},
                         "status": _ref("Status"),
                         "clock_offset": {
@@ -464,16 +494,24 @@ _SCHEMAS: Final[JsonObject] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "replica"],
-        "properties": {"status": {"const": "ok"}, "replica": {"type": "string"}},
+        "required": ["status", "replica", "signed", "trust_digest"],
+        "properties": {"status": {"const": "ok"}, "replica": {"type": "string"}, **_SIGNED},
     },
     "ClockSkew": {
         "description": "The answer of `/healthz` while this node's clock is the outlier.",
         "allOf": [_ref("Error")],
-        "required": ["status", "replica", "clock_offset", "max_clock_skew"],
+        "required": [
+            "status",
+            "replica",
+            "signed",
+            "trust_digest",
+            "clock_offset",
+            "max_clock_skew",
+        ],
         "properties": {
             "status": {"const": "clock-skew"},
             "replica": {"type": "string"},
+            **_SIGNED,
             "clock_offset": {
                 "type": "number",
                 "description": "This node's clock minus the median of its live peers'.",
@@ -554,6 +592,7 @@ def _paths(metrics_auth: bool) -> JsonObject:
                         "Malformed messages (`invalid_message`), update (`invalid_update`) "
                         "or peer header (`invalid_header`); nothing was merged."
                     ),
+                    **_UNVERIFIED,
                     **unauthorized,
                     **_BODY_ERRORS,
                 },
@@ -568,6 +607,7 @@ def _paths(metrics_auth: bool) -> JsonObject:
                 "responses": {
                     "204": {"description": "Merged."},
                     "400": _error("Not a valid update (`invalid_update`); nothing changed."),
+                    **_UNVERIFIED,
                     **unauthorized,
                     **_BODY_ERRORS,
                 },
@@ -786,8 +826,8 @@ def _paths(metrics_auth: bool) -> JsonObject:
                     "503": _error(
                         "This node's clock is the outlier: it serves reads and syncs but "
                         "refuses observations. The body also holds `status` "
-                        '(`"clock-skew"`), `replica`, `clock_offset` and `max_clock_skew` '
-                        "(schema `ClockSkew`)."
+                        '(`"clock-skew"`), `replica`, `signed`, `trust_digest`, '
+                        "`clock_offset` and `max_clock_skew` (schema `ClockSkew`)."
                     ),
                 },
             }

@@ -148,7 +148,8 @@ async def sync_route(request: web.Request) -> web.Response:
 
 
 async def updates_route(request: web.Request) -> web.Response:
-    """``POST /v1/updates``: merge a raw Yrs v1 update; 204 when merged."""
+    """``POST /v1/updates``: merge a raw Yrs v1 update; 204 when merged (403
+    ``unverified_update`` in signed mode when its entries do not verify: nothing merged)."""
     node = request.app[NODE]
     peer_id, _ = peer_headers(request)
     body = await read_body(request, OCTETS)
@@ -336,17 +337,24 @@ def _refuse_if_outlier(node: NodeService) -> None:
 
 
 async def replicas_route(request: web.Request) -> web.Response:
-    """``GET /v1/replicas``: ``{"self": ID, "replicas": {ID: {"url", "status",
-    "clock_offset", "last_seen_age"}}}``.
+    """``GET /v1/replicas``: ``{"self": ID, "signed", "trust_digest", "replicas": {ID:
+    {"url", "status", "clock_offset", "last_seen_age", "trusted"}}}``.
 
     Built from the ``replica:<id>`` entities of the merged state, this node included.
     ``clock_offset`` is the replica's clock minus this node's in seconds, as last measured
     by an exchange this node started (``0`` for this node, ``null`` when never measured);
-    ``last_seen_age`` is the seconds since its freshest observation (``null``: never seen).
+    ``last_seen_age`` is the seconds since its freshest observation (``null``: never seen);
+    ``trusted`` whether the trust list names it (``null`` when signed mode is off).
     """
     node = request.app[NODE]
     replicas = {replica_id: info.to_json() for replica_id, info in node.replicas().items()}
-    return json_response({"self": node.replica_id, "replicas": replicas})
+    return json_response({"self": node.replica_id, **_signed(node), "replicas": replicas})
+
+
+def _signed(node: NodeService) -> dict[str, Any]:
+    """``{"signed", "trust_digest"}``: whether signed mode is on, and with which list."""
+    digest = node.trust_digest
+    return {"signed": digest is not None, "trust_digest": digest}
 
 
 async def forget_route(request: web.Request) -> web.Response:
@@ -487,7 +495,9 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 
 async def healthz_route(request: web.Request) -> web.Response:
-    """``GET /healthz``: ``{"status": "ok", "replica": ID}``; never needs the token.
+    """``GET /healthz``: ``{"status": "ok", "replica": ID, "signed", "trust_digest"}``;
+    never needs the token. ``signed`` says whether signed mode is on, ``trust_digest``
+    which trust list is in use (``null`` without one): equal lists have equal digests.
 
     While this node's clock is the outlier it answers 503 with ``{"status": "clock-skew",
     "replica", "clock_offset", "max_clock_skew", "error": {"code", "message"}}`` (an error
@@ -499,11 +509,12 @@ async def healthz_route(request: web.Request) -> web.Response:
     node = request.app[NODE]
     outlier = node.clock_outlier()
     if outlier is None:
-        return json_response({"status": "ok", "replica": node.replica_id})
+        return json_response({"status": "ok", "replica": node.replica_id, **_signed(node)})
     return json_response(
         {
             "status": "clock-skew",
             "replica": node.replica_id,
+            **_signed(node),
             "clock_offset": outlier.offset,
             "max_clock_skew": outlier.max_skew,
             "error": {"code": "clock_skew", "message": outlier.describe()},

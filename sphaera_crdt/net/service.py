@@ -33,20 +33,24 @@ class ReplicaInfo:
             exchange this node started (``0`` for this node, ``None`` when never measured).
         last_seen_age: Seconds since the freshest observation of the replica (by any
             replica, on this node's clock), ``None`` if it was never observed.
+        trusted: In signed mode, whether the trust list names the replica (its entries
+            count, and it may be a peer); ``None`` when signed mode is off.
     """
 
     url: str | None
     status: Status
     clock_offset: float | None
     last_seen_age: float | None = None
+    trusted: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{"url", "status", "clock_offset", "last_seen_age"}``."""
+        """``{"url", "status", "clock_offset", "last_seen_age", "trusted"}``."""
         return {
             "url": self.url,
             "status": self.status.value,
             "clock_offset": self.clock_offset,
             "last_seen_age": self.last_seen_age,
+            "trusted": self.trusted,
         }
 
 
@@ -72,6 +76,10 @@ class NodeService(Protocol):
     @property
     def url(self) -> str:
         """The URL peers reach the node at."""
+
+    @property
+    def trust_digest(self) -> str | None:
+        """The digest of the trust list in use; ``None`` when signed mode is off."""
 
     def now(self) -> float:
         """The node's clock, seconds since the epoch."""
@@ -126,10 +134,12 @@ class NodeService(Protocol):
     # -- peers ------------------------------------------------------------------------------
 
     def handle_sync(self, body: bytes, peer_id: str | None) -> bytes:
-        """Answer a peer's sync exchange; raises a ``RemoteError`` for a malformed body."""
+        """Answer a peer's sync exchange; raises a ``RemoteError`` for a malformed body
+        (``UnverifiedUpdate`` in signed mode for entries that do not verify)."""
 
     def handle_update(self, body: bytes, peer_id: str | None) -> list[Change]:
-        """Merge a peer's pushed update; raises a ``RemoteError`` for a malformed one."""
+        """Merge a peer's pushed update; raises a ``RemoteError`` for a malformed one
+        (``UnverifiedUpdate`` in signed mode for entries that do not verify)."""
 
     # -- operations -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ log still holds many commits between checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
@@ -57,6 +58,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SQLiteStore",
     "footprint",
+    "recorded_replica_id",
 ]
 
 DB_NAME: Final = "replica.sqlite3"
@@ -421,6 +423,34 @@ def _row(update: bytes) -> tuple[bytes, int, str | None, int | None]:
         if len(packed) < len(update):
             return packed, zlib.crc32(packed), "zlib", len(update)
     return update, zlib.crc32(update), None, None
+
+
+def recorded_replica_id(directory: str | os.PathLike[str]) -> str | None:
+    """The replica id the database in ``directory`` was claimed for, ``None`` if there is
+    no database there yet (or it was never claimed).
+
+    Read-only, without the store's lock: a node may be running on it meanwhile.
+
+    Raises:
+        StoreError: The file is there but cannot be read as this project's database.
+    """
+    path = Path(directory) / DB_NAME
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as db:
+            application_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if application_id == 0 and not tables:
+                return None  # made, never set up (a start that failed at once)
+            if application_id != APPLICATION_ID:
+                raise StoreError(f"{path} is not a sphaera_crdt database")
+            row = db.execute("SELECT value FROM meta WHERE key = 'replica_id'").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} cannot be read: {exc}") from exc
+    return None if row is None else str(row[0])
 
 
 def footprint(path: Path) -> int:
