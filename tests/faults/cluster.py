@@ -40,6 +40,9 @@ import aiohttp
 import orjson
 from procs import NodeProcess, Processes
 
+from sphaera_crdt.core.trust import public_key_text
+from sphaera_crdt.keys import generate_key, save_key
+
 from .proxy import Faults, NodeProxy
 
 __all__ = ["FaultCluster", "Ledger", "Outcome", "percentile", "table", "vmhwm_kib"]
@@ -176,6 +179,9 @@ class FaultCluster:
         faults: The fault plan all proxies share.
         data: A directory for ``--data`` per node (``None``: ``--memory``).
         env: Extra environment per node (``SPHAERA_CLOCK_OFFSET``).
+        keys: A directory for signed mode: a key file per node and the trust file that
+            lists them all, given to every node (``--key``, ``--trust``); ``None``:
+            unsigned.
     """
 
     def __init__(
@@ -185,8 +191,10 @@ class FaultCluster:
         *,
         data: Path | None = None,
         env: Mapping[str, Mapping[str, str]] | None = None,
+        keys: Path | None = None,
     ) -> None:
         self.names = list(names)
+        self.keys = keys
         self.faults = faults
         self.data = data
         self.env = {name: dict((env or {}).get(name, {})) for name in self.names}
@@ -218,6 +226,22 @@ class FaultCluster:
             await proxy.start()
         proxies = {proxy.name: proxy for proxy in self._proxies}
         first, *_ = self.names
+        signed: dict[str, list[str]] = {name: [] for name in self.names}
+        if self.keys is not None:
+            self.keys.mkdir(parents=True, exist_ok=True)
+            lines = []
+            for name in self.names:
+                key = generate_key()
+                save_key(key, self.keys / f"{name}.key")
+                lines.append(f"{name} {public_key_text(key)}\n")
+            (self.keys / "trust.txt").write_text("".join(lines))
+            for name in self.names:
+                signed[name] = [
+                    "--trust",
+                    str(self.keys / "trust.txt"),
+                    "--key",
+                    str(self.keys / f"{name}.key"),
+                ]
         started = []
         for index, name in enumerate(self.names):
             # Everyone is seeded with the first node, the first with the second.
@@ -232,6 +256,7 @@ class FaultCluster:
                 "--peer",
                 seed,
                 *(["--data", str(self.data / name)] if self.data is not None else []),
+                *signed[name],
             ]
             process = self._procs.start(name, args=args, env=self.env[name], wait=False)
             started.append(Member(name, proxies[name], process, args, self.env[name]))
@@ -289,6 +314,16 @@ class FaultCluster:
                 return dict(orjson.loads(await answer.read())["entities"])
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
+
+    async def signed(self, name: str) -> bool:
+        """Whether node ``name`` says it runs in signed mode, under every node's key."""
+        async with self.session.get(f"{self.members[name].url}/v1/replicas") as answer:
+            found = orjson.loads(await answer.read())
+        return found["signed"] is True and all(
+            found["replicas"].get(other, {}).get("trusted") is True
+            for other in self.names
+            if other in found["replicas"]
+        )
 
     async def statuses(self, name: str, prefix: str = "replica:") -> dict[str, str] | None:
         found = await self.entities(name)

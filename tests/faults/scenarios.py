@@ -46,6 +46,8 @@ class Scenario:
     data: bool = False
     #: node index -> environment (a skewed clock)
     env: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: run the nodes in signed mode (every node lists every other)
+    signed: bool = False
 
 
 async def run(scenario: Scenario, rng: random.Random, tmp: Path) -> Outcome:
@@ -54,11 +56,14 @@ async def run(scenario: Scenario, rng: random.Random, tmp: Path) -> Outcome:
     env = {names[index]: values for index, values in scenario.env.items()}
     faults = Faults(rng=random.Random(rng.random()))
     data = tmp if scenario.data else None
-    async with FaultCluster(names, faults, data=data, env=env) as cluster:
+    keys = tmp / "keys" if scenario.signed else None
+    async with FaultCluster(names, faults, data=data, env=env, keys=keys) as cluster:
         steady = [name for name in names if name not in env]
         await cluster.until(
             lambda: cluster.sees(steady, steady, "exists"), "the nodes see each other alive"
         )
+        for name in names:
+            assert await cluster.signed(name) is scenario.signed, name
         async with cluster.writing(rng):
             await asyncio.sleep(SETTLE)
             await scenario.body(cluster, rng)
@@ -200,6 +205,9 @@ SCENARIOS: Final = {
         Scenario("lossy", 3, lossy),
         Scenario("sigstop", 3, sigstop),
         Scenario("sigkill", 3, sigkill, data=True),
+        Scenario("signed-partition-3", 3, partition, signed=True),
+        Scenario("signed-lossy", 3, lossy, signed=True),
+        Scenario("signed-sigkill", 3, sigkill, data=True, signed=True),
         Scenario("clock-ahead", 3, skewed(30.0), data=True, env={0: {CLOCK_OFFSET: "30"}}),
         Scenario("clock-behind", 3, skewed(-30.0), data=True, env={0: {CLOCK_OFFSET: "-30"}}),
     )
