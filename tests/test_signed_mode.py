@@ -234,6 +234,22 @@ def test_a_replayed_old_value_under_the_writers_client_is_refused(pair: tuple) -
     assert b.entity("db").attrs == {"port": 6000}
 
 
+def test_deleted_items_under_the_writers_client_at_new_clocks_are_refused(pair: tuple) -> None:
+    a, b, _ = pair
+    forged: Doc = Doc(client_id=a.client_id)  # takes the clocks of a's next entries
+    forged.apply_update(a.delta(None))
+    before = forged.get_state()
+    container = forged.get("w", type=Map).get(container_of(forged, "a"))
+    container["e\x1fdb\x1fa\x1fnew"] = "Z1"
+    del container["e\x1fdb\x1fa\x1fnew"]
+    update = forged.get_update(before)
+    assert [item.kind for item in structs(update)[0]] == [1]  # deleted content only
+    assert_refused(b, update)
+    a.update("db", {"port": 7000})  # a's next entry takes those clocks: it still arrives
+    sync(a, b)
+    assert b.entity("db").attrs == {"port": 7000}
+
+
 def test_a_delete_set_alone_deletes_nothing(pair: tuple) -> None:
     a, b, _ = pair
     doc = bare_copy(a)

@@ -79,9 +79,6 @@ class _Seals:
         self.firsts.insert(index, seal.first)
         self.seals.insert(index, seal)
 
-    def clients(self) -> set[int]:
-        return {seal.client for seal in self.seals}
-
 
 @dataclass(slots=True)
 class _Container:
@@ -252,14 +249,21 @@ class Door:
                     raise self._refuse(problem)
                 failed.append((container.key, key))
         if not audit:
+            # Deleted content says nothing, but its clocks are its writer's: only items the
+            # writer sealed may come in deleted (an overwritten entry), lest anyone take
+            # the clocks of the writer's next entries.
             for item, map_id in deleted:
                 container = containers.get(map_id) or self._containers[map_id]
                 sealed = fresh.get(map_id)
-                writers = {container.client, *(() if sealed is None else sealed.clients())}
-                if item.client not in writers:
-                    raise self._refuse(
-                        f"client {item.client} writes in the container of {container.key!r}"
-                    )
+                for clock in range(item.clock, item.clock + item.length):
+                    seal = container.seals.seal_at(clock)
+                    if seal is None and sealed is not None:
+                        seal = sealed.seal_at(clock)
+                    if seal is None or seal.client != item.client:
+                        raise self._refuse(
+                            f"deleted item {item.client}:{clock} in the container of "
+                            f"{container.key!r} is not sealed by its writer"
+                        )
         return Admission(b"", roots, containers, entries, seals, retired, failed)
 
     def _place(
