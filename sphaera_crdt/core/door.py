@@ -32,6 +32,7 @@ signed mode); readers ignore them.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -100,7 +101,8 @@ class Admission:
     update: bytes
     roots: dict[ItemId, str]
     containers: dict[ItemId, _Container]
-    #: (container map id, item's last clock, key, origin clock or None) of entry items
+    #: (container map id, client, item's last clock, key, origin clock or None) of the
+    #: entry items
     entries: list[tuple[ItemId, int, int, str, int | None]]
     seals: list[tuple[ItemId, Seal]]
     #: writer keys whose container was retired
@@ -184,42 +186,44 @@ class Door:
         # entry items to check once the seals are read: (struct, map id, key)
         texts: list[tuple[Struct, ItemId, str]] = []
         deleted: list[tuple[Struct, ItemId]] = []
-        unresolved = [s for s in found if s.kind != GARBAGE]
-        while unresolved:
-            waiting: list[Struct] = []
-            for item in unresolved:
-                try:
-                    where = self._place(item, roots, containers, pending)
-                    if where is None:
-                        waiting.append(item)
-                        continue
-                    map_id, key = where
-                    if map_id is None:
-                        self._root_item(item, key, roots, containers, retired, audit=audit)
-                        continue
-                    container = containers.get(map_id) or self._containers[map_id]
-                    if item.kind not in (STRING, DELETED):
-                        raise self._refuse(f"a container of {container.key!r} holds a nested type")
-                except UnverifiedUpdate:
-                    if audit:
-                        continue
-                    raise
-                last = item.clock + item.length - 1
-                origin = item.origin[1] if item.origin is not None else None
-                pending.setdefault(item.client, {})[last] = (map_id, key)
-                entries.append((map_id, item.client, last, key, origin))
-                if item.kind == STRING:
-                    texts.append((item, map_id, key))
-                else:
-                    deleted.append((item, map_id))
-            if len(waiting) == len(unresolved):
+        # Each item goes where its parent or origin is; one that points at an item later
+        # in the update waits for it (each item is placed at most twice: linear in the
+        # update, whatever order an adversary gives its items).
+        waiting: dict[ItemId, list[Struct]] = {}
+        queue = deque(s for s in found if s.kind != GARBAGE)
+        while queue:
+            item = queue.popleft()
+            try:
+                map_id, key, wait = self._place(item, roots, containers, pending)
+                if wait is not None:
+                    waiting.setdefault(wait, []).append(item)
+                    continue
+                assert key is not None
+                if map_id is None:
+                    self._root_item(item, key, roots, containers, retired, audit=audit)
+                    last = (item.client, item.clock + item.length - 1)
+                    queue.extend(waiting.pop(last, ()))
+                    queue.extend(waiting.pop((item.client, item.clock), ()))
+                    continue
+                container = containers.get(map_id) or self._containers[map_id]
+                if item.kind not in (STRING, DELETED):
+                    raise self._refuse(f"a container of {container.key!r} holds a nested type")
+            except UnverifiedUpdate:
                 if audit:
-                    break
-                item = waiting[0]
-                raise self._refuse(
-                    f"item {item.client}:{item.clock} goes where no container let in is"
-                )
-            unresolved = waiting
+                    continue
+                raise
+            last_clock = item.clock + item.length - 1
+            origin = item.origin[1] if item.origin is not None else None
+            pending.setdefault(item.client, {})[last_clock] = (map_id, key)
+            entries.append((map_id, item.client, last_clock, key, origin))
+            queue.extend(waiting.pop((item.client, last_clock), ()))
+            if item.kind == STRING:
+                texts.append((item, map_id, key))
+            else:
+                deleted.append((item, map_id))
+        if waiting and not audit:
+            item = next(iter(waiting.values()))[0]
+            raise self._refuse(f"item {item.client}:{item.clock} goes where no container let in is")
         # The seals first: entries are checked against them.
         fresh: dict[ItemId, _Seals] = {}
         for item, map_id, key in texts:
@@ -272,37 +276,36 @@ class Door:
         roots: dict[ItemId, str],
         containers: dict[ItemId, _Container],
         pending: dict[int, dict[int, tuple[ItemId, str]]],
-    ) -> tuple[ItemId | None, str] | None:
-        """(container map id or ``None`` for the root, key) where ``item`` goes; ``None``
-        while unknown."""
+    ) -> tuple[ItemId | None, str | None, ItemId | None]:
+        """(container map id or ``None`` for the root, key, ``None``) where ``item`` goes,
+        or (``None``, ``None``, the id of the item it waits for) while that one is not
+        placed yet."""
         parent = item.parent
         if parent is not None:
             if isinstance(parent, str):
                 if parent != ROOT or item.key is None:
                     raise self._refuse(f"an item outside the document's layout ({parent!r})")
-                return None, item.key
+                return None, item.key, None
             if parent in containers or parent in self._containers:
                 if item.key is None:
                     raise self._refuse("a container item without a key")
-                return parent, item.key
-            return None
+                return parent, item.key, None
+            return None, None, parent
         origin = item.origin if item.origin is not None else item.right
         assert origin is not None  # an item without origins names its parent
         named = roots.get(origin) or self._roots.get(origin)
         if named is not None:
-            return None, named
+            return None, named, None
         client, clock = origin
+        found = pending.get(client, {}).get(clock) or self._items.get(client, {}).get(clock)
+        if found is None or (found[0] not in containers and found[0] not in self._containers):
+            return None, None, origin  # not placed yet, or in a container that is gone
         if client != item.client:
             # An overwrite of another client's entry: single-writer containers have none.
-            if client in self._items or client in pending:
-                raise self._refuse(
-                    f"item {item.client}:{item.clock} overwrites an entry of client {client}"
-                )
-            return None
-        found = pending.get(client, {}).get(clock) or self._items.get(client, {}).get(clock)
-        if found is not None and found[0] not in containers and found[0] not in self._containers:
-            return None  # in a container that is gone
-        return found
+            raise self._refuse(
+                f"item {item.client}:{item.clock} overwrites an entry of client {client}"
+            )
+        return found[0], found[1], None
 
     def _root_item(
         self,
