@@ -32,6 +32,7 @@ from sphaera_crdt.core.trust import Trust, public_key_text
 from sphaera_crdt.core.views import Status
 from sphaera_crdt.errors import ConfigError, InvalidTrust, UnverifiedUpdate
 from sphaera_crdt.keys import KEY_FILE, generate_key, load_key, load_trust, save_key
+from sphaera_crdt.net.openapi import ERROR_CODES, openapi_document
 from sphaera_crdt.net.server import create_app
 from sphaera_crdt.node import Node, NodeConfig
 
@@ -593,3 +594,17 @@ def test_an_answer_in_the_name_of_an_unlisted_replica_is_no_sign_of_life(signed:
         assert outcome.observe is None
     else:
         assert outcome.observe == Observe(replica_id="ghost", ttl=10.0)
+
+
+def test_the_openapi_document_describes_signed_mode() -> None:
+    document = openapi_document()
+    for path in ("/v1/sync", "/v1/updates"):
+        refused = document["paths"][path]["post"]["responses"]["403"]
+        assert "`unverified_update`" in refused["description"]
+    assert "unverified_update" in ERROR_CODES
+    schemas = document["components"]["schemas"]
+    for name in ("Health", "Replicas", "ClockSkew"):
+        assert {"signed", "trust_digest"} <= set(schemas[name]["required"]), name
+    replica = schemas["Replicas"]["properties"]["replicas"]["additionalProperties"]
+    assert "trusted" in replica["required"]
+    assert replica["properties"]["trusted"]["type"] == ["boolean", "null"]
