@@ -678,10 +678,6 @@ class Node:
             self.log.debug("trust file %s read again: no change", where)
             return False
         try:
-            # Seal this replica's writes since its last seal first (a delta seals what it
-            # carries; this one carries nothing): set_trust checks every entry again, and
-            # unsealed own entries would stop counting here until the next audit.
-            self.replica.delta(self.replica.state_vector())
             changes = self.replica.set_trust(after)
         except InvalidTrust as exc:
             self.log.error("%s; %s", exc, kept)

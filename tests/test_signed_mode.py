@@ -348,6 +348,14 @@ def test_a_changed_key_stops_the_old_seals_and_the_restart_reseals(pair: tuple) 
     assert b.status("app").value == "exists"
 
 
+def test_a_new_list_keeps_this_replicas_latest_unsealed_writes(pair: tuple) -> None:
+    a, _, _ = pair
+    a.declare("fresh", kind="svc")  # written after the last delta: not sealed yet
+    a.set_trust(TRUST)
+    assert a.entity("fresh") is not None
+    assert a.entity("replica:a") is not None
+
+
 def test_restore_leaves_out_entries_that_no_longer_verify(pair: tuple) -> None:
     _, b, clock = pair
     smaller = Trust({i: TRUST[i] for i in ("b", "c")})

@@ -659,6 +659,7 @@ class Replica:
             self._doc.on_root_item = None
             self._excluded = set()
         else:
+            self._doc.seal()  # the audit reads seals: this replica's latest writes need one
             self._open_door(trust)
             self._audit()
             self._retire_untrusted()
