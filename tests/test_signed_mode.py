@@ -250,6 +250,16 @@ def test_deleted_items_under_the_writers_client_at_new_clocks_are_refused(pair: 
     assert b.entity("db").attrs == {"port": 7000}
 
 
+def test_own_items_carried_back_do_not_cost_the_waiting_seal(pair: tuple) -> None:
+    a, b, _ = pair
+    a.declare("later", kind="svc")  # waits for a seal
+    b.declare("other", kind="svc")
+    echo = b.delta(None)  # b's news, and a's own items back
+    a.merge(echo)
+    sync(a, b)  # the seal a writes now covers "later"
+    assert b.entity("later") is not None
+
+
 def test_a_delete_set_alone_deletes_nothing(pair: tuple) -> None:
     a, b, _ = pair
     doc = bare_copy(a)

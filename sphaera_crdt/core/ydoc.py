@@ -253,7 +253,11 @@ class DocumentAdapter:
             return
         first = self._own_clock
         if first is None:
-            first = decode_state_vector(self.doc.get_state()).get(int(self.doc.client_id), 0)
+            first = self._read_own_clock()
+        if self._pending and first != self._pending_first + len(self._pending):
+            # Another client wrote as this one: the waiting entries no longer end where
+            # the next one starts, and one seal covers consecutive clocks only. They are
+            # sealed anew by the next rotation.
             self._pending.clear()
         if not self._pending:
             self._pending_first = first
@@ -280,10 +284,15 @@ class DocumentAdapter:
         pending = self._pending
         key_ = self.signing_key
         own = self._own
-        if not pending or key_ is None or own is None or self._own_clock is None:
+        if not pending or key_ is None or own is None:
             pending.clear()
             return
         first = self._pending_first
+        clock = self._own_clock if self._own_clock is not None else self._read_own_clock()
+        if clock != first + len(pending):
+            pending.clear()  # see _write_sealed: these cannot be sealed where they are
+            self._own_clock = clock
+            return
         digests = b"".join(pending)
         pending.clear()
         seal = make_seal(
@@ -300,6 +309,9 @@ class DocumentAdapter:
         self._dead += 1
         self._own_clock = first + len(digests) // DIGEST_SIZE + 1
         self._clocks = None
+
+    def _read_own_clock(self) -> int:
+        return decode_state_vector(self.doc.get_state()).get(int(self.doc.client_id), 0)
 
     def rotate(self) -> None:
         """Replace this replica's container by a fresh one holding only the live entries."""
@@ -443,7 +455,7 @@ class DocumentAdapter:
         """Overwrite root keys with the retired marker, in one transaction."""
         self.seal()  # a seal covers consecutive clocks: the waiting entries come first
         client = int(self.doc.client_id)
-        first = decode_state_vector(self.doc.get_state()).get(client, 0)
+        first = self._read_own_clock()
         with self.doc.transaction():
             for key in keys:
                 self._root[key] = RETIRED
@@ -523,8 +535,13 @@ class DocumentAdapter:
                     clocks[client] = end
             self._clocks = clocks
             self._dirty_sv = True
-        if ranges is None or int(self.doc.client_id) in ranges:
-            self._own_clock = None  # someone wrote with this client id: read it again
+        own_range = None if ranges is None else ranges.get(int(self.doc.client_id))
+        if ranges is None or (
+            own_range is not None and (self._own_clock is None or own_range[1] > self._own_clock)
+        ):
+            # Someone wrote with this client id (an update that only carries this
+            # replica's own items back is no news): read the clock again.
+            self._own_clock = None
         changes = list(self._entry_changes)
         rotated = self.rotated
         rotated.clear()
