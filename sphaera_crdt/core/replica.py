@@ -52,7 +52,7 @@ from .records import (
     stamp_text,
 )
 from .seals import SEAL
-from .trust import Trust, public_key_text
+from .trust import Trust
 from .views import Change, EntityView, Observation, RecordChange, Status
 from .ydoc import DocumentAdapter, Identities, new_nonce, split_writer_key, writer_key
 
@@ -151,7 +151,7 @@ class Replica:
             listed = trust.get(self.id)
             if listed is None:
                 raise InvalidTrust(f"replica {self.id!r} is not in the trust list")
-            if Trust({self.id: listed}).text() != f"{self.id} {public_key_text(signing_key)}\n":
+            if signing_key.public_key().public_bytes_raw() != listed:
                 raise InvalidTrust(
                     f"the signing key of replica {self.id!r} is not the one the trust list gives"
                 )
