@@ -11,7 +11,9 @@ item by item (:mod:`.structs`) before Yrs sees it, and refused whole
 - an entry of a container, written by the client id that the container's seals name,
   at a clock a seal covers, with the digest the seal gives for that clock; the seal
   verifies under the trust list's key for the container's writer (:mod:`.seals`);
-- deleted content or garbage in such places (nothing to read).
+- deleted content (an overwritten entry) at clocks its writer's seal covers;
+- a garbage range (the items of a replaced container, which carry nothing): fresh nodes
+  need them for replicas long gone, so they are let in whatever client they name.
 
 Where an item goes is either written in it (a parent and a key) or inherited from its
 origin, the item it overwrote. The door keeps, for every container it let in, which
@@ -19,10 +21,10 @@ client writes it and the key of each current item, so an overwrite's key is know
 item whose origin it does not know is refused. It also keeps the verified seals of each
 live container until the container is replaced or retired.
 
-What the door cannot tell locally: the delete set of an update names deleted items but
-not who deleted them. In this layout every deletion follows from an insert (an overwrite,
-a replaced container), so in signed mode the delete set is not applied at all
-(:meth:`Door.admit` returns the update without it).
+What the door cannot tell locally (docs/signed-mode.md lists it all): the delete set of an
+update names deleted items but not who deleted them. In this layout every deletion follows
+from an insert (an overwrite, a replaced container), so in signed mode the delete set is
+not applied at all (:meth:`Door.admit` returns the update without it).
 
 The same checks, applied to the whole document (:meth:`Door.audit`), give the entries
 that do not verify under the current trust list (a changed list, a store written before
