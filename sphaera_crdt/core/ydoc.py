@@ -196,26 +196,36 @@ class DocumentAdapter:
             own = self._new_container()
         live = self.own_entries
         self._clocks = None
+        if self.signing_key is not None:
+            self._write_sealed(own, list(entries))
+        else:
+            self._insert(own, entries, None)
+        if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
+            self.rotate()
+
+    def _insert(
+        self, own: Map[str], entries: Iterable[tuple[str, str]], digests: list[bytes] | None
+    ) -> None:
+        """Insert entries into ``own`` in one transaction, keeping :attr:`own_entries`
+        and the count of overwritten entries; with ``digests``, append each entry's."""
         # The integrated document's own transaction and the integrated map's insert skip
         # pycrdt's per-call bookkeeping, which otherwise costs more than the write itself.
         # The document has one owner and no transaction is ever open here, so nothing
         # can be joined by mistake.
-        if self.signing_key is not None:
-            self._write_sealed(own, list(entries))
-        else:
-            handle = self.doc._doc.create_transaction()
-            try:
-                insert = own.integrated.insert
-                for key, text in entries:
-                    if key in live:
-                        self._dead += 1
-                    live[key] = text
-                    insert(handle, key, text)
-            finally:
-                handle.commit()
-                handle.drop()
-        if self._dead > MIN_ROTATE and self._dead > ROTATE_FACTOR * len(live):
-            self.rotate()
+        live = self.own_entries
+        handle = self.doc._doc.create_transaction()
+        try:
+            insert = own.integrated.insert
+            for key, text in entries:
+                if key in live:
+                    self._dead += 1
+                live[key] = text
+                insert(handle, key, text)
+                if digests is not None:
+                    digests.append(digest(key, text))
+        finally:
+            handle.commit()
+            handle.drop()
 
     def write_one(self, key: str, text: str) -> None:
         """:meth:`write` of a single entry."""
@@ -261,20 +271,8 @@ class DocumentAdapter:
             self._pending.clear()
         if not self._pending:
             self._pending_first = first
-        live = self.own_entries
         pending = self._pending
-        handle = self.doc._doc.create_transaction()
-        try:
-            insert = own.integrated.insert
-            for key, text in entries:
-                if key in live:
-                    self._dead += 1
-                live[key] = text
-                insert(handle, key, text)
-                pending.append(digest(key, text))
-        finally:
-            handle.commit()
-            handle.drop()
+        self._insert(own, entries, pending)
         self._own_clock = first + len(entries)
         if len(pending) >= SEAL_BATCH:
             self.seal()
