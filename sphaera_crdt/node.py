@@ -313,8 +313,15 @@ class Node:
             await self._client.close()
             self._client = None
         if self._runner is not None:
+            server = self._runner.server
             await self._runner.cleanup()
             self._runner = None
+            if server is not None:
+                # A connection accepted while the server was closing is not among those
+                # the cleanup closed: close it too, or its socket leaks.
+                await asyncio.sleep(0)
+                for handler in server.connections:
+                    handler.force_close()
         if self.persistence is not None:
             await self.persistence.close()
             self.persistence = None
