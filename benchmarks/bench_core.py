@@ -539,6 +539,32 @@ def ingest_source(entities: int, *, signed: bool = False) -> bytes:
     return source.delta()
 
 
+def in_turn(
+    sides: Sequence[Callable[[], object]], reps: int
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Run each side ``reps + 1`` times (the first round a warm-up), the order rotating every
+    round, the collector off during a call; each side's timed seconds (what it returns)
+    and CPU seconds of the whole call (setup included, as a cross-check only)."""
+    times: list[list[float]] = [[] for _ in sides]
+    cpu: list[list[float]] = [[] for _ in sides]
+    for rep in range(reps + 1):
+        for offset in range(len(sides)):
+            side = (rep + offset) % len(sides)
+            gc.collect()
+            gc.disable()
+            try:
+                started = time.process_time()
+                elapsed = sides[side]()
+                used = time.process_time() - started
+            finally:
+                gc.enable()
+            if rep:
+                assert isinstance(elapsed, float)
+                times[side].append(elapsed)
+                cpu[side].append(used)
+    return times, cpu
+
+
 def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
     """``Replica.merge`` of a full state into a fresh replica and ``Replica.restore`` from
     it, each divided by raw pycrdt applying it to a fresh ``Doc`` and reading every entry
@@ -573,25 +599,7 @@ def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
             raise AssertionError("raw read lost entries")
         return elapsed
 
-    sides = (merge, restore, raw)
-    times: list[list[float]] = [[], [], []]
-    cpu: list[list[float]] = [[], [], []]
-    for rep in range(reps + 1):  # the first is a warm-up
-        for offset in range(3):
-            side = (rep + offset) % 3
-            gc.collect()
-            gc.disable()
-            try:
-                # CPU time of the whole call, setup included, as a cross-check only
-                started = time.process_time()
-                elapsed = sides[side]()
-                used = time.process_time() - started
-            finally:
-                gc.enable()
-            if rep:
-                assert isinstance(elapsed, float)
-                times[side].append(elapsed)
-                cpu[side].append(used)
+    times, cpu = in_turn((merge, restore, raw), reps)
     base = statistics.median(times[2])
     figures = []
     for side, name in ((0, "ingest: merge"), (1, "ingest: restore")):
@@ -768,19 +776,15 @@ def signed_ingest(entities: int, reps: int) -> list[Figure]:
             raise AssertionError("restore lost entities")
         return elapsed
 
-    sides = [(merge, True), (merge, False), (restore, True), (restore, False)]
-    times: list[list[float]] = [[] for _ in sides]
-    for rep in range(reps + 1):  # the first is a warm-up
-        for offset in range(len(sides)):
-            side = (rep + offset) % len(sides)
-            gc.collect()
-            gc.disable()
-            try:
-                elapsed = sides[side][0](sides[side][1])
-            finally:
-                gc.enable()
-            if rep:
-                times[side].append(elapsed)
+    times, _ = in_turn(
+        (
+            lambda: merge(True),
+            lambda: merge(False),
+            lambda: restore(True),
+            lambda: restore(False),
+        ),
+        reps,
+    )
     figures = []
     for name, signed_side in (("signed: ingest merge", 0), ("signed: ingest restore", 2)):
         ours, raw = statistics.median(times[signed_side]), statistics.median(times[signed_side + 1])
