@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from .core.trust import MAX_TRUST_BYTES, Trust, public_key_text
+from .core.trust import MAX_TRUST_BYTES, Trust, public_key_text, raw_key_text
 from .errors import InvalidTrust
 
 __all__ = [
@@ -204,13 +204,13 @@ def check_own_key(
             not listed at all).
     """
     own = public_key_text(key)
-    listed = trust.verifier(replica_id)
+    listed = trust.get(replica_id)
     if listed is None:
         raise InvalidTrust(
             f"replica {replica_id!r} is not in trust file {trust_source}; add the line "
             f"'{replica_id} {own}' (the key in {key_source})"
         )
-    given = public_key_text(listed)
+    given = raw_key_text(listed)
     if given != own:
         raise InvalidTrust(
             f"the key of replica {replica_id!r} in {key_source} is {own}, but trust file "

@@ -1,4 +1,4 @@
-"""The core is sans-IO: it imports pycrdt, cryptography and the standard library only."""
+"""The core is sans-IO: it imports pycrdt, cryptography, PyNaCl and the standard library only."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import sphaera_crdt
 PACKAGE = Path(sphaera_crdt.__file__).parent
 CORE = PACKAGE / "core"
 # pyo3_runtime is the module pycrdt's Rust extension registers (PanicException lives there);
-# cryptography signs and verifies the entries of signed mode.
-ALLOWED_THIRD_PARTY = {"pycrdt", "pyo3_runtime", "cryptography"}
+# cryptography signs the entries of signed mode and PyNaCl (nacl) verifies them.
+ALLOWED_THIRD_PARTY = {"pycrdt", "pyo3_runtime", "cryptography", "nacl"}
 FORBIDDEN = ("aiohttp", "sqlite3", "_sqlite3", "asyncio")
 
 

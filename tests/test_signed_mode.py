@@ -408,6 +408,32 @@ def test_parse_seal_refuses_anything_but_a_seal() -> None:
         assert parse_seal(broken) is None
 
 
+def test_parse_seal_reads_only_the_text_make_seal_writes() -> None:
+    """No two texts read as one seal: a forwarder cannot make replicas hold different
+    texts for the same item."""
+    seal = make_seal("a\x1fn.1", 5, 7, 9, digest("k", "v"), KEYS["a"])
+    client, root, first, signature, digests = seal.split(".")
+    assert parse_seal(seal) is not None
+    # leading zeros in a number
+    assert parse_seal(".".join(("05", root, first, signature, digests))) is None
+    # the unused low bits of the signature's last base64 character
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    index = last.index(signature[-1])
+    other = signature[:-1] + last[index ^ 1]
+    assert parse_seal(".".join((client, root, first, other, digests))) is None
+    # the same for the digests (16 bytes: two padding characters)
+    index = last.index(digests[-3])
+    other = digests[:-3] + last[index ^ 1] + "=="
+    assert parse_seal(".".join((client, root, first, signature, other))) is None
+    # and a seal that verifies still verifies after parsing
+    parsed = parse_seal(seal)
+    assert parsed is not None
+    trust = Trust({"a": KEYS["a"].public_key().public_bytes_raw()})
+    verifier = trust.verifier("a")
+    assert verifier is not None and parsed.verify("a\x1fn.1", verifier)
+    assert not parsed.verify("a\x1fn.2", verifier)
+
+
 def test_structs_reads_where_each_item_goes() -> None:
     doc: Doc = Doc()
     root = doc.get("w", type=Map)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ..errors import UnverifiedUpdate
-from .seals import Seal, digest, is_seal_key, parse_seal
+from .seals import SEAL, Seal, digest, parse_seal
 from .structs import DELETED, GARBAGE, MAP, STRING, Struct, structs
 from .trust import Trust
 
@@ -187,51 +187,69 @@ class Door:
         pending: dict[int, dict[int, tuple[ItemId, str]]] = {}
         # entry items to check once the seals are read: (struct, map id, key)
         texts: list[tuple[Struct, ItemId, str]] = []
+        sealing: list[tuple[Struct, ItemId, str]] = []
         deleted: list[tuple[Struct, ItemId]] = []
         # Each item goes where its parent or origin is; one that points at an item later
         # in the update waits for it (each item is placed at most twice: linear in the
         # update, whatever order an adversary gives its items).
         waiting: dict[ItemId, list[Struct]] = {}
         queue = deque(s for s in found if s.kind != GARBAGE)
+        known = self._containers
         while queue:
             item = queue.popleft()
-            try:
-                map_id, key, wait = self._place(item, roots, containers, pending)
-                if wait is not None:
-                    waiting.setdefault(wait, []).append(item)
-                    continue
-                assert key is not None
-                if map_id is None:
-                    self._root_item(item, key, roots, containers, retired, audit=audit)
-                    last = (item.client, item.clock + item.length - 1)
-                    queue.extend(waiting.pop(last, ()))
-                    queue.extend(waiting.pop((item.client, item.clock), ()))
-                    continue
-                container = containers.get(map_id) or self._containers[map_id]
-                if item.kind not in (STRING, DELETED):
-                    raise self._refuse(f"a container of {container.key!r} holds a nested type")
-            except UnverifiedUpdate:
+            parent = item.parent
+            if (
+                type(parent) is tuple
+                and item.key is not None
+                and (parent in known or parent in containers)
+            ):
+                map_id, key = parent, item.key  # the common case, as _place finds it
+            else:
+                try:
+                    placed, named, wait = self._place(item, roots, containers, pending)
+                    if wait is not None:
+                        waiting.setdefault(wait, []).append(item)
+                        continue
+                    assert named is not None
+                    if placed is None:
+                        self._root_item(item, named, roots, containers, retired, audit=audit)
+                        last = (item.client, item.clock + item.length - 1)
+                        queue.extend(waiting.pop(last, ()))
+                        queue.extend(waiting.pop((item.client, item.clock), ()))
+                        continue
+                except UnverifiedUpdate:
+                    if audit:
+                        continue
+                    raise
+                map_id, key = placed, named
+            kind = item.kind
+            if kind != STRING and kind != DELETED:
                 if audit:
                     continue
-                raise
+                container = containers.get(map_id) or known[map_id]
+                raise self._refuse(f"a container of {container.key!r} holds a nested type")
             last_clock = item.clock + item.length - 1
             origin = item.origin[1] if item.origin is not None else None
-            pending.setdefault(item.client, {})[last_clock] = (map_id, key)
+            by_clock = pending.get(item.client)
+            if by_clock is None:
+                by_clock = pending[item.client] = {}
+            by_clock[last_clock] = (map_id, key)
             entries.append((map_id, item.client, last_clock, key, origin))
-            queue.extend(waiting.pop((item.client, last_clock), ()))
-            if item.kind == STRING:
-                texts.append((item, map_id, key))
-            else:
+            if waiting:
+                queue.extend(waiting.pop((item.client, last_clock), ()))
+            if kind == DELETED:
                 deleted.append((item, map_id))
+            elif key[:2] == SEAL:
+                sealing.append((item, map_id, key))
+            else:
+                texts.append((item, map_id, key))
         if waiting and not audit:
             item = next(iter(waiting.values()))[0]
             raise self._refuse(f"item {item.client}:{item.clock} goes where no container let in is")
         # The seals first: entries are checked against them.
         fresh: dict[ItemId, _Seals] = {}
-        for item, map_id, key in texts:
-            if not is_seal_key(key):
-                continue
-            container = containers.get(map_id) or self._containers[map_id]
+        for item, map_id, key in sealing:
+            container = containers.get(map_id) or known[map_id]
             seal = parse_seal(item.text or "")
             problem = self._seal_problem(seal, item, container)
             if problem is not None:
@@ -246,9 +264,7 @@ class Door:
                 verified = fresh[map_id] = _Seals()
             verified.add(seal)
         for item, map_id, key in texts:
-            if is_seal_key(key):
-                continue
-            container = containers.get(map_id) or self._containers[map_id]
+            container = containers.get(map_id) or known[map_id]
             problem = self._entry_problem(item, key, container, fresh.get(map_id))
             if problem is not None:
                 if not audit:

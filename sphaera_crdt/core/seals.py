@@ -24,14 +24,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from nacl.exceptions import BadSignatureError
+
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from nacl.signing import VerifyKey
 
 __all__ = ["DIGEST_SIZE", "SEAL", "Seal", "digest", "is_seal_key", "make_seal", "parse_seal"]
 
@@ -40,10 +41,15 @@ SEAL: Final = "g\x1f"
 DIGEST_SIZE: Final = 16
 #: Domain separation: a seal's signature can never be taken for another signature.
 _CONTEXT: Final = b"sphaera_crdt seal v1\x00"
-_SIGNATURE_CHARS: Final = 86  # 64 bytes in unpadded base64
+#: client, root client and first clock in hex, the signature (64 bytes: 86 characters of
+#: unpadded base64), the digests (padded base64); only as :func:`make_seal` writes them,
+#: so that no two texts read as one seal
+_HEX_TEXT: Final = r"(0|[1-9a-f][0-9a-f]{0,15})"
+_SEAL_TEXT: Final = re.compile(
+    rf"{_HEX_TEXT}\.{_HEX_TEXT}\.{_HEX_TEXT}\.([A-Za-z0-9+/]{{86}})\.([A-Za-z0-9+/=]+)"
+)
 #: The most entries one seal covers (a rotation of the largest container fits).
 MAX_SEALED: Final = 1 << 24
-_HEX: Final = frozenset("0123456789abcdef")
 
 
 def is_seal_key(key: str) -> bool:
@@ -83,13 +89,11 @@ class Seal:
         start = (clock - self.first) * DIGEST_SIZE
         return self.digests[start : start + DIGEST_SIZE]
 
-    def verify(self, container: str, key: Ed25519PublicKey) -> bool:
+    def verify(self, container: str, key: VerifyKey) -> bool:
         """Whether the signature holds for ``container`` under ``key``."""
-        from cryptography.exceptions import InvalidSignature
-
         try:
-            key.verify(self.signature, _message(container, self))
-        except InvalidSignature:
+            key.verify(_message(container, self), self.signature)
+        except BadSignatureError:
             return False
         return True
 
@@ -133,25 +137,21 @@ def make_seal(
 
 def parse_seal(text: str) -> Seal | None:
     """Read a seal's text; ``None`` if it is not one."""
-    parts = text.split(".")
-    if (
-        len(parts) != 5
-        or len(parts[3]) != _SIGNATURE_CHARS
-        or not all(part and len(part) <= 16 and _HEX.issuperset(part) for part in parts[:3])
-    ):
+    match = _SEAL_TEXT.fullmatch(text)
+    if match is None:
         return None
+    client_hex, root_hex, first_hex, signature_text, digests_text = match.groups()
     try:
-        client, root_client, first = (int(part, 16) for part in parts[:3])
-        signature = base64.b64decode(parts[3] + "==", validate=True)
-        digests = base64.b64decode(parts[4], validate=True)
-    except (ValueError, binascii.Error):
+        signature = binascii.a2b_base64(signature_text + "==", strict_mode=True)
+        digests = binascii.a2b_base64(digests_text, strict_mode=True)
+    except binascii.Error:
         return None
-    if (
-        min(client, root_client, first) < 0
-        or len(signature) != 64
-        or not digests
-        or len(digests) % DIGEST_SIZE
-        or len(digests) // DIGEST_SIZE > MAX_SEALED
+    if len(signature) != 64 or not digests or len(digests) % DIGEST_SIZE:
+        return None
+    if binascii.b2a_base64(signature, newline=False)[:86] != signature_text.encode() or (
+        binascii.b2a_base64(digests, newline=False) != digests_text.encode()
     ):
+        return None  # the same bytes written otherwise (unused low bits set)
+    if len(digests) // DIGEST_SIZE > MAX_SEALED:
         return None
-    return Seal(client, root_client, first, digests, signature)
+    return Seal(int(client_hex, 16), int(root_hex, 16), int(first_hex, 16), digests, signature)

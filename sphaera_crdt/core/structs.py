@@ -96,6 +96,7 @@ def structs(update: bytes) -> tuple[list[Struct], int]:
                     if data[pos] == 1:
                         reader.pos = pos + 1
                         parent = reader.string()
+                        pos = reader.pos
                     elif data[pos] != 0:
                         raise InvalidUpdate("an item's parent is neither a name nor an id")
                     else:
@@ -104,16 +105,30 @@ def structs(update: bytes) -> tuple[list[Struct], int]:
                             pos += 1 + len(raw)
                         else:
                             c, pos = read_varuint(data, pos + 1)
-                        reader.pos = pos
-                        parent = (c, reader.uint())
+                        k = data[pos]
+                        if k < 0x80:
+                            pos += 1
+                        else:
+                            k, pos = read_varuint(data, pos)
+                        parent = (c, k)
                     if info & 0x20:
-                        key = reader.string()
-                    pos = reader.pos
-                text: str | None = None
+                        # strings read inline (every entry has a key and a text): the
+                        # bytes were found well-formed UTF-8 already
+                        size = data[pos]
+                        if size < 0x80:
+                            pos += 1
+                        else:
+                            size, pos = read_varuint(data, pos)
+                        key = data[pos : pos + size].decode("utf-8")
+                        pos += size
                 if ref == 8 and data[pos] == 1 and data[pos + 1] == 119:
-                    reader.pos = pos + 2
-                    text = reader.string()
-                    pos = reader.pos
+                    size = data[pos + 2]
+                    if size < 0x80:
+                        pos += 3
+                    else:
+                        size, pos = read_varuint(data, pos + 2)
+                    text = data[pos : pos + size].decode("utf-8")
+                    pos += size
                     append(Struct(client, clock, 1, origin, right, parent, key, STRING, text))
                     clock += 1
                     continue
