@@ -26,6 +26,9 @@ merge cost
     spend most of their time in Yrs. Goal: at most 1.5x. The context row
     "merge, first writes" repeats it with changes that each write a new key (no delete
     set), which shows the per-merge overhead of the replica itself. Goal: at most 3.0x.
+    The context row "merge, first writes: the walk alone" times only ``updates.shape`` of
+    the same deltas (the check of untrusted bytes every merge starts with, which also
+    tells the causal gate what each update needs) against the raw apply.
 ingest
     Time for ``Replica.merge`` of the full state of many entities into a fresh replica,
     and for ``Replica.restore`` from it (which also moves the replica's own entries into a
@@ -33,8 +36,12 @@ ingest
     apply the same update to a fresh ``Doc`` and read every entry into Python
     (``to_py()``): the least any layer over pycrdt must do. The entities are a realistic
     mix: a kind and three attributes each, a rule on nine in ten, an observation of one
-    in four. The three sides run in turn, the order rotating every repetition (the first
-    is a warm-up). Two sizes, 20,000 and 100,000 entities ("large"). Goal: at most 2.0x.
+    in four. The sides run in turn, the order rotating every repetition (the first is a
+    warm-up). Two sizes, 20,000 and 100,000 entities ("large"). Goal: at most 2.0x. The
+    context row "restore, nothing of its own to move" restores the same state as another
+    replica, which has no entries to move: the difference is the cost of the move. The
+    context row "merge, both with the collector on" repeats the merge and the raw side
+    with Python's cyclic collector running, as it does in an application.
 delta bytes
     ``len(Replica.delta(base_sv))`` divided by ``len(Doc.get_update(base_sv))`` after
     changing 1% of the attributes of a base state of many entities (one write per
@@ -506,11 +513,44 @@ def merge_figure(scale: Scale, name: str, goal: float | None, *, first_writes: b
 
 
 def bench_merge(scale: Scale) -> list[Figure]:
-    """The goal figure (refreshes), then the same with first writes only, as context."""
+    """The goal figure (refreshes), then the same with first writes only, and the walk
+    every merge starts with, as context."""
     return [
         merge_figure(scale, "merge cost", 1.5, first_writes=False),
         merge_figure(scale, "merge, first writes", 3.0, first_writes=True),
+        walk_figure(scale),
     ]
+
+
+def walk_figure(scale: Scale) -> Figure:
+    """Context for "merge, first writes": only the walk of each delta that checks the
+    untrusted bytes and finds what they need (``updates.shape``, the causal gate's and the
+    fail-closed check's), against raw pycrdt applying its deltas. A merge cannot cost less
+    than this walk plus an apply."""
+    from sphaera_crdt.core.updates import shape
+
+    work = merge_workload(scale, first_writes=True)
+
+    def walk() -> Body:
+        def body(start: int, stop: int) -> None:
+            for delta in work.ours_deltas[start:stop]:
+                shape(delta)
+
+        return body
+
+    def raw() -> Body:
+        doc: Doc[Any] = Doc()
+        doc.apply_update(work.raw_base)
+
+        def body(start: int, stop: int) -> None:
+            apply = doc.apply_update
+            for delta in work.raw_deltas[start:stop]:
+                apply(delta)
+
+        return body
+
+    samples = compare(walk, raw, scale.merge_deltas, scale.reps)
+    return time_figure("merge, first writes: the walk alone", None, samples, scale.merge_deltas)
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -543,18 +583,20 @@ def ingest_source(entities: int, *, signed: bool = False) -> bytes:
 
 
 def in_turn(
-    sides: Sequence[Callable[[], object]], reps: int
+    sides: Sequence[Callable[[], object]], reps: int, collector_on: frozenset[int] = frozenset()
 ) -> tuple[list[list[float]], list[list[float]]]:
     """Run each side ``reps + 1`` times (the first round a warm-up), the order rotating every
-    round, the collector off during a call; each side's timed seconds (what it returns)
-    and CPU seconds of the whole call (setup included, as a cross-check only)."""
+    round, the collector off during a call (except for the sides ``collector_on`` names,
+    by index); each side's timed seconds (what it returns) and CPU seconds of the whole
+    call (setup included, as a cross-check only)."""
     times: list[list[float]] = [[] for _ in sides]
     cpu: list[list[float]] = [[] for _ in sides]
     for rep in range(reps + 1):
         for offset in range(len(sides)):
             side = (rep + offset) % len(sides)
             gc.collect()
-            gc.disable()
+            if side not in collector_on:
+                gc.disable()
             try:
                 started = time.process_time()
                 elapsed = sides[side]()
@@ -602,16 +644,30 @@ def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
             raise AssertionError("raw read lost entries")
         return elapsed
 
-    times, cpu = in_turn((merge, restore, raw), reps)
-    base = statistics.median(times[2])
+    def restore_as_another() -> object:
+        started = time.perf_counter()
+        replica = Replica.restore("dst", [full], clock=clock)
+        elapsed = time.perf_counter() - started
+        if len(replica.entity_ids("svc-")) != entities:
+            raise AssertionError("restore lost entities")
+        return elapsed
+
+    sides = (merge, restore, raw, restore_as_another, merge, raw)
+    times, cpu = in_turn(sides, reps, collector_on=frozenset({4, 5}))
     figures = []
-    for side, name in ((0, "ingest: merge"), (1, "ingest: restore")):
+    for side, raw_side, name, goal in (
+        (0, 2, "ingest: merge", 2.0),
+        (1, 2, "ingest: restore", 2.0),
+        (3, 2, "ingest: restore, nothing of its own to move", None),
+        (4, 5, "ingest: merge, both with the collector on", None),
+    ):
         ours = statistics.median(times[side])
+        base = statistics.median(times[raw_side])
         figures.append(
             Figure(
                 name=name + suffix,
                 ratio=ours / base,
-                goal=2.0,
+                goal=goal,
                 ours=ours,
                 raw=base,
                 unit="s",
@@ -619,11 +675,11 @@ def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
                     "entities": entities,
                     "full_state_bytes": len(full),
                     "ours_seconds": times[side],
-                    "raw_seconds": times[2],
+                    "raw_seconds": times[raw_side],
                     "ours_cpu_seconds": cpu[side],
-                    "raw_cpu_seconds": cpu[2],
-                    "cpu_ratio": statistics.median(cpu[side]) / statistics.median(cpu[2]),
-                    "min_ratio": min(times[side]) / min(times[2]),
+                    "raw_cpu_seconds": cpu[raw_side],
+                    "cpu_ratio": statistics.median(cpu[side]) / statistics.median(cpu[raw_side]),
+                    "min_ratio": min(times[side]) / min(times[raw_side]),
                 },
             )
         )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import InvalidTrust, InvalidUpdate, InvalidValue, UnknownEntity
-from . import forgetting, names, pruning, updates
+from . import collector, forgetting, names, pruning, updates
 from .causal import MAX_HELD_BYTES, CausalGate, HeldStats
 from .constraints import check_constraint
 from .door import Door
@@ -69,6 +69,9 @@ _log = logging.getLogger("sphaera_crdt.replica")
 #: A merge that changes at least this many entries, and half the view's size, derives every
 #: status anew rather than step by step (see :meth:`Replica._integrate`).
 BULK_MERGE: Final = 1024
+#: An update at least this long is merged with the cyclic collector paused (see
+#: :mod:`.collector`).
+BULK_BYTES: Final = 64 * 1024
 
 
 class Replica:
@@ -204,6 +207,7 @@ class Replica:
             self.declare(self.replica_entity, kind="replica")
 
     @classmethod
+    @collector.paused()
     def restore(
         cls,
         replica_id: str,
@@ -605,6 +609,12 @@ class Replica:
         """
         if type(update) is not bytes:
             raise InvalidUpdate(f"an update is bytes, not {type(update).__name__}")
+        if len(update) >= BULK_BYTES:
+            with collector.paused():
+                return self._merge(update, shape)
+        return self._merge(update, shape)
+
+    def _merge(self, update: bytes, shape: updates.UpdateShape | None) -> list[Change]:
         gate = self._gate
         needs = gate.admit(update, shape)
         if needs is None:
