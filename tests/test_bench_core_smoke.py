@@ -17,10 +17,18 @@ UNITS = {
     "write cost: observe": "us/op",
     "merge cost": "us/op",
     "merge, first writes": "us/op",
-    "ingest: merge": "s",
-    "ingest: restore": "s",
-    "ingest: merge, large": "s",
-    "ingest: restore, large": "s",
+    "merge, first writes: the walk alone": "us/op",
+    **{
+        name + size: "s"
+        for name in (
+            "ingest: merge",
+            "ingest: restore",
+            "ingest: restore, nothing of its own to move",
+            "ingest: raw pycrdt moving the entries restore moves",
+            "ingest: merge, both with the collector on",
+        )
+        for size in ("", ", large")
+    },
     "delta bytes": "B",
     "delta bytes, a day later": "B",
     "growth": "B",
@@ -28,6 +36,7 @@ UNITS = {
     "signed: update": "us/op",
     "signed: observe": "us/op",
     "signed: merge, one change a delta": "us/op",
+    "signed: seal check alone, vs unsigned merge": "us/op",
     "signed: merge, 8 changes a delta": "us/op",
     "signed: ingest merge": "s",
     "signed: ingest restore": "s",
