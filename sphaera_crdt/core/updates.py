@@ -269,6 +269,8 @@ def shape(update: bytes) -> UpdateShape:
         # Client ids take eight bytes as varuints and recur in every item that points at
         # another: the bytes of the last one read are compared before decoding again.
         raw, raw_value = b"\x00", 0
+        # the last parent named by an id (see below); -1 is no id
+        parent_client = parent_clock = -1
         for _ in range(clients):
             count, pos = read_varuint(data, pos)
             begin = pos
@@ -291,18 +293,19 @@ def shape(update: bytes) -> UpdateShape:
                         length, pos = read_varuint(data, pos)
                     clock += length
                     continue
-                for flag in (0x80, 0x40):  # origin, right origin
-                    if info & flag:
-                        if data.startswith(raw, pos):
-                            item_client = raw_value
-                            pos += len(raw)
-                        else:
-                            begin = pos
-                            item_client, pos = read_varuint(data, pos)
-                            raw, raw_value = data[begin:pos], item_client
-                        item_clock, pos = read_varuint(data, pos)
-                        refs.add((item_client, item_clock))
-                if not info & 0xC0:
+                if info & 0xC0:
+                    for flag in (0x80, 0x40):  # origin, right origin
+                        if info & flag:
+                            if data.startswith(raw, pos):
+                                item_client = raw_value
+                                pos += len(raw)
+                            else:
+                                begin = pos
+                                item_client, pos = read_varuint(data, pos)
+                                raw, raw_value = data[begin:pos], item_client
+                            item_clock, pos = read_varuint(data, pos)
+                            refs.add((item_client, item_clock))
+                else:
                     # The parent: a root type's name (1) or an item's id (0), then the key
                     # of a map entry; read inline, as above (an item of a nested map, every
                     # entry of this layout, comes here).
@@ -319,13 +322,17 @@ def shape(update: bytes) -> UpdateShape:
                             pos += 1
                         else:
                             item_clock, pos = read_varuint(data, pos)
-                        if item_client > MAX_CLIENT or item_clock > MAX_CLOCK:
-                            raise InvalidUpdate(
-                                f"update refers to item {item_client}:{item_clock}, out of range"
-                            )
-                        parent = (item_client, item_clock)
-                        refs.add(parent)
-                        parents.add(parent)
+                        if item_clock != parent_clock or item_client != parent_client:
+                            # a container's entries name the same parent, one after another
+                            if item_client > MAX_CLIENT or item_clock > MAX_CLOCK:
+                                raise InvalidUpdate(
+                                    f"update refers to item {item_client}:{item_clock}, "
+                                    "out of range"
+                                )
+                            parent_client, parent_clock = item_client, item_clock
+                            parent = (item_client, item_clock)
+                            refs.add(parent)
+                            parents.add(parent)
                         if info & 0x20:
                             length = data[pos]
                             if length < 0x80:
