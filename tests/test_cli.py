@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 import pytest
 from click.testing import CliRunner, Result
 
 from sphaera_crdt.cli import cli, serving
+from sphaera_crdt.cli.app import COMMANDS as LAZY_COMMANDS
+from sphaera_crdt.cli.app import SUMMARIES
 from sphaera_crdt.node import Node, NodeConfig
 from sphaera_crdt.persistence import open_replica
 from sphaera_crdt.store import SQLiteStore
@@ -67,6 +72,35 @@ def test_top_level_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in COMMANDS:
         assert f"  {command} " in result.output
+
+
+def test_the_listed_summaries_are_the_commands_own() -> None:
+    """``--help`` lists commands without loading them, from SUMMARIES: each summary is
+    what click would derive from the command's own help."""
+    assert set(SUMMARIES) == set(LAZY_COMMANDS)
+    context = click.Context(cli)
+    for name, summary in SUMMARIES.items():
+        command = cli.get_command(context, name)
+        assert command is not None
+        assert command.get_short_help_str(10**6) == summary, name
+
+
+def test_top_level_help_loads_no_command() -> None:
+    program = (
+        "import sys\n"
+        "from sphaera_crdt.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = [m for m in sys.modules if m.startswith(('sphaera_crdt.cli.', 'aiohttp'))]\n"
+        "print(sorted(loaded), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "  serve " in result.stdout and "  why " in result.stdout
+    assert result.stderr.strip() == "['sphaera_crdt.cli.app']"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

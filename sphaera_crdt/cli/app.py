@@ -25,6 +25,7 @@ __all__ = [
     "COMMANDS",
     "EXIT_CONFIG",
     "EXIT_FAILURE",
+    "SUMMARIES",
     "BadConfig",
     "Fail",
     "Usage",
@@ -103,11 +104,40 @@ class CommandGroup(click.Group):
     Args:
         lazy: The commands loaded on first use: name to ``"module:attribute"``, the module
             relative to this package.
+        summaries: What ``--help`` lists for a command not loaded yet (its short help, as
+            click derives it), so that listing them loads none.
     """
 
-    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lazy: Mapping[str, str] | None = None,
+        summaries: Mapping[str, str] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         self.lazy = dict(lazy or {})
+        self.summaries = dict(summaries or {})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None and name in self.summaries:
+                # shortened as click shortens a loaded command's help
+                text = click.Command(name, help=self.summaries[name]).get_short_help_str(limit)
+            else:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                text = command.get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -142,8 +172,7 @@ class CommandGroup(click.Group):
             raise _one_line(exc, ctx) from None
 
 
-#: Where each command lives; its module is imported only when the command runs (or
-#: ``--help`` lists the commands).
+#: Where each command lives; its module is imported only when the command runs.
 COMMANDS: Final = {
     "serve": ".serving:serve",
     "demo": ".serving:demo",
@@ -161,6 +190,28 @@ COMMANDS: Final = {
     "events": ".remote:events",
     "watch": ".watching:watch",
 }
+#: What ``sphaera --help`` lists for each command: its short help (a test keeps each equal
+#: to the command's own).
+SUMMARIES: Final = {
+    "bench": "Benchmarks on the deterministic simulator.",
+    "delete": "Retract an entity: it becomes absent on every replica.",
+    "demo": "Run three nodes in this process and watch them converge.",
+    "entities": "List every entity the node knows (or those the filters keep), with its status.",
+    "events": "Stream status changes as they are derived (until Ctrl-C).",
+    "forget": "Forget a departed replica on every replica.",
+    "get": "Print one entity as JSON.",
+    "key": "Print this replica's line for the trust file of signed mode: ID PUBLIC-KEY.",
+    "observe": "Record the node's observation of SUBJECT.",
+    "patch": "Merge top-level attributes into an entity.",
+    "put": "Declare (or re-declare) an entity, stating its whole record.",
+    "replicas": (
+        "List the replicas the node knows, with their liveness and clock offsets (and, in "
+        "signed mode, whether the trust list names each)."
+    ),
+    "serve": "Serve one replica over HTTP and gossip with its peers.",
+    "watch": "Follow status changes (until Ctrl-C), reconnecting when the stream drops.",
+    "why": "Explain an entity's status.",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
 @click.group(
     cls=CommandGroup,
     lazy=COMMANDS,
+    summaries=SUMMARIES,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="sphaera")
