@@ -36,6 +36,7 @@ UNITS = {
     "signed: update": "us/op",
     "signed: observe": "us/op",
     "signed: merge, one change a delta": "us/op",
+    "signed: merge unchecked, vs unsigned merge": "us/op",
     "signed: seal check alone, vs unsigned merge": "us/op",
     "signed: merge, 8 changes a delta": "us/op",
     "signed: ingest merge": "s",
