@@ -78,3 +78,6 @@ def test_the_collector_comes_back_after_a_refused_update(collector_on: None) -> 
     with pytest.raises(InvalidUpdate):
         Replica("dst").merge(b"\xff" * BULK_BYTES)
     assert gc.isenabled()
+    with pytest.raises(InvalidUpdate):
+        Replica.restore("dst", [b"\xff" * 16])
+    assert gc.isenabled()
