@@ -180,3 +180,22 @@ def test_a_tombstone_names_a_container_by_a_short_digest_and_the_full_layout_sti
     assert late.forgotten() == {"c"} and late.entity("svc") is None
     for bad in ("f\x1f", "f\x1fshort", "f\x1f" + "!" * 12, "f\x1fno-nonce\x1f"):
         assert forgetting.parse_tombstone(bad) is None
+
+
+def test_a_restored_replica_waits_a_whole_window_before_forgetting() -> None:
+    """Restore counts stamps from the earlier incarnation's epoch, but the window a
+    replica must have run before it forgets anyone starts when it was restored."""
+    clock = [1000.0]
+    a = Replica("a", clock=lambda: clock[0], forget_after=3600)
+    b = Replica("b", clock=lambda: clock[0], forget_after=3600)
+    a.merge(b.delta())
+    saved = a.delta()
+    clock[0] += 10 * 3600  # a was down for ten windows; b has been silent all along
+    restored = Replica.restore("a", [saved], clock=lambda: clock[0], forget_after=3600)
+    assert restored.nonce.endswith(f".{int(1000.0 * 1000):x}")  # the earlier epoch
+    restored.tick()
+    assert restored.forgotten() == set()  # it has not run a window yet
+    clock[0] += 3600
+    restored.observe("replica:a", ok=True)
+    restored.tick()
+    assert restored.forgotten() == {"b"}

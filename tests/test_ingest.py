@@ -135,6 +135,35 @@ def test_restore_carries_every_own_entry_once_restamped() -> None:
         assert moved == before, key
 
 
+def test_restore_moves_its_latest_incarnations_entries_as_they_are() -> None:
+    """Restore counts stamps from the latest earlier epoch: those entries move unchanged,
+    an older incarnation's are restamped, and every stamp keeps its value."""
+    clock = Clock()
+    first = Replica("src", clock=clock)
+    first.declare("old", kind="service", attrs={"port": 1})
+    clock.now += 100
+    second = Replica("src", clock=clock)  # a later incarnation that lost its store
+    second.declare("new", kind="service", attrs={"port": 2})
+    second.merge(first.delta())
+    clock.now += 100
+    restored = Replica.restore("src", [second.delta()], clock=clock)
+    assert restored._epoch == second._epoch != first._epoch
+    moved = restored._doc.own_entries
+    for key, text in second._doc.own_entries.items():
+        assert moved[key] == text, key  # as written
+    older = {k: t for k, t in first._doc.own_entries.items() if k not in second._doc.own_entries}
+    assert older
+    for key, text in older.items():
+        assert moved[key] != text, key  # restamped ...
+        assert split_entry(moved[key], restored._epoch) == split_entry(text, first._epoch)
+    assert {e for e in restored.entity_ids() if not e.startswith("replica:")} == {"old", "new"}
+    restored.update("old", {"port": 3})  # a later write still wins everywhere
+    peer = Replica("peer", clock=clock)
+    peer.merge(restored.delta())
+    view = peer.entity("old")
+    assert view is not None and view.attrs == {"port": 3}
+
+
 NUMBERS = [
     "0",
     "-0",

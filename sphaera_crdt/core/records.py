@@ -57,6 +57,7 @@ __all__ = [
     "attr_payload",
     "decode_payload",
     "encode_payload",
+    "in_this_layout",
     "make_entry",
     "nonce_epoch",
     "observation_payload",
@@ -228,6 +229,12 @@ def nonce_epoch(nonce: str) -> int | None:
         return int(epoch, 16) if epoch and len(epoch) <= 16 else None
     except ValueError:
         return None
+
+
+def in_this_layout(text: str) -> bool:
+    """Whether an entry's text begins with a stamp of this layout (not the first one's)."""
+    head = text[:1]
+    return head in _DIGIT_VALUE or head == NEGATIVE
 
 
 def split_entry(text: str, epoch: int = 0) -> tuple[int, str] | None:

@@ -44,6 +44,7 @@ from .records import (
     attr_payload,
     encode_payload,
     fresh_copy,
+    in_this_layout,
     make_entry,
     nonce_epoch,
     observation_payload,
@@ -176,6 +177,8 @@ class Replica:
         if epoch is None or epoch < 0:
             raise InvalidValue(f"nonce {nonce!r} does not end with a hex stamp epoch")
         self._epoch = epoch
+        #: when this incarnation started (ms): the epoch, unless restore adopted an earlier one
+        self._started = epoch
         if self.forget_after is not None:
             # The rule is not applied before the replica has run a whole window (see tick).
             self._next_forget_check = epoch / 1000 + self.forget_after
@@ -252,7 +255,8 @@ class Replica:
         )
         replica._declares_self = declare_self
         view = replica._view
-        mine: dict[str, tuple[int, str]] = {}
+        #: entry key -> (stamp, payload, text, epoch of its container) of the entries moved
+        mine: dict[str, tuple[int, str, str, int]] = {}
         old_containers: set[str] = set()
         loaded = replica._doc.load(updates)
         excluded = replica._audit()
@@ -290,12 +294,20 @@ class Replica:
                 view.apply_split(origin[0], origin[1], key, stamp, payload)
             moved = mine.get(key)
             if moved is None or moved[0] < stamp:
-                mine[key] = (stamp, payload)
-        epoch = replica._epoch
+                # (an entry of the first layout is rewritten in this one: no epoch matches)
+                mine[key] = (stamp, payload, text, origin[2] if in_this_layout(text) else -1)
         replica._stamp = max(view.max_stamp, replica._stamp)
         if mine:
+            # Stamps are counted from the latest earlier incarnation's epoch, so that its
+            # entries move as they are written (restamping each cost more than the rest of
+            # the move's Python work); an entry of an older one is restamped.
+            latest = max(epoch for _, _, _, epoch in mine.values())
+            if latest >= 0:
+                replica._adopt_epoch(latest)
+            epoch = replica._epoch
             replica._doc.write(
-                (key, stamp_text(stamp - epoch) + payload) for key, (stamp, payload) in mine.items()
+                (key, text if was == epoch else stamp_text(stamp - epoch) + payload)
+                for key, (stamp, payload, text, was) in mine.items()
             )
         replica._doc.drop_containers(old_containers)
         if replica._door is not None:
@@ -304,6 +316,16 @@ class Replica:
         if declare_self and replica.entity(replica.replica_entity) is None:
             replica.declare(replica.replica_entity, kind="replica")
         return replica
+
+    def _adopt_epoch(self, epoch: int) -> None:
+        """Count stamps from ``epoch`` (restore, before this replica writes anything): its
+        container takes a fresh nonce that carries it."""
+        if epoch == self._epoch:
+            return
+        self._epoch = epoch
+        self._doc.renew(new_nonce(epoch, self._identities))
+        self._writer(self._doc.key)
+        self._stamp = max(self._stamp, epoch - 1)
 
     def on_update(self, callback: Callable[[bytes], None]) -> Callable[[], None]:
         """Call ``callback(update)`` with the Yrs update of every transaction this replica
@@ -795,7 +817,7 @@ class Replica:
             moment = self._clock() if now is None else now
             # A replica that has not run for a whole window may hold a stale view (it was
             # down, and has not heard from its peers yet): it leaves the decision to others.
-            if moment >= self._next_forget_check and moment - self._epoch / 1000 >= (
+            if moment >= self._next_forget_check and moment - self._started / 1000 >= (
                 self.forget_after
             ):
                 self._next_forget_check = moment + min(60.0, self.forget_after / 10)
