@@ -232,8 +232,9 @@ class Replica:
 
         The replica gets a fresh Yrs client id (reusing one with restored state makes
         replicas diverge silently) and a fresh container: the entries of its earlier
-        containers are copied into it, and the old containers are dropped. Every status is
-        then derived from scratch. ``identities`` draws the new client ids and nonce;
+        containers are copied into it, and the old containers are dropped. Its stamps
+        count from the latest earlier container's epoch, so those entries are copied as
+        they are. Every status is then derived from scratch. ``identities`` draws the new client ids and nonce;
         ``max_skew``, ``signing_key`` and ``trust`` are the constructor's.
 
         Raises:
