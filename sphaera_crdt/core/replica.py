@@ -234,8 +234,9 @@ class Replica:
         replicas diverge silently) and a fresh container: the entries of its earlier
         containers are copied into it, and the old containers are dropped. Its stamps
         count from the latest earlier container's epoch, so those entries are copied as
-        they are. Every status is then derived from scratch. ``identities`` draws the new client ids and nonce;
-        ``max_skew``, ``signing_key`` and ``trust`` are the constructor's.
+        they are. Every status is then derived from scratch. ``identities`` draws the new
+        client ids and nonce; ``max_skew``, ``signing_key`` and ``trust`` are the
+        constructor's.
 
         Raises:
             InvalidUpdate: A saved update cannot be applied.
