@@ -487,6 +487,23 @@ def merge_workload(scale: Scale, *, first_writes: bool) -> MergeWorkload:
     )
 
 
+def raw_merges(work: MergeWorkload) -> Setup:
+    """Raw pycrdt applying the workload's deltas to a doc that holds its base."""
+
+    def setup() -> Body:
+        doc: Doc[Any] = Doc()
+        doc.apply_update(work.raw_base)
+
+        def body(start: int, stop: int) -> None:
+            apply = doc.apply_update
+            for delta in work.raw_deltas[start:stop]:
+                apply(delta)
+
+        return body
+
+    return setup
+
+
 def merge_figure(scale: Scale, name: str, goal: float | None, *, first_writes: bool) -> Figure:
     work = merge_workload(scale, first_writes=first_writes)
 
@@ -501,18 +518,7 @@ def merge_figure(scale: Scale, name: str, goal: float | None, *, first_writes: b
 
         return body
 
-    def raw() -> Body:
-        doc: Doc[Any] = Doc()
-        doc.apply_update(work.raw_base)
-
-        def body(start: int, stop: int) -> None:
-            apply = doc.apply_update
-            for delta in work.raw_deltas[start:stop]:
-                apply(delta)
-
-        return body
-
-    samples = compare(ours, raw, scale.merge_deltas, scale.reps)
+    samples = compare(ours, raw_merges(work), scale.merge_deltas, scale.reps)
     figure = time_figure(name, goal, samples, scale.merge_deltas)
     figure.detail["ours_delta_bytes_mean"] = sum(map(len, work.ours_deltas)) / scale.merge_deltas
     figure.detail["raw_delta_bytes_mean"] = sum(map(len, work.raw_deltas)) / scale.merge_deltas
@@ -545,18 +551,7 @@ def walk_figure(scale: Scale) -> Figure:
 
         return body
 
-    def raw() -> Body:
-        doc: Doc[Any] = Doc()
-        doc.apply_update(work.raw_base)
-
-        def body(start: int, stop: int) -> None:
-            apply = doc.apply_update
-            for delta in work.raw_deltas[start:stop]:
-                apply(delta)
-
-        return body
-
-    samples = compare(walk, raw, scale.merge_deltas, scale.reps)
+    samples = compare(walk, raw_merges(work), scale.merge_deltas, scale.reps)
     return time_figure("merge, first writes: the walk alone", None, samples, scale.merge_deltas)
 
 
