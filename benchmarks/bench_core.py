@@ -628,13 +628,19 @@ def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
             raise AssertionError("merge lost entities")
         return elapsed
 
-    def restore() -> object:
-        started = time.perf_counter()
-        replica = Replica.restore("src", [full], clock=clock)
-        elapsed = time.perf_counter() - started
-        if len(replica.entity_ids("svc-")) != entities:
-            raise AssertionError("restore lost entities")
-        return elapsed
+    def restore_as(replica_id: str) -> Callable[[], object]:
+        """Restore the state as ``replica_id``: its writer (who moves its entries) or
+        another replica (who has none to move)."""
+
+        def restore() -> object:
+            started = time.perf_counter()
+            replica = Replica.restore(replica_id, [full], clock=clock)
+            elapsed = time.perf_counter() - started
+            if len(replica.entity_ids("svc-")) != entities:
+                raise AssertionError("restore lost entities")
+            return elapsed
+
+        return restore
 
     def raw() -> object:
         started = time.perf_counter()
@@ -644,14 +650,6 @@ def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
         elapsed = time.perf_counter() - started
         if sum(map(len, read.values())) < entities:
             raise AssertionError("raw read lost entries")
-        return elapsed
-
-    def restore_as_another() -> object:
-        started = time.perf_counter()
-        replica = Replica.restore("dst", [full], clock=clock)
-        elapsed = time.perf_counter() - started
-        if len(replica.entity_ids("svc-")) != entities:
-            raise AssertionError("restore lost entities")
         return elapsed
 
     def raw_move() -> object:
@@ -688,7 +686,7 @@ def ingest_figures(entities: int, reps: int, suffix: str) -> list[Figure]:
             raise AssertionError("raw move lost entries")
         return elapsed
 
-    sides = (merge, restore, raw, restore_as_another, merge, raw, raw_move)
+    sides = (merge, restore_as("src"), raw, restore_as("dst"), merge, raw, raw_move)
     times, cpu = in_turn(sides, reps, collector_on=frozenset({4, 5}))
     figures = []
     for side, raw_side, name, goal in (
