@@ -882,14 +882,20 @@ def seal_checks(
     nothing else, against merging the unsigned deltas (the least any signed merge costs is
     the sum of the two)."""
     from sphaera_crdt.core.seals import is_seal_key, parse_seal
-    from sphaera_crdt.core.structs import MAP, structs
+    from sphaera_crdt.core.updates import MAP, shape
 
     trust = _KEYS["trust"]
     texts = [
-        next(s.text for s in structs(delta)[0] if s.key is not None and is_seal_key(s.key))
+        next(
+            s.text
+            for s in shape(delta, items=True).items or ()
+            if s.key is not None and is_seal_key(s.key)
+        )
         for delta in signed_deltas
     ]
-    container = next(s.key for s in structs(base)[0] if s.kind == MAP and s.key is not None)
+    container = next(
+        s.key for s in shape(base, items=True).items or () if s.kind == MAP and s.key is not None
+    )
 
     def checks() -> Body:
         verifier = trust.verifier("src")

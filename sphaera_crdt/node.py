@@ -441,7 +441,9 @@ class Node:
             RemoteError: The update is malformed; nothing changed.
         """
         started = time.perf_counter()
-        needs = shape(body)  # parsed once: for the merge and for what the caller holds
+        # parsed once: for the merge (with its items in signed mode, for the door) and
+        # for what the caller holds
+        needs = shape(body, items=self.replica.trust is not None)
         changes = self.replica.merge(body, needs)
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
         label = self.metrics.peer(peer_id)

@@ -316,9 +316,9 @@ def test_a_received_push_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None
     parsed: list[bytes] = []
     real = updates.shape
 
-    def counting(update: bytes) -> updates.UpdateShape:
+    def counting(update: bytes, items: bool = False) -> updates.UpdateShape:
         parsed.append(update)
-        return real(update)
+        return real(update, items)
 
     for module in (updates, sync, gossip, causal):
         if hasattr(module, "shape"):

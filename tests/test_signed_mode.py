@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Map
 
 from sphaera_crdt import Replica
+from sphaera_crdt.core import door as door_module
+from sphaera_crdt.core import updates
 from sphaera_crdt.core.seals import SEAL, digest, make_seal, parse_seal
-from sphaera_crdt.core.structs import structs
 from sphaera_crdt.core.trust import Trust, public_key_text
+from sphaera_crdt.core.updates import Struct, shape
 from sphaera_crdt.errors import InvalidTrust, InvalidUpdate, UnverifiedUpdate
 from sphaera_crdt.testing import Cluster
 
@@ -71,6 +73,12 @@ def bare_copy(replica: Replica) -> Doc:
     doc: Doc = Doc()
     doc.apply_update(replica.delta(None))
     return doc
+
+
+def items(update: bytes) -> list[Struct]:
+    listed = shape(update, items=True).items
+    assert listed is not None
+    return listed
 
 
 def assert_refused(replica: Replica, update: bytes) -> None:
@@ -171,7 +179,7 @@ def test_a_forged_seal_under_another_key_is_refused(pair: tuple) -> None:
     doc = bare_copy(a)
     key = container_of(doc, "a")
     # Everything a seal binds is right but the key that signed it.
-    maps = [item for item in structs(doc.get_update())[0] if item.key == key and item.kind == 3]
+    maps = [item for item in items(doc.get_update()) if item.key == key and item.kind == 3]
     root_client = maps[-1].client
     container = doc.get("w", type=Map).get(key)
     before = doc.get_state()
@@ -243,7 +251,7 @@ def test_deleted_items_under_the_writers_client_at_new_clocks_are_refused(pair: 
     container["e\x1fdb\x1fa\x1fnew"] = "Z1"
     del container["e\x1fdb\x1fa\x1fnew"]
     update = forged.get_update(before)
-    assert [item.kind for item in structs(update)[0]] == [1]  # deleted content only
+    assert [item.kind for item in items(update)] == [1]  # deleted content only
     assert_refused(b, update)
     a.update("db", {"port": 7000})  # a's next entry takes those clocks: it still arrives
     sync(a, b)
@@ -434,14 +442,52 @@ def test_parse_seal_reads_only_the_text_make_seal_writes() -> None:
     assert not parsed.verify("a\x1fn.2", verifier)
 
 
-def test_structs_reads_where_each_item_goes() -> None:
+def test_shape_lists_where_each_item_goes() -> None:
     doc: Doc = Doc()
     root = doc.get("w", type=Map)
     root["a\x1fn.1"] = Map()
     container = root["a\x1fn.1"]
     container["k"] = "v1"
     container["k"] = "v2"
-    found, end = structs(doc.get_update())
-    assert end < len(doc.get_update())
+    update = doc.get_update()
+    listed = shape(update, items=True)
+    assert shape(update).items is None  # listed only when asked for
+    assert listed.items is not None
+    found, end = listed.items, listed.deletes_at
+    assert end < len(update) and update[end:] != b"\x00"  # the overwrite deleted v1
     assert [item.kind for item in found][:1] == [3]  # the container map
     assert found[-1].text == "v2" and found[-1].origin is not None
+
+
+def test_a_signed_merge_walks_each_update_once(
+    pair: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The causal gate's walk lists the items the door checks; a held update keeps no
+    list (held updates are bounded by bytes, their items take several times that) and is
+    walked again when it is released."""
+    a, b, _ = pair
+    before = b.state_vector()
+    a.update("db", {"port": 1})
+    first = a.delta(before)
+    middle = a.state_vector()
+    a.update("db", {"port": 2})
+    second = a.delta(middle)
+    walks: list[bool] = []
+    real = updates.shape
+
+    def counted(update: bytes, items: bool = False) -> updates.UpdateShape:
+        walks.append(items)
+        return real(update, items)
+
+    monkeypatch.setattr(updates, "shape", counted)
+    monkeypatch.setattr(door_module, "shape", counted)
+    b.merge(second)  # its predecessor is missing: held
+    assert walks == [True]
+    assert all(needs.items is None for needs in b._gate._held.values())
+    b.merge(first)  # goes in, and releases the held one, whose items are listed again
+    assert walks == [True, True, True]
+    assert b.entity("db").attrs == {"port": 2}
+    unsigned = Replica("u")
+    walks.clear()
+    unsigned.merge(a.delta())
+    assert walks == [False]  # unsigned replicas list no items

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Final
 
@@ -83,6 +83,9 @@ class CausalGate:
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         #: ids of items known to be shared types (valid parents)
         self._types: set[tuple[int, int]] = set()
+        #: whether the shapes it reads list every item (for signed mode's door, which
+        #: then walks no update again)
+        self.items = False
 
     @property
     def held(self) -> int:
@@ -111,7 +114,7 @@ class CausalGate:
                 through integrating them. Nothing is held then.
         """
         if needs is None:
-            needs = updates.shape(update)
+            needs = updates.shape(update, items=self.items)
         clocks = self._doc.clocks()
         if (
             not needs.deletes
@@ -132,6 +135,10 @@ class CausalGate:
         if len(update) > self._max_bytes:
             self._drop("bytes", len(update))
             return
+        if needs.items is not None:
+            # held within a bound on bytes: the items, several times their bytes in
+            # memory, are listed again when the update is released
+            needs = replace(needs, items=None)
         held[update] = needs
         self._held_bytes += len(update)
         while len(held) > self._max_count or self._held_bytes > self._max_bytes:

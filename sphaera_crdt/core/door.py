@@ -2,7 +2,7 @@
 
 Yrs items name no author that anyone can check: any holder of the bytes can write any
 client id, and a map item may overwrite any key. So in signed mode every update is read
-item by item (:mod:`.structs`) before Yrs sees it, and refused whole
+item by item (:func:`.updates.shape` lists the items) before Yrs sees it, and refused whole
 (:class:`~sphaera_crdt.errors.UnverifiedUpdate`) unless every item is one of:
 
 - a root entry (``w`` / *writer key*) of a writer in the trust list, holding a container
@@ -40,8 +40,8 @@ from typing import Final
 
 from ..errors import UnverifiedUpdate
 from .seals import SEAL, Seal, digest, parse_seal
-from .structs import DELETED, GARBAGE, MAP, STRING, Struct, structs
 from .trust import Trust
+from .updates import DELETED, GARBAGE, MAP, STRING, Struct, UpdateShape, shape
 
 __all__ = ["Admission", "Door"]
 
@@ -136,10 +136,10 @@ class Door:
 
     # -- checking ----------------------------------------------------------------------
 
-    def admit(self, update: bytes, known: dict[int, int]) -> Admission:
-        """Check an update (already found well-formed by :func:`.updates.shape`) against
-        a document whose state vector is ``known``: the items it holds already are not
-        looked at (Yrs skips them).
+    def admit(self, update: bytes, needs: UpdateShape, known: dict[int, int]) -> Admission:
+        """Check an update of shape ``needs`` against a document whose state vector is
+        ``known``: the items it holds already are not looked at (Yrs skips them). The
+        items are those the shape lists, or, if it lists none, those of a walk here.
 
         Returns the update without its delete set, and what to :meth:`commit` once it is
         applied.
@@ -147,8 +147,11 @@ class Door:
         Raises:
             UnverifiedUpdate: Some item is not allowed; nothing is remembered.
         """
-        found, deletes_at = structs(update)
-        fresh = [s for s in found if s.clock + s.length > known.get(s.client, 0)]
+        if needs.items is None:
+            needs = shape(update, items=True)
+        assert needs.items is not None
+        deletes_at = needs.deletes_at
+        fresh = [s for s in needs.items if s.clock + s.length > known.get(s.client, 0)]
         own = self.own_clients
         for item in fresh:
             if item.client in own:
@@ -168,7 +171,8 @@ class Door:
         self._containers.clear()
         self._current.clear()
         self._items.clear()
-        found, _ = structs(state)
+        found = shape(state, items=True).items
+        assert found is not None
         admission = self._check(found, audit=True)
         admission.update = state
         return admission

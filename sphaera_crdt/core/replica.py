@@ -192,6 +192,7 @@ class Replica:
             identities=identities,
         )
         self._doc.prune = self._prunable
+        self._gate = CausalGate(self._doc, self._log, max_bytes=max_held_bytes)
         #: signed mode's checks of merges (see :mod:`.door`); None when it is off
         self._door: Door | None = None
         #: (writer key, entry key) of entries that do not verify under the trust list
@@ -204,7 +205,6 @@ class Replica:
         self._engine = ExistenceEngine(self._view, self.id, self.predicates, self.max_skew)
         self._events = Outbox(self._log)
         self._writers: dict[str, tuple[str, str, int] | None] = {}
-        self._gate = CausalGate(self._doc, self._log, max_bytes=max_held_bytes)
         self._writer(self._doc.key)  # a tombstone may name this replica's own container
         if declare_self:
             self.declare(self.replica_entity, kind="replica")
@@ -690,6 +690,7 @@ class Replica:
         self._trust = trust
         if trust is None:
             self._door = None
+            self._gate.items = False
             self._doc.on_root_item = None
             self._excluded = set()
         else:
@@ -703,6 +704,7 @@ class Replica:
         door = Door(trust)
         door.own_clients = frozenset(self._doc.writer_clients)
         self._door = door
+        self._gate.items = True
 
         def on_root_item(item: tuple[int, int], key: str, container: bool) -> None:
             if container:
@@ -764,7 +766,7 @@ class Replica:
     ) -> None:
         door = self._door
         if door is not None:
-            admission = door.admit(update, self._doc.clocks())
+            admission = door.admit(update, needs, self._doc.clocks())
             entries = self._doc.apply(admission.update, needs.ranges)
             door.commit(admission)
         else:

@@ -136,16 +136,24 @@ class Received:
     shape: UpdateShape
 
 
-def receive(messages: Iterable[SyncMessage]) -> list[Received]:
+def receive(messages: Iterable[SyncMessage], items: bool = False) -> list[Received]:
     """The non-empty updates among ``messages`` (UPDATE and STEP2), each parsed once.
+
+    ``items``: list each update's items in its shape (for signed mode's door) when there
+    is one update; several are combined before they are merged, and listed then.
 
     Raises:
         InvalidUpdate: Some update is malformed.
     """
-    return [
-        Received(type=message.type, payload=message.payload, shape=shape(message.payload))
+    found = [
+        message
         for message in messages
         if message.type is not MessageType.STEP1 and message.payload != EMPTY_UPDATE
+    ]
+    listed = items and len(found) == 1
+    return [
+        Received(type=message.type, payload=message.payload, shape=shape(message.payload, listed))
+        for message in found
     ]
 
 
@@ -210,7 +218,7 @@ def handle_sync(
         if message.type is MessageType.STEP1:
             peer_clocks = decode_state_vector(message.payload)
             peer_state = message.payload
-    pushed = receive(messages)
+    pushed = receive(messages, items=replica.trust is not None)
     changes = merge_update(replica, pushed)
     reply = []
     if peer_state is not None and peer_clocks is not None:

@@ -22,15 +22,54 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from ..errors import InvalidUpdate
 from .lib0 import MAX_CLIENT, MAX_CLOCK, read_varuint
 
-__all__ = ["UpdateShape", "missing", "shape"]
+__all__ = [
+    "DELETED",
+    "GARBAGE",
+    "MAP",
+    "OTHER",
+    "STRING",
+    "Struct",
+    "UpdateShape",
+    "missing",
+    "shape",
+]
 
 _GC: Final = 0
 _SKIP: Final = 10
+_MAP_TYPE: Final = 1
+
+#: What a :class:`Struct` holds.
+GARBAGE: Final = 0
+DELETED: Final = 1
+STRING: Final = 2
+MAP: Final = 3
+OTHER: Final = 4
+
+ItemId = tuple[int, int]
+
+
+class Struct(NamedTuple):
+    """One struct of an update, as the checks of signed mode (:mod:`.door`) read it."""
+
+    client: int
+    clock: int
+    length: int
+    #: left origin, right origin (``None`` when absent)
+    origin: ItemId | None
+    right: ItemId | None
+    #: the root type's name (a string) or the parent item's id; ``None`` when inherited
+    parent: str | ItemId | None
+    #: the map key (``None`` when inherited, or for sequence items)
+    key: str | None
+    #: :data:`GARBAGE`, :data:`DELETED`, :data:`STRING`, :data:`MAP` or :data:`OTHER`
+    kind: int
+    #: the string a :data:`STRING` item holds
+    text: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +86,10 @@ class UpdateShape:
     types: frozenset[tuple[int, int]] = frozenset()
     #: whether the update's delete set names any range
     deletes: bool = False
+    #: every struct, in the order of the update (only when asked for: ``shape(items=True)``)
+    items: list[Struct] | None = None
+    #: where the delete set starts
+    deletes_at: int = 0
 
 
 def _bomb(what: str, count: int, left: int) -> InvalidUpdate:
@@ -243,11 +286,14 @@ def _delete_set(reader: _Reader) -> bool:
     return deletes
 
 
-def shape(update: bytes) -> UpdateShape:
+def shape(update: bytes, items: bool = False) -> UpdateShape:
     """Read the structure of a v1 update, and check it whole: every count and length
     against the bytes left (so that Yrs, which reserves room for a count before it reads
     the items, is never asked to reserve more than the update could hold), every string's
     UTF-8, every shared type, the delete set, and that nothing follows it.
+
+    With ``items``, the shape also lists every struct (:attr:`UpdateShape.items`): the
+    same walk then serves the checks of signed mode.
 
     Raises:
         InvalidUpdate: The bytes are not a well-formed v1 update.
@@ -261,6 +307,12 @@ def shape(update: bytes) -> UpdateShape:
     refs: set[tuple[int, int]] = set()
     parents: set[tuple[int, int]] = set()
     types: set[tuple[int, int]] = set()
+    found: list[Struct] | None = [] if items else None
+    # what a listed struct holds besides its id (read only when listing)
+    origin: ItemId | None = None
+    right: ItemId | None = None
+    item_parent: str | ItemId | None = None
+    item_key: str | None = None
     try:
         clients, pos = read_varuint(data, 0)
         # a client takes three bytes at least (its count of structs, id and first clock)
@@ -271,6 +323,7 @@ def shape(update: bytes) -> UpdateShape:
         raw, raw_value = b"\x00", 0
         # the last parent named by an id (see below); -1 is no id
         parent_client = parent_clock = -1
+        last_parent: ItemId | None = None
         for _ in range(clients):
             count, pos = read_varuint(data, pos)
             begin = pos
@@ -291,6 +344,10 @@ def shape(update: bytes) -> UpdateShape:
                         pos += 1
                     else:
                         length, pos = read_varuint(data, pos)
+                    if found is not None and ref == _GC:
+                        found.append(
+                            Struct(client, clock, length, None, None, None, None, GARBAGE, None)
+                        )
                     clock += length
                     continue
                 if info & 0xC0:
@@ -305,6 +362,11 @@ def shape(update: bytes) -> UpdateShape:
                                 raw, raw_value = data[begin:pos], item_client
                             item_clock, pos = read_varuint(data, pos)
                             refs.add((item_client, item_clock))
+                            if found is not None:
+                                if flag == 0x80:
+                                    origin = (item_client, item_clock)
+                                else:
+                                    right = (item_client, item_clock)
                 else:
                     # The parent: a root type's name (1) or an item's id (0), then the key
                     # of a map entry; read inline, as above (an item of a nested map, every
@@ -330,9 +392,10 @@ def shape(update: bytes) -> UpdateShape:
                                     "out of range"
                                 )
                             parent_client, parent_clock = item_client, item_clock
-                            parent = (item_client, item_clock)
-                            refs.add(parent)
-                            parents.add(parent)
+                            last_parent = (item_client, item_clock)
+                            refs.add(last_parent)
+                            parents.add(last_parent)
+                        item_parent = last_parent
                         if info & 0x20:
                             length = data[pos]
                             if length < 0x80:
@@ -343,21 +406,24 @@ def shape(update: bytes) -> UpdateShape:
                                 raise InvalidUpdate("update field runs past the end")
                             key = data[pos : pos + length]
                             pos += length
-                            if not key.isascii():
+                            if key.isascii():
+                                if found is not None:
+                                    item_key = key.decode("ascii")
+                            else:
                                 try:
-                                    key.decode("utf-8")
+                                    item_key = key.decode("utf-8")
                                 except UnicodeDecodeError:
                                     raise InvalidUpdate("invalid UTF-8 in update string") from None
                     else:
                         reader.pos = pos
                         if reader.uint() == 1:
-                            reader.string()
+                            item_parent = reader.string()
                         else:
-                            parent = _id(reader)
+                            parent = item_parent = _id(reader)
                             refs.add(parent)
                             parents.add(parent)
                         if info & 0x20:
-                            reader.string()
+                            item_key = reader.string()
                         pos = reader.pos
                 if ref == 7:
                     types.add((client, clock))
@@ -375,10 +441,50 @@ def shape(update: bytes) -> UpdateShape:
                             text.decode("utf-8")
                         except UnicodeDecodeError:
                             raise InvalidUpdate("invalid UTF-8 in update string") from None
+                    if found is not None:
+                        found.append(
+                            _listed(
+                                client,
+                                clock,
+                                1,
+                                info,
+                                origin,
+                                right,
+                                item_parent,
+                                item_key,
+                                STRING,
+                                text.decode("utf-8"),
+                            )
+                        )
+                        origin = right = None
                     clock += 1
                     continue
-                reader.pos = pos
-                clock += _content_length(reader, ref)
+                if found is not None:
+                    if ref == 7:
+                        kind = MAP if data[pos] == _MAP_TYPE else OTHER
+                    else:
+                        kind = DELETED if ref == 1 else OTHER
+                    reader.pos = pos
+                    length = _content_length(reader, ref)
+                    found.append(
+                        _listed(
+                            client,
+                            clock,
+                            length,
+                            info,
+                            origin,
+                            right,
+                            item_parent,
+                            item_key,
+                            kind,
+                            None,
+                        )
+                    )
+                    origin = right = None
+                    clock += length
+                else:
+                    reader.pos = pos
+                    clock += _content_length(reader, ref)
                 pos = reader.pos
             if client > MAX_CLIENT or clock > MAX_CLOCK:
                 raise InvalidUpdate(f"update struct {client}:{clock} is out of range")
@@ -387,7 +493,7 @@ def shape(update: bytes) -> UpdateShape:
                 ranges[client] = (min(first, start), max(last, clock))
         if pos > end:
             raise InvalidUpdate("update field runs past the end")
-        reader.pos = pos
+        reader.pos = deletes_at = pos
         deletes = _delete_set(reader)
     except IndexError:
         raise InvalidUpdate("truncated update") from None
@@ -402,6 +508,28 @@ def shape(update: bytes) -> UpdateShape:
         parents=frozenset(parents),
         types=frozenset(types),
         deletes=deletes,
+        items=found,
+        deletes_at=deletes_at,
+    )
+
+
+def _listed(
+    client: int,
+    clock: int,
+    length: int,
+    info: int,
+    origin: ItemId | None,
+    right: ItemId | None,
+    parent: str | ItemId | None,
+    key: str | None,
+    kind: int,
+    text: str | None,
+) -> Struct:
+    """A listed struct: an item with an origin inherits its parent and key."""
+    if info & 0xC0:
+        return Struct(client, clock, length, origin, right, None, None, kind, text)
+    return Struct(
+        client, clock, length, None, None, parent, key if info & 0x20 else None, kind, text
     )
 
 
